@@ -1,0 +1,56 @@
+//! The `.morsel` file format (spec: `runtime/FORMAT.md`): constants shared
+//! by the reader and the writer.
+
+mod bytes;
+pub mod reader;
+#[cfg(feature = "write")]
+pub mod writer;
+
+pub const MAGIC: [u8; 8] = *b"\x7fMORSEL\n";
+pub const MAJOR: u16 = 1;
+pub const MINOR: u16 = 0;
+pub const BOM: u32 = 0x0A0B_0C0D;
+pub const HEADER_LEN: usize = 64;
+pub const ALIGN: usize = 64;
+pub const MAX_SECTIONS: usize = 64;
+pub const MAX_RANK: usize = 64;
+/// Required feature bits this reader understands (none in 1.0).
+pub const KNOWN_REQUIRED: u64 = 0;
+pub const NONE: u32 = u32::MAX;
+
+pub const SECTION_META: u32 = 1;
+pub const SECTION_GRAPH: u32 = 2;
+pub const SECTION_TENSORS: u32 = 3;
+pub const SECTION_DATA: u32 = 4;
+
+/// Tensor encodings (FORMAT.md, "Encodings").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Raw,
+    F16,
+    BF16,
+}
+
+impl Encoding {
+    pub fn id(self) -> u16 {
+        match self {
+            Encoding::Raw => 0,
+            Encoding::F16 => 1,
+            Encoding::BF16 => 2,
+        }
+    }
+    pub fn from_id(id: u16) -> Option<Encoding> {
+        match id {
+            0 => Some(Encoding::Raw),
+            1 => Some(Encoding::F16),
+            2 => Some(Encoding::BF16),
+            _ => None,
+        }
+    }
+}
+
+pub const ATTR_INT: u8 = 1;
+pub const ATTR_FLOAT: u8 = 2;
+pub const ATTR_INTS: u8 = 3;
+pub const ATTR_FLOATS: u8 = 4;
+pub const ATTR_STR: u8 = 5;

@@ -1,0 +1,512 @@
+//! Running a model. A [`Session`] plans each new set of input shapes once:
+//! concrete shapes for every value, folding of what is known before running
+//! (shape subgraphs), and buffer slots assigned from live intervals so that
+//! values whose lifetimes do not overlap share memory. A warmed-up run with
+//! the same input shapes allocates nothing per op; only the outputs it
+//! returns are fresh memory.
+
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+use crate::dtype::DType;
+use crate::graph::ValueId;
+use crate::model::Model;
+use crate::ops::{self, Ctx, Fact};
+use crate::tensor::{AlignedBuf, Dim, Tensor, TensorMut, TensorRef, dims_str, known_shape, numel, shape_str};
+use crate::{Error, Result};
+
+/// Settings for a session.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Threads for the heavy kernels (matmul, conv). 1 on wasm.
+    pub threads: usize,
+    /// Refuse to run when the planned activation memory exceeds this many bytes.
+    pub memory_limit: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: 1,
+            memory_limit: None,
+        }
+    }
+}
+
+/// Where a value's data lives during a run.
+#[derive(Debug, Clone)]
+enum Src {
+    Const(ValueId),
+    Folded(usize),
+    Input(usize),
+    Slot { slot: usize, bytes: usize },
+}
+
+#[derive(Debug)]
+struct Step {
+    node: usize,
+    inputs: Vec<Option<(Src, usize)>>, // source and index into plan.dims
+    outputs: Vec<(usize, usize, usize)>, // slot, bytes, value id
+}
+
+/// The plan for one set of input shapes.
+#[derive(Debug)]
+pub struct Plan {
+    steps: Vec<Step>,
+    folded: Vec<Tensor>,
+    /// Concrete dims and dtype of every value (indexed by value id).
+    dims: Vec<Vec<usize>>,
+    dtypes: Vec<DType>,
+    loc: Vec<Option<Src>>,
+    slot_bytes: Vec<usize>,
+}
+
+impl Plan {
+    /// Bytes of activation memory the plan needs (all slots).
+    pub fn activation_bytes(&self) -> usize {
+        self.slot_bytes.iter().sum()
+    }
+    /// Bytes the same values would need if none shared memory.
+    pub fn unshared_bytes(&self) -> usize {
+        self.steps
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(|o| o.1))
+            .sum()
+    }
+    pub fn slots(&self) -> usize {
+        self.slot_bytes.len()
+    }
+}
+
+pub struct Session {
+    model: Model,
+    options: Options,
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    slots: Vec<AlignedBuf>,
+    ctx: Ctx,
+}
+
+fn round64(n: usize) -> usize {
+    n.div_ceil(64) * 64
+}
+
+impl Session {
+    pub fn new(model: Model, options: Options) -> Session {
+        let ctx = Ctx::new(options.threads);
+        Session {
+            model,
+            options,
+            plans: HashMap::new(),
+            slots: Vec::new(),
+            ctx,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Check the caller's inputs against the graph: names, dtypes, shapes.
+    /// Returns the inputs in graph order.
+    fn match_inputs<'a>(&self, inputs: &[(&str, TensorRef<'a>)]) -> Result<Vec<TensorRef<'a>>> {
+        let g = self.model.graph();
+        for (name, _) in inputs {
+            if !g.inputs.iter().any(|&i| g.values[i].name == *name) {
+                let names: Vec<&str> = g.inputs.iter().map(|&i| g.values[i].name.as_str()).collect();
+                return Err(Error::Input(format!(
+                    "the model has no input '{name}' (its inputs: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut out = Vec::with_capacity(g.inputs.len());
+        for &vid in &g.inputs {
+            let v = &g.values[vid];
+            let given = inputs.iter().find(|(n, _)| *n == v.name).map(|(_, t)| *t);
+            let t = given.ok_or_else(|| {
+                Error::Input(format!(
+                    "missing input '{}' ({} {})",
+                    v.name,
+                    v.dtype,
+                    shape_str(&v.shape)
+                ))
+            })?;
+            if t.dtype != v.dtype {
+                return Err(Error::Input(format!(
+                    "input '{}' must be {}, got {}",
+                    v.name, v.dtype, t.dtype
+                )));
+            }
+            let bad_shape = || {
+                Error::Input(format!(
+                    "input '{}' must have shape {}, got {}",
+                    v.name,
+                    shape_str(&v.shape),
+                    dims_str(t.dims)
+                ))
+            };
+            if t.dims.len() != v.shape.len() {
+                return Err(bad_shape());
+            }
+            for (d, &n) in v.shape.iter().zip(t.dims) {
+                match d {
+                    Dim::Known(k) if *k != n => return Err(bad_shape()),
+                    Dim::Sym(s) if &**s != "?" => {
+                        if let Some((prev, who)) = symbols.get(&**s) {
+                            if *prev != n {
+                                return Err(Error::Input(format!(
+                                    "input '{}' has {s}={n} but input '{who}' has {s}={prev}",
+                                    v.name
+                                )));
+                            }
+                        } else {
+                            symbols.insert(s, (n, v.name.as_str()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let want = numel(t.dims)?.checked_mul(t.dtype.size());
+            if want != Some(t.data.len()) {
+                return Err(Error::Input(format!(
+                    "input '{}' has {} bytes of data for {} {}",
+                    v.name,
+                    t.data.len(),
+                    t.dtype,
+                    dims_str(t.dims)
+                )));
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// Plan (or fetch the cached plan) for these input dims.
+    pub fn plan(&mut self, input_dims: &[Vec<usize>]) -> Result<&Plan> {
+        if !self.plans.contains_key(input_dims) {
+            let plan = build_plan(&self.model, input_dims)?;
+            if let Some(limit) = self.options.memory_limit {
+                let need = plan.activation_bytes();
+                if need > limit {
+                    return Err(Error::Memory(format!(
+                        "this run needs {need} bytes of activation memory, the budget is {limit} bytes"
+                    )));
+                }
+            }
+            self.plans.insert(input_dims.to_vec(), plan);
+        }
+        self.plans
+            .get(input_dims)
+            .ok_or_else(|| Error::Graph("plan cache lost an entry".into()))
+    }
+
+    /// Run the model. Inputs by name; outputs in the graph's output order.
+    pub fn run(&mut self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Vec<Tensor>> {
+        let inputs = self.match_inputs(inputs)?;
+        // Caller memory may be unaligned for its dtype: copy only then.
+        let realigned: Vec<Option<AlignedBuf>> = inputs
+            .iter()
+            .map(|t| (t.data.as_ptr() as usize % t.dtype.size() != 0).then(|| AlignedBuf::from_bytes(t.data)))
+            .collect();
+        let inputs: Vec<TensorRef<'_>> = inputs
+            .iter()
+            .zip(&realigned)
+            .map(|(t, r)| match r {
+                Some(b) => TensorRef {
+                    dtype: t.dtype,
+                    dims: t.dims,
+                    data: b.as_bytes(),
+                },
+                None => *t,
+            })
+            .collect();
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.dims.to_vec()).collect();
+        self.plan(&key)?;
+        let Session {
+            model,
+            plans,
+            slots,
+            ctx,
+            ..
+        } = self;
+        let plan = plans
+            .get(&key)
+            .ok_or_else(|| Error::Graph("plan cache lost an entry".into()))?;
+        if slots.len() < plan.slot_bytes.len() {
+            slots.resize_with(plan.slot_bytes.len(), AlignedBuf::default);
+        }
+        let graph = model.graph();
+        for step in &plan.steps {
+            let node = &graph.nodes[step.node];
+            let mut outs: SmallVec<[AlignedBuf; 4]> = step
+                .outputs
+                .iter()
+                .map(|&(slot, bytes, _)| {
+                    let mut b = std::mem::take(&mut slots[slot]);
+                    b.resize(bytes);
+                    b
+                })
+                .collect();
+            let result = {
+                let mut ins: SmallVec<[Option<TensorRef<'_>>; 8]> = SmallVec::new();
+                for i in &step.inputs {
+                    ins.push(match i {
+                        None => None,
+                        Some((src, v)) => Some(view(graph, plan, &inputs, src, &plan.dims[*v], plan.dtypes[*v], slots)?),
+                    });
+                }
+                let mut out_views: SmallVec<[TensorMut<'_>; 4]> = outs
+                    .iter_mut()
+                    .zip(&step.outputs)
+                    .map(|(b, &(_, _, v))| TensorMut {
+                        dtype: plan.dtypes[v],
+                        dims: &plan.dims[v],
+                        data: b.as_bytes_mut(),
+                    })
+                    .collect();
+                model.op(step.node).eval(ctx, &ins, &mut out_views)
+            };
+            for (b, &(slot, _, _)) in outs.into_iter().zip(&step.outputs) {
+                slots[slot] = b;
+            }
+            result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
+        }
+        let mut results = Vec::with_capacity(graph.outputs.len());
+        for &o in &graph.outputs {
+            let src = plan.loc[o]
+                .as_ref()
+                .ok_or_else(|| Error::Graph(format!("output '{}' was never computed", graph.values[o].name)))?;
+            results.push(view(graph, plan, &inputs, src, &plan.dims[o], plan.dtypes[o], slots)?.to_tensor());
+        }
+        Ok(results)
+    }
+
+    /// Bytes held by this session's activation slots and scratch.
+    pub fn held_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.capacity_bytes()).sum::<usize>() + self.ctx.scratch_capacity_bytes()
+    }
+}
+
+fn view<'a>(
+    graph: &'a crate::graph::Graph,
+    plan: &'a Plan,
+    inputs: &[TensorRef<'a>],
+    src: &Src,
+    dims: &'a [usize],
+    dtype: DType,
+    slots: &'a [AlignedBuf],
+) -> Result<TensorRef<'a>> {
+    Ok(match src {
+        Src::Const(v) => graph.values[*v]
+            .konst
+            .as_ref()
+            .ok_or_else(|| Error::Graph("constant without data".into()))?
+            .view(),
+        Src::Folded(i) => plan.folded[*i].view(),
+        Src::Input(i) => inputs[*i],
+        Src::Slot { slot, bytes } => TensorRef {
+            dtype,
+            dims,
+            data: &slots[*slot].as_bytes()[..*bytes],
+        },
+    })
+}
+
+/// Concrete shapes, folding and slot assignment for one set of input dims.
+fn build_plan(model: &Model, input_dims: &[Vec<usize>]) -> Result<Plan> {
+    let g = model.graph();
+    let nv = g.values.len();
+    let mut dims: Vec<Vec<usize>> = vec![Vec::new(); nv];
+    let mut dtypes: Vec<DType> = g.values.iter().map(|v| v.dtype).collect();
+    let mut loc: Vec<Option<Src>> = vec![None; nv];
+    let mut folded: Vec<Tensor> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
+
+    for (k, (&vid, d)) in g.inputs.iter().zip(input_dims).enumerate() {
+        dims[vid] = d.clone();
+        loc[vid] = Some(Src::Input(k));
+    }
+    for (vid, v) in g.values.iter().enumerate() {
+        if let Some(t) = &v.konst {
+            dims[vid] = t.dims.clone();
+            loc[vid] = Some(Src::Const(vid));
+        }
+    }
+    let value_of = |src: &Option<Src>, folded: &[Tensor]| -> Option<Tensor> {
+        match src {
+            Some(Src::Const(v)) => g.values[*v].konst.clone(),
+            Some(Src::Folded(i)) => Some(folded[*i].clone()),
+            _ => None,
+        }
+    };
+
+    for (ni, node) in g.nodes.iter().enumerate() {
+        let op = model.op(ni);
+        let name = ops::op_name(node.op);
+        let mut facts: Vec<Option<Fact>> = Vec::with_capacity(node.inputs.len());
+        for i in &node.inputs {
+            facts.push(match i {
+                None => None,
+                Some(v) => {
+                    if loc[*v].is_none() {
+                        return Err(Error::Graph(format!(
+                            "node '{}' ({name}): input '{}' is not computed",
+                            node.name, g.values[*v].name
+                        )));
+                    }
+                    Some(match value_of(&loc[*v], &folded) {
+                        Some(t) => Fact::known(t),
+                        None => Fact::new(dtypes[*v], known_shape(&dims[*v])),
+                    })
+                }
+            });
+        }
+        let out = op.infer(&facts).map_err(|e| e.in_node(&node.name, name))?;
+        if out.len() < node.outputs.len() {
+            return Err(Error::Graph(format!(
+                "node '{}' ({name}) has {} outputs, its op makes {}",
+                node.name,
+                node.outputs.len(),
+                out.len()
+            )));
+        }
+        let all_inputs_known = facts.iter().flatten().all(|f| f.value.is_some());
+        let all_outputs_known = out.iter().all(|f| f.value.is_some());
+        let mut out_dims = Vec::with_capacity(out.len());
+        for f in &out {
+            out_dims.push(f.dims().ok_or_else(|| {
+                Error::Graph(format!(
+                    "node '{}' ({name}): output shape {} is not known before running",
+                    node.name,
+                    shape_str(&f.shape)
+                ))
+            })?);
+        }
+        if all_outputs_known || all_inputs_known {
+            let values: Vec<Tensor> = if all_outputs_known {
+                out.into_iter().filter_map(|f| f.value).collect()
+            } else {
+                let ins: Vec<Option<Tensor>> = facts.into_iter().map(|f| f.and_then(|f| f.value)).collect();
+                ops::eval_owned(op, &ins).map_err(|e| e.in_node(&node.name, name))?
+            };
+            for (&o, t) in node.outputs.iter().zip(values) {
+                dims[o] = t.dims.clone();
+                dtypes[o] = t.dtype;
+                loc[o] = Some(Src::Folded(folded.len()));
+                folded.push(t);
+            }
+            continue;
+        }
+        for ((&o, f), d) in node.outputs.iter().zip(&out).zip(out_dims) {
+            dims[o] = d;
+            dtypes[o] = f.dtype;
+        }
+        steps.push(Step {
+            node: ni,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        });
+    }
+
+    // Live intervals: the last step that reads each value computed by a step.
+    let mut producer_step = vec![usize::MAX; nv];
+    for (si, s) in steps.iter().enumerate() {
+        for &o in &g.nodes[s.node].outputs {
+            producer_step[o] = si;
+        }
+    }
+    let mut last_use = producer_step.clone();
+    for (si, s) in steps.iter().enumerate() {
+        for v in g.nodes[s.node].inputs.iter().flatten() {
+            if producer_step[*v] != usize::MAX {
+                last_use[*v] = si;
+            }
+        }
+    }
+    for &o in &g.outputs {
+        if producer_step[o] != usize::MAX {
+            last_use[o] = usize::MAX - 1; // lives to the end
+        }
+    }
+
+    // Greedy slot assignment: best-fit among free slots, growing if needed.
+    let mut slot_bytes: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    for si in 0..steps.len() {
+        let node = &g.nodes[steps[si].node];
+        let mut outputs = Vec::with_capacity(node.outputs.len());
+        for &o in &node.outputs {
+            let bytes = numel(&dims[o])?
+                .checked_mul(dtypes[o].size())
+                .ok_or_else(|| Error::Graph(format!("value '{}' is too large", g.values[o].name)))?;
+            let need = round64(bytes);
+            let pick = free
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| slot_bytes[**s] >= need)
+                .min_by_key(|(_, s)| slot_bytes[**s])
+                .map(|(i, _)| i)
+                .or_else(|| {
+                    free.iter()
+                        .enumerate()
+                        .max_by_key(|(_, s)| slot_bytes[**s])
+                        .map(|(i, _)| i)
+                });
+            let slot = match pick {
+                Some(i) => free.swap_remove(i),
+                None => {
+                    slot_bytes.push(0);
+                    slot_bytes.len() - 1
+                }
+            };
+            slot_bytes[slot] = slot_bytes[slot].max(need);
+            loc[o] = Some(Src::Slot { slot, bytes });
+            outputs.push((slot, bytes, o));
+        }
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for i in &node.inputs {
+            inputs.push(match i {
+                None => None,
+                Some(v) => Some((
+                    loc[*v]
+                        .clone()
+                        .ok_or_else(|| Error::Graph(format!("value '{}' has no location", g.values[*v].name)))?,
+                    *v,
+                )),
+            });
+        }
+        // Free what dies here: inputs read for the last time, outputs never read.
+        let mut dying: Vec<usize> = node
+            .inputs
+            .iter()
+            .flatten()
+            .copied()
+            .chain(node.outputs.iter().copied())
+            .filter(|&v| last_use[v] == si)
+            .collect();
+        dying.sort_unstable();
+        dying.dedup();
+        for v in dying {
+            if let Some(Src::Slot { slot, .. }) = loc[v] {
+                free.push(slot);
+            }
+        }
+        steps[si].inputs = inputs;
+        steps[si].outputs = outputs;
+    }
+    for &o in &g.outputs {
+        if loc[o].is_none() {
+            return Err(Error::Graph(format!("output '{}' is never computed", g.values[o].name)));
+        }
+    }
+    Ok(Plan {
+        steps,
+        folded,
+        dims,
+        dtypes,
+        loc,
+        slot_bytes,
+    })
+}
