@@ -1,1 +1,512 @@
-fn main(){}
+//! `morsel`: convert, inspect, run, benchmark and evaluate models.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use morsel_compress::npy;
+use morsel_runtime::format::writer::{FloatStorage, to_bytes, write_atomic};
+use morsel_runtime::tensor::{Dim, Tensor, dims_str, shape_str};
+use morsel_runtime::{DType, Model, Options};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "morsel", version, about = "Make models small and fast, and run them anywhere")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Weights {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Import an ONNX model and write it as a .morsel file.
+    Convert {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// How to store f32 weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        weights: Weights,
+    },
+    /// Show a model's inputs, outputs, ops, parameters, sizes and metadata.
+    Inspect {
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model on .npy inputs and write its outputs as .npy files.
+    Run {
+        model: PathBuf,
+        /// `name=file.npy` (or just `file.npy` for a one-input model); repeatable.
+        #[arg(short, long = "input", required = true)]
+        inputs: Vec<String>,
+        #[arg(short = 'd', long, default_value = ".")]
+        output_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Time a model: warm-up, then median and p90 latency, and peak memory.
+    Bench {
+        model: PathBuf,
+        /// Inputs as in `run`; by default random data, symbolic dims set by --dim (default 1).
+        #[arg(short, long = "input")]
+        inputs: Vec<String>,
+        /// Size for a symbolic dim, e.g. `N=8`.
+        #[arg(long = "dim")]
+        dims: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy against labels and agreement with a reference, on a .npz data set.
+    Eval {
+        model: PathBuf,
+        /// .npz with the model's inputs by name (or `x` for a one-input
+        /// model) and optional labels `y`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Reference outputs: a model (.onnx or .morsel) to run on the same
+        /// data, or a .npy of its first output (e.g. from ONNX Runtime).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Convert { input, output, weights } => convert(&input, &output, weights),
+        Cmd::Inspect { model, json } => inspect(&model, json),
+        Cmd::Run {
+            model,
+            inputs,
+            output_dir,
+            threads,
+        } => run(&model, &inputs, &output_dir, threads),
+        Cmd::Bench {
+            model,
+            inputs,
+            dims,
+            warmup,
+            runs,
+            threads,
+            json,
+        } => bench(&model, &inputs, &dims, warmup, runs, threads, json),
+        Cmd::Eval {
+            model,
+            data,
+            reference,
+            batch,
+            threads,
+            json,
+        } => eval(&model, &data, reference.as_deref(), batch, threads, json),
+    };
+    if let Err(e) = result {
+        // One line per cause, outermost first.
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn convert(input: &Path, output: &Path, weights: Weights) -> Result<()> {
+    if !morsel_compress::is_onnx(input) {
+        bail!("{}: convert takes an .onnx file", input.display());
+    }
+    let t = Instant::now();
+    let g = morsel_compress::convert(input)?;
+    let storage = match weights {
+        Weights::F32 => FloatStorage::F32,
+        Weights::F16 => FloatStorage::F16,
+        Weights::Bf16 => FloatStorage::BF16,
+    };
+    let bytes = to_bytes(&g, storage).map_err(|e| anyhow!("{e}"))?;
+    // Refuse to write a file we cannot read back.
+    Model::from_bytes(&bytes).map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;
+    write_atomic(output, &bytes)?;
+    println!(
+        "wrote {} ({} bytes, {} nodes) in {:.2}s",
+        output.display(),
+        bytes.len(),
+        g.nodes.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path, as_json: bool) -> Result<()> {
+    let model = morsel_compress::load_any(path)?;
+    let g = model.graph();
+    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &g.nodes {
+        *ops.entry(morsel_runtime::ops::op_name(n.op)).or_insert(0) += 1;
+    }
+    let params: usize = g
+        .values
+        .iter()
+        .filter_map(|v| v.konst.as_ref())
+        .filter(|t| t.dtype.is_float())
+        .map(|t| t.numel())
+        .sum();
+    let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let encodings = if morsel_compress::is_onnx(path) {
+        BTreeMap::new()
+    } else {
+        let bytes = std::fs::read(path)?;
+        let store: morsel_runtime::format::reader::Store = std::sync::Arc::new(bytes);
+        morsel_runtime::format::reader::encoding_sizes(store).map_err(|e| anyhow!("{e}"))?
+    };
+    let io = |ids: &[usize]| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|&i| {
+                let v = &g.values[i];
+                json!({"name": v.name, "dtype": v.dtype.name(), "shape": v.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>()})
+            })
+            .collect()
+    };
+    if as_json {
+        let j = json!({
+            "file": path.display().to_string(),
+            "file_bytes": file_size,
+            "inputs": io(&g.inputs),
+            "outputs": io(&g.outputs),
+            "nodes": g.nodes.len(),
+            "ops": ops,
+            "parameters": params,
+            "bytes_by_encoding": encodings,
+            "metadata": g.metadata,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("{} ({} bytes)", path.display(), file_size);
+    println!("inputs:");
+    for &i in &g.inputs {
+        println!("  {}", g.describe_value(i));
+    }
+    println!("outputs:");
+    for &i in &g.outputs {
+        println!("  {}", g.describe_value(i));
+    }
+    println!("nodes: {}   parameters: {}", g.nodes.len(), params);
+    println!("ops:");
+    for (op, n) in &ops {
+        println!("  {op:<20} {n}");
+    }
+    if !encodings.is_empty() {
+        println!("tensor bytes by encoding:");
+        for (e, n) in &encodings {
+            println!("  {e:<20} {n}");
+        }
+    }
+    if !g.metadata.is_empty() {
+        println!("metadata:");
+        for (k, v) in &g.metadata {
+            println!("  {k}: {v}");
+        }
+    }
+    Ok(())
+}
+
+/// Parse `name=path` arguments against the model's inputs.
+fn load_inputs(model: &Model, args: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let g = model.graph();
+    let mut out = Vec::new();
+    for a in args {
+        let (name, file) = match a.split_once('=') {
+            Some((n, f)) => (n.to_string(), f),
+            None if g.inputs.len() == 1 => (g.values[g.inputs[0]].name.clone(), a.as_str()),
+            None => bail!("'{a}': the model has {} inputs; write name=file.npy", g.inputs.len()),
+        };
+        let loaded = npy::read_npy(Path::new(file))?;
+        let t = adapt_dtype(model, &name, loaded)?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// numpy saves float64 by default: convert it to the model's f32, saying so.
+fn adapt_dtype(model: &Model, name: &str, l: npy::Loaded) -> Result<Tensor> {
+    let g = model.graph();
+    let want = g.inputs.iter().map(|&i| &g.values[i]).find(|v| v.name == name).map(|v| v.dtype);
+    if l.stored == "<f8" && want == Some(DType::F32) {
+        eprintln!("note: input '{name}' is float64; converted to float32");
+    } else if l.stored == "<f8" {
+        bail!("input '{name}' is float64; the model wants {}", want.map(|d| d.name()).unwrap_or("?"));
+    }
+    Ok(l.tensor)
+}
+
+fn run(path: &Path, args: &[String], out_dir: &Path, threads: usize) -> Result<()> {
+    let model = morsel_compress::load_any(path)?;
+    let inputs = load_inputs(&model, args)?;
+    let mut session = model.session(Options {
+        threads,
+        ..Options::default()
+    });
+    let refs: Vec<(&str, _)> = inputs.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
+    let outputs = session.run(&refs).map_err(|e| anyhow!("{e}"))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let g = model.graph();
+    for (&o, t) in g.outputs.iter().zip(&outputs) {
+        let name = &g.values[o].name;
+        let safe: String = name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect();
+        let file = out_dir.join(format!("{safe}.npy"));
+        npy::write_npy(&file, t)?;
+        println!("{name}: {} {} -> {}", t.dtype, dims_str(&t.dims), file.display());
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random inputs for benchmarking.
+fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    for d in dims {
+        let (k, v) = d.split_once('=').with_context(|| format!("--dim '{d}': write NAME=SIZE"))?;
+        sizes.insert(k.to_string(), v.parse().with_context(|| format!("--dim '{d}': size is not a number"))?);
+    }
+    let g = model.graph();
+    let mut seed = 0x2545F491u32;
+    let mut out = Vec::new();
+    for &i in &g.inputs {
+        let v = &g.values[i];
+        let shape: Vec<usize> = v
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Known(n) => *n,
+                Dim::Sym(s) => sizes.get(&**s).copied().unwrap_or(1),
+            })
+            .collect();
+        let n: usize = shape.iter().product();
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let t = match v.dtype {
+            DType::F32 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() >> 8) as f32 / (1 << 24) as f32).collect::<Vec<_>>())?,
+            DType::I64 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() % 100) as i64).collect::<Vec<_>>())?,
+            DType::I32 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() % 100) as i32).collect::<Vec<_>>())?,
+            d => bail!("cannot make random data for input '{}' of dtype {d}; pass --input", v.name),
+        };
+        out.push((v.name.clone(), t));
+    }
+    Ok(out)
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn bench(path: &Path, args: &[String], dims: &[String], warmup: usize, runs: usize, threads: usize, as_json: bool) -> Result<()> {
+    let model = morsel_compress::load_any(path)?;
+    let inputs = if args.is_empty() {
+        random_inputs(&model, dims)?
+    } else {
+        load_inputs(&model, args)?
+    };
+    let mut session = model.session(Options {
+        threads,
+        ..Options::default()
+    });
+    let refs: Vec<(&str, _)> = inputs.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
+    for _ in 0..warmup.max(1) {
+        session.run(&refs).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let out = session.run(&refs).map_err(|e| anyhow!("{e}"))?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(out);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let (med, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
+    let rss = peak_rss();
+    let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={}", dims_str(&t.dims))).collect();
+    if as_json {
+        println!(
+            "{}",
+            json!({"model": path.display().to_string(), "inputs": shapes, "threads": threads, "runs": times.len(),
+                   "median_ms": med, "p90_ms": p90, "min_ms": times[0], "peak_rss_bytes": rss,
+                   "activation_bytes": session.held_bytes()})
+        );
+    } else {
+        println!("{} [{}] threads={threads}", path.display(), shapes.join(", "));
+        println!(
+            "  median {med:.3} ms   p90 {p90:.3} ms   min {:.3} ms   ({} runs after {} warm-up)",
+            times[0],
+            times.len(),
+            warmup.max(1)
+        );
+        println!(
+            "  peak RSS {}   activation + scratch memory {:.1} KiB",
+            rss.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "n/a".into()),
+            session.held_bytes() as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+/// Slice rows [a, b) of the leading dim.
+fn rows(t: &Tensor, a: usize, b: usize) -> Result<Tensor> {
+    let per: usize = t.dims[1..].iter().product::<usize>() * t.dtype.size();
+    let mut dims = t.dims.clone();
+    dims[0] = b - a;
+    Ok(Tensor::new(
+        t.dtype,
+        dims,
+        morsel_runtime::tensor::Blob::owned(morsel_runtime::tensor::AlignedBuf::from_bytes(&t.data.as_bytes()[a * per..b * per])),
+    )?)
+}
+
+/// Run `model` over the data in batches; returns the first output's rows as f32.
+fn run_batched(model: &Model, data: &[(String, Tensor)], batch: usize, threads: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+    let n = data.first().map(|(_, t)| t.dims.first().copied().unwrap_or(1)).unwrap_or(0);
+    let mut session = model.session(Options {
+        threads,
+        ..Options::default()
+    });
+    let mut all = Vec::new();
+    let mut out_dims = Vec::new();
+    let mut a = 0;
+    while a < n {
+        let b = (a + batch.max(1)).min(n);
+        let chunk: Vec<(String, Tensor)> = data.iter().map(|(k, t)| Ok((k.clone(), rows(t, a, b)?))).collect::<Result<_>>()?;
+        let refs: Vec<(&str, _)> = chunk.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
+        let outs = session.run(&refs).map_err(|e| anyhow!("rows {a}..{b}: {e}"))?;
+        let o = outs.first().context("the model has no outputs")?;
+        out_dims = o.dims.clone();
+        all.extend(o.to_f32_vec()?);
+        a = b;
+    }
+    if let Some(d) = out_dims.first_mut() {
+        *d = n;
+    }
+    Ok((all, out_dims))
+}
+
+fn argmax_rows(v: &[f32], classes: usize) -> Vec<usize> {
+    v.chunks(classes.max(1))
+        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &x)| if x > m.1 { (i, x) } else { m }).0)
+        .collect()
+}
+
+fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, threads: usize, as_json: bool) -> Result<()> {
+    let model = morsel_compress::load_any(path)?;
+    let g = model.graph();
+    let arrays = npy::read_npz(data)?;
+    let input_names: Vec<String> = g.inputs.iter().map(|&i| g.values[i].name.clone()).collect();
+    let mut feed = Vec::new();
+    let mut labels: Option<Vec<i64>> = None;
+    for (k, l) in arrays {
+        if k == "y" || k == "labels" {
+            labels = Some(l.tensor.to_i64_vec().map_err(|e| anyhow!("labels '{k}': {e}"))?);
+        } else if input_names.contains(&k) {
+            let t = adapt_dtype(&model, &k, l)?;
+            feed.push((k, t));
+        } else if k == "x" && input_names.len() == 1 {
+            let name = input_names[0].clone();
+            let t = adapt_dtype(&model, &name, l)?;
+            feed.push((name, t));
+        }
+    }
+    if feed.len() != input_names.len() {
+        bail!(
+            "{}: needs arrays for the model's inputs ({}) — found {}",
+            data.display(),
+            input_names.join(", "),
+            feed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let t = Instant::now();
+    let (out, dims) = run_batched(&model, &feed, batch, threads)?;
+    let secs = t.elapsed().as_secs_f64();
+    let n = dims.first().copied().unwrap_or(0);
+    let classes = if n > 0 { out.len() / n } else { 0 };
+    let pred = argmax_rows(&out, classes);
+    let mut report = serde_json::Map::new();
+    report.insert("samples".into(), json!(n));
+    report.insert("output_shape".into(), json!(dims_str(&dims)));
+    report.insert("seconds".into(), json!(secs));
+    if let Some(y) = &labels {
+        if y.len() != n {
+            bail!("{} labels for {n} samples", y.len());
+        }
+        let correct = pred.iter().zip(y).filter(|(p, y)| **p as i64 == **y).count();
+        report.insert("accuracy".into(), json!(correct as f64 / n.max(1) as f64));
+        report.insert("correct".into(), json!(correct));
+    }
+    if let Some(r) = reference {
+        let ref_out: Vec<f32> = if r.extension().is_some_and(|e| e == "npy") {
+            let t = npy::read_npy(r)?.tensor;
+            if t.numel() != out.len() {
+                bail!("reference {} has shape {}, the model's output is {}", r.display(), dims_str(&t.dims), dims_str(&dims));
+            }
+            t.to_f32_vec()?
+        } else {
+            let rm = morsel_compress::load_any(r)?;
+            run_batched(&rm, &feed, batch, threads)?.0
+        };
+        if ref_out.len() != out.len() {
+            bail!("reference output has {} values, the model's has {}", ref_out.len(), out.len());
+        }
+        let max_diff = out.iter().zip(&ref_out).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let rp = argmax_rows(&ref_out, classes);
+        let agree = pred.iter().zip(&rp).filter(|(a, b)| a == b).count();
+        report.insert("reference".into(), json!(r.display().to_string()));
+        report.insert("max_abs_diff".into(), json!(max_diff));
+        report.insert("top1_agreement".into(), json!(agree as f64 / n.max(1) as f64));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{} on {} ({} samples, output {})", path.display(), data.display(), n, dims_str(&dims));
+    if let Some(a) = report.get("accuracy") {
+        println!("  accuracy        {:.4} ({}/{})", a.as_f64().unwrap_or(0.0), report["correct"], n);
+    }
+    if let Some(r) = reference {
+        println!("  vs reference    {}", r.display());
+        println!("  max |diff|      {:.3e}", report["max_abs_diff"].as_f64().unwrap_or(f64::NAN));
+        println!("  top-1 agreement {:.4}", report["top1_agreement"].as_f64().unwrap_or(0.0));
+    }
+    let _ = shape_str;
+    Ok(())
+}

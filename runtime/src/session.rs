@@ -186,7 +186,7 @@ impl Session {
     /// Plan (or fetch the cached plan) for these input dims.
     pub fn plan(&mut self, input_dims: &[Vec<usize>]) -> Result<&Plan> {
         if !self.plans.contains_key(input_dims) {
-            let plan = build_plan(&self.model, input_dims)?;
+            let plan = build_plan(&self.model, input_dims, self.options.memory_limit)?;
             if let Some(limit) = self.options.memory_limit {
                 let need = plan.activation_bytes();
                 if need > limit {
@@ -315,7 +315,7 @@ fn view<'a>(
 }
 
 /// Concrete shapes, folding and slot assignment for one set of input dims.
-fn build_plan(model: &Model, input_dims: &[Vec<usize>]) -> Result<Plan> {
+fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usize>) -> Result<Plan> {
     let g = model.graph();
     let nv = g.values.len();
     let mut dims: Vec<Vec<usize>> = vec![Vec::new(); nv];
@@ -385,6 +385,18 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>]) -> Result<Plan> {
             })?);
         }
         if all_outputs_known || all_inputs_known {
+            if let Some(limit) = memory_limit {
+                let mut need = 0usize;
+                for (f, d) in out.iter().zip(&out_dims) {
+                    need = need.saturating_add(numel(d).unwrap_or(usize::MAX).saturating_mul(f.dtype.size()));
+                }
+                if need > limit {
+                    return Err(Error::Memory(format!(
+                        "node '{}' ({name}) would fold to {need} bytes, the budget is {limit} bytes",
+                        node.name
+                    )));
+                }
+            }
             let values: Vec<Tensor> = if all_outputs_known {
                 out.into_iter().filter_map(|f| f.value).collect()
             } else {
@@ -402,6 +414,11 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>]) -> Result<Plan> {
         for ((&o, f), d) in node.outputs.iter().zip(&out).zip(out_dims) {
             dims[o] = d;
             dtypes[o] = f.dtype;
+            // computed by a step; its slot is assigned below
+            loc[o] = Some(Src::Slot {
+                slot: usize::MAX,
+                bytes: 0,
+            });
         }
         steps.push(Step {
             node: ni,

@@ -39,6 +39,13 @@ impl Encoding {
             Encoding::BF16 => 2,
         }
     }
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::F16 => "f16",
+            Encoding::BF16 => "bf16",
+        }
+    }
     pub fn from_id(id: u16) -> Option<Encoding> {
         match id {
             0 => Some(Encoding::Raw),

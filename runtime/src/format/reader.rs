@@ -30,6 +30,44 @@ fn fmt_err(msg: impl Into<String>) -> Error {
 /// the raw encoding point into `store`; other encodings are decoded.
 pub fn read(store: Store) -> Result<Graph> {
     let bytes: &[u8] = (*store).as_ref();
+    let sections = locate(bytes)?;
+    let find = |kind: u32, name: &str| -> Result<&Section> {
+        sections
+            .iter()
+            .find(|s| s.kind == kind)
+            .ok_or_else(|| fmt_err(format!("the {name} section is missing")))
+    };
+    let sec_bytes = |s: &Section| &bytes[s.offset..s.offset + s.len];
+
+    let metadata = match sections.iter().find(|s| s.kind == SECTION_META) {
+        Some(s) => read_meta(sec_bytes(s))?,
+        None => BTreeMap::new(),
+    };
+    let data = find(SECTION_DATA, "DATA")?;
+    let tensors = read_tensors(sec_bytes(find(SECTION_TENSORS, "TENSORS")?), &store, data.offset, data.len, &mut Vec::new())?;
+    let mut graph = read_graph(sec_bytes(find(SECTION_GRAPH, "GRAPH")?), tensors)?;
+    graph.metadata = metadata;
+    graph.validate()?;
+    Ok(graph)
+}
+
+/// Bytes of tensor data per encoding name (for `morsel inspect`).
+pub fn encoding_sizes(store: Store) -> Result<BTreeMap<String, usize>> {
+    let bytes: &[u8] = (*store).as_ref();
+    let sections = locate(bytes)?;
+    let get = |kind| sections.iter().find(|s: &&Section| s.kind == kind).ok_or_else(|| fmt_err("missing section"));
+    let (t, d) = (get(SECTION_TENSORS)?, get(SECTION_DATA)?);
+    let mut list = Vec::new();
+    read_tensors(&bytes[t.offset..t.offset + t.len], &store, d.offset, d.len, &mut list)?;
+    let mut out = BTreeMap::new();
+    for (enc, dtype, len) in list {
+        *out.entry(format!("{} {dtype}", enc.name())).or_insert(0) += len;
+    }
+    Ok(out)
+}
+
+/// Check the header and section table; return the known sections.
+fn locate(bytes: &[u8]) -> Result<Vec<Section>> {
     if bytes.len() < HEADER_LEN {
         return Err(fmt_err(format!(
             "file is {} bytes, shorter than the {HEADER_LEN}-byte header",
@@ -120,24 +158,7 @@ pub fn read(store: Store) -> Result<Graph> {
             sections.push(Section { kind, offset, len });
         }
     }
-    let find = |kind: u32, name: &str| -> Result<&Section> {
-        sections
-            .iter()
-            .find(|s| s.kind == kind)
-            .ok_or_else(|| fmt_err(format!("the {name} section is missing")))
-    };
-    let sec_bytes = |s: &Section| &bytes[s.offset..s.offset + s.len];
-
-    let metadata = match sections.iter().find(|s| s.kind == SECTION_META) {
-        Some(s) => read_meta(sec_bytes(s))?,
-        None => BTreeMap::new(),
-    };
-    let data = find(SECTION_DATA, "DATA")?;
-    let tensors = read_tensors(sec_bytes(find(SECTION_TENSORS, "TENSORS")?), &store, data.offset, data.len)?;
-    let mut graph = read_graph(sec_bytes(find(SECTION_GRAPH, "GRAPH")?), tensors)?;
-    graph.metadata = metadata;
-    graph.validate()?;
-    Ok(graph)
+    Ok(sections)
 }
 
 fn read_meta(b: &[u8]) -> Result<BTreeMap<String, String>> {
@@ -152,7 +173,13 @@ fn read_meta(b: &[u8]) -> Result<BTreeMap<String, String>> {
     Ok(m)
 }
 
-fn read_tensors(b: &[u8], store: &Store, data_off: usize, data_len: usize) -> Result<Vec<Tensor>> {
+fn read_tensors(
+    b: &[u8],
+    store: &Store,
+    data_off: usize,
+    data_len: usize,
+    encodings: &mut Vec<(Encoding, DType, usize)>,
+) -> Result<Vec<Tensor>> {
     let mut c = Cursor::new(b, "TENSORS");
     let n = c.count(28)?;
     let mut out = Vec::with_capacity(n);
@@ -197,6 +224,7 @@ fn read_tensors(b: &[u8], store: &Store, data_off: usize, data_len: usize) -> Re
                 count.saturating_mul(stored_size)
             )));
         }
+        encodings.push((enc, dtype, len));
         let start = data_off + offset;
         let raw = &(**store).as_ref()[start..start + len];
         let tensor = match enc {

@@ -1,13 +1,778 @@
-//! conv ops (stub: being written).
+//! Conv (1-D, 2-D, 3-D) with an optional fused activation, and the window
+//! geometry (kernel, strides, dilations, pads, auto_pad) that Conv,
+//! ConvTranspose and the pools share.
+//!
+//! Kernels: a 1×1 stride-1 unpadded conv is one matmul per image and group
+//! straight on the input; a conv with one input channel per group
+//! (depthwise, with any channel multiplier) runs a direct loop; everything
+//! else is im2col into the context's scratch followed by a `gemm` matmul.
+//! 1-D and 2-D problems are treated as 3-D with leading unit axes.
 
+use super::elementwise::Unary;
+use super::{Ctx, Fact, Op, expect_dtype, opt, req};
+use crate::dtype::DType;
 use crate::graph::Attrs;
-use crate::ops::Op;
-use crate::{Error, Result};
+use crate::kernels::{Mat, matmul};
+use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel, shape_str};
+use crate::{Error, Result, bail, ensure};
 
-pub fn build_conv(_a: &Attrs) -> Result<Box<dyn Op>> {
-    Err(Error::Unsupported("Conv is not implemented yet".into()))
+pub use super::conv_transpose::build_conv_transpose;
+
+// ---------------------------------------------------------------- geometry
+
+/// Largest kernel, stride, dilation or pad accepted from a model.
+const MAX_ATTR: i64 = i32::MAX as i64;
+
+/// Validate an int-list attribute: every value in `min..=MAX_ATTR`.
+pub(crate) fn attr_usizes(a: &Attrs, key: &str, min: i64) -> Result<Option<Vec<usize>>> {
+    let Some(v) = a.ints(key)? else {
+        return Ok(None);
+    };
+    v.iter()
+        .map(|&x| {
+            if x < min || x > MAX_ATTR {
+                bail!(
+                    Graph,
+                    "attribute '{key}' = {v:?}: each value must be in {min}..={MAX_ATTR}"
+                );
+            }
+            Ok(x as usize)
+        })
+        .collect::<Result<Vec<usize>>>()
+        .map(Some)
 }
 
-pub fn build_conv_transpose(_a: &Attrs) -> Result<Box<dyn Op>> {
-    Err(Error::Unsupported("ConvTranspose is not implemented yet".into()))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
 }
+
+impl AutoPad {
+    pub(crate) fn parse(a: &Attrs) -> Result<AutoPad> {
+        Ok(match a.string("auto_pad", "NOTSET")?.as_str() {
+            "NOTSET" | "" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            s => bail!(
+                Graph,
+                "attribute 'auto_pad' is '{s}', expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"
+            ),
+        })
+    }
+}
+
+/// Concrete geometry of a sliding window over three spatial axes (1-D and
+/// 2-D problems get leading unit axes: input 1, kernel 1, stride 1, no pad).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geo {
+    pub input: [usize; 3],
+    pub output: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub dilation: [usize; 3],
+    pub pad_begin: [usize; 3],
+    pub pad_end: [usize; 3],
+}
+
+impl Geo {
+    pub(crate) fn unit() -> Geo {
+        Geo {
+            input: [1; 3],
+            output: [1; 3],
+            kernel: [1; 3],
+            stride: [1; 3],
+            dilation: [1; 3],
+            pad_begin: [0; 3],
+            pad_end: [0; 3],
+        }
+    }
+    pub(crate) fn in_size(&self) -> usize {
+        self.input.iter().product()
+    }
+    pub(crate) fn out_size(&self) -> usize {
+        self.output.iter().product()
+    }
+    pub(crate) fn k_size(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// The spatial output dims of an `r`-axis problem.
+    pub(crate) fn out_dims(&self, r: usize) -> &[usize] {
+        &self.output[3 - r..]
+    }
+}
+
+/// Positions `o < n_out` whose source `o * s + a - b` lies in `0..n_in`, as
+/// a range `lo..hi` (empty when none). Used by every window kernel to hoist
+/// bounds checks out of the inner loops.
+#[inline]
+pub(crate) fn valid_range(
+    n_out: usize,
+    n_in: usize,
+    s: usize,
+    a: usize,
+    b: usize,
+) -> (usize, usize) {
+    let lo = if b > a { (b - a).div_ceil(s) } else { 0 };
+    let hi = if n_in + b > a {
+        (n_in + b - a).div_ceil(s).min(n_out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Window attributes as given, validated but not yet tied to input sizes.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    pub kernel: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    pub pads: Option<Vec<usize>>,
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    /// Read kernel_shape, strides, dilations, pads, auto_pad (and ceil_mode
+    /// for pools) and check their lengths agree.
+    pub(crate) fn parse(a: &Attrs, pool: bool) -> Result<Window> {
+        let ceil_mode = match (pool, a.int("ceil_mode", 0)?) {
+            (false, _) | (true, 0) => false,
+            (true, 1) => true,
+            (_, v) => bail!(Graph, "attribute 'ceil_mode' must be 0 or 1, is {v}"),
+        };
+        let w = Window {
+            kernel: attr_usizes(a, "kernel_shape", 1)?,
+            strides: attr_usizes(a, "strides", 1)?,
+            dilations: attr_usizes(a, "dilations", 1)?,
+            pads: attr_usizes(a, "pads", 0)?,
+            auto_pad: AutoPad::parse(a)?,
+            ceil_mode,
+        };
+        if let Some(p) = &w.pads {
+            ensure!(
+                p.len() % 2 == 0,
+                Graph,
+                "attribute 'pads' has {} values, expected begin and end per axis",
+                p.len()
+            );
+        }
+        if let Some(r) = w.rank() {
+            w.check_rank(r)?;
+        }
+        Ok(w)
+    }
+
+    /// The spatial rank the attributes imply, if any says.
+    pub(crate) fn rank(&self) -> Option<usize> {
+        (self.kernel.as_ref().map(Vec::len))
+            .or(self.strides.as_ref().map(Vec::len))
+            .or(self.dilations.as_ref().map(Vec::len))
+            .or(self.pads.as_ref().map(|p| p.len() / 2))
+    }
+
+    pub(crate) fn check_rank(&self, r: usize) -> Result<()> {
+        for (name, v, per) in [
+            ("kernel_shape", &self.kernel, 1),
+            ("strides", &self.strides, 1),
+            ("dilations", &self.dilations, 1),
+            ("pads", &self.pads, 2),
+        ] {
+            if let Some(v) = v {
+                ensure!(
+                    v.len() == per * r,
+                    Graph,
+                    "attribute '{name}' has {} values, expected {} for {r} spatial axes",
+                    v.len(),
+                    per * r
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stride(&self, i: usize) -> usize {
+        self.strides
+            .as_ref()
+            .and_then(|v| v.get(i).copied())
+            .unwrap_or(1)
+    }
+    pub(crate) fn dilation(&self, i: usize) -> usize {
+        self.dilations
+            .as_ref()
+            .and_then(|v| v.get(i).copied())
+            .unwrap_or(1)
+    }
+    /// Explicit pads (begin, end) of axis `i` out of `r`.
+    pub(crate) fn pads_of(&self, i: usize, r: usize) -> (usize, usize) {
+        match &self.pads {
+            Some(p) => (
+                p.get(i).copied().unwrap_or(0),
+                p.get(r + i).copied().unwrap_or(0),
+            ),
+            None => (0, 0),
+        }
+    }
+
+    /// The kernel size of axis `i`: the weight's dim checked against
+    /// `kernel_shape`, or `kernel_shape` alone when the weight's is unknown.
+    pub(crate) fn kernel_dim(&self, i: usize, from_weight: Option<usize>) -> Result<Option<usize>> {
+        let attr = self.kernel.as_ref().and_then(|k| k.get(i).copied());
+        match (attr, from_weight) {
+            (Some(a), Some(w)) if a != w => {
+                bail!(
+                    Graph,
+                    "attribute 'kernel_shape' says {a} on spatial axis {i}, the weight has {w}"
+                )
+            }
+            (a, w) => Ok(w.or(a)),
+        }
+    }
+
+    /// Output length and (begin, end) pads of spatial axis `i` of `r`.
+    pub(crate) fn axis(
+        &self,
+        i: usize,
+        r: usize,
+        input: usize,
+        kernel: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let (s, d) = (self.stride(i), self.dilation(i));
+        ensure!(kernel >= 1, Graph, "kernel size is 0 on spatial axis {i}");
+        let big = || {
+            Error::Graph(format!(
+                "window on spatial axis {i} is too large (input {input}, kernel {kernel})"
+            ))
+        };
+        let dk = (kernel - 1)
+            .checked_mul(d)
+            .and_then(|x| x.checked_add(1))
+            .ok_or_else(big)?;
+        let (pb, pe) = match self.auto_pad {
+            AutoPad::NotSet => self.pads_of(i, r),
+            AutoPad::Valid => (0, 0),
+            AutoPad::SameUpper | AutoPad::SameLower => {
+                let out = input.div_ceil(s);
+                let need = out
+                    .saturating_sub(1)
+                    .checked_mul(s)
+                    .and_then(|x| x.checked_add(dk))
+                    .ok_or_else(big)?;
+                let total = need.saturating_sub(input);
+                let small = total / 2;
+                if self.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            }
+        };
+        let padded = input
+            .checked_add(pb)
+            .and_then(|x| x.checked_add(pe))
+            .ok_or_else(big)?;
+        // Keeps every index computation of the kernels inside isize.
+        let limit = padded.checked_add(dk).and_then(|x| x.checked_add(s));
+        ensure!(
+            limit.is_some_and(|l| l <= isize::MAX as usize),
+            Graph,
+            "{}",
+            big()
+        );
+        if padded < dk {
+            bail!(
+                Graph,
+                "spatial axis {i}: input {input} with pads ({pb}, {pe}) is smaller than the kernel extent {dk} (kernel {kernel}, dilation {d})"
+            );
+        }
+        let out = if self.auto_pad == AutoPad::NotSet && self.ceil_mode {
+            let o = (padded - dk).div_ceil(s) + 1;
+            // A last window that would start in the end padding is dropped.
+            if (o - 1) * s >= input + pb { o - 1 } else { o }
+        } else if matches!(self.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
+            input.div_ceil(s)
+        } else {
+            (padded - dk) / s + 1
+        };
+        Ok((out, pb, pe))
+    }
+
+    /// Symbolic output dim of spatial axis `i` of `r`.
+    pub(crate) fn out_dim(
+        &self,
+        i: usize,
+        r: usize,
+        input: &Dim,
+        kernel: Option<usize>,
+    ) -> Result<Dim> {
+        Ok(match (input.known(), kernel) {
+            (Some(n), Some(k)) => Dim::Known(self.axis(i, r, n, k)?.0),
+            _ => Dim::unknown(),
+        })
+    }
+
+    /// Concrete geometry for spatial input dims and kernel dims (1 to 3 axes).
+    pub(crate) fn geo(&self, input: &[usize], kernel: &[usize]) -> Result<Geo> {
+        let r = input.len();
+        ensure!(
+            (1..=3).contains(&r) && kernel.len() == r,
+            Unsupported,
+            "{r} spatial axes (1 to 3 supported)"
+        );
+        self.check_rank(r)?;
+        let mut g = Geo::unit();
+        for i in 0..r {
+            let k = self.kernel_dim(i, Some(kernel[i]))?.unwrap_or(1);
+            let (o, pb, pe) = self.axis(i, r, input[i], k)?;
+            let j = 3 - r + i;
+            g.input[j] = input[i];
+            g.output[j] = o;
+            g.kernel[j] = k;
+            g.stride[j] = self.stride(i);
+            g.dilation[j] = self.dilation(i);
+            g.pad_begin[j] = pb;
+            g.pad_end[j] = pe;
+        }
+        Ok(g)
+    }
+}
+
+/// A tensor's data must hold exactly its dims' elements.
+pub(crate) fn check_len(len: usize, dims: &[usize], what: &str) -> Result<()> {
+    ensure!(
+        numel(dims)? == len,
+        Graph,
+        "{what} {} has {len} elements of data",
+        dims_str(dims)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fused activation
+
+/// An activation applied in place after the bias (set by the fusion pass).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Activation {
+    None,
+    Unary(Unary),
+    Clip(f32, f32),
+}
+
+impl Activation {
+    pub(crate) fn parse(a: &Attrs) -> Result<Activation> {
+        let name = a.string("activation", "")?;
+        let alpha = |d: f32| a.float("activation_alpha", d);
+        let beta = |d: f32| a.float("activation_beta", d);
+        Ok(match name.as_str() {
+            "" => Activation::None,
+            "relu" => Activation::Unary(Unary::Relu),
+            "leaky_relu" => Activation::Unary(Unary::LeakyRelu(alpha(0.01)?)),
+            "sigmoid" => Activation::Unary(Unary::Sigmoid),
+            "tanh" => Activation::Unary(Unary::Tanh),
+            "hard_sigmoid" => Activation::Unary(Unary::HardSigmoid(alpha(0.2)?, beta(0.5)?)),
+            "hard_swish" => Activation::Unary(Unary::HardSwish),
+            "clip" => Activation::Clip(alpha(f32::NEG_INFINITY)?, beta(f32::INFINITY)?),
+            s => bail!(
+                Unsupported,
+                "attribute 'activation' is '{s}'; known: relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, clip"
+            ),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Unary(u) => u.apply_f32(xs),
+            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+        }
+    }
+}
+
+/// Add a per-row bias and apply the activation to `rows` rows of `len`.
+pub(crate) fn finish_rows(y: &mut [f32], len: usize, bias: Option<&[f32]>, act: Activation) {
+    if len == 0 {
+        return;
+    }
+    for (j, row) in y.chunks_exact_mut(len).enumerate() {
+        if let Some(&b) = bias.and_then(|b| b.get(j)) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+        act.apply(row);
+    }
+}
+
+// ---------------------------------------------------------------- Conv
+
+/// Most f32s an im2col buffer may take (16 MiB) before the conv works in
+/// tiles of output rows. Tests use a tiny budget so both paths run.
+#[cfg(not(test))]
+const IM2COL_BUDGET: usize = 1 << 22;
+#[cfg(test)]
+const IM2COL_BUDGET: usize = 600;
+
+#[derive(Debug)]
+struct Conv {
+    win: Window,
+    group: usize,
+    act: Activation,
+}
+
+pub(crate) fn group_attr(a: &Attrs) -> Result<usize> {
+    let g = a.int("group", 1)?;
+    ensure!(
+        (1..=MAX_ATTR).contains(&g),
+        Graph,
+        "attribute 'group' must be at least 1, is {g}"
+    );
+    Ok(g as usize)
+}
+
+pub fn build_conv(a: &Attrs) -> Result<Box<dyn Op>> {
+    Ok(Box::new(Conv {
+        win: Window::parse(a, false)?,
+        group: group_attr(a)?,
+        act: Activation::parse(a)?,
+    }))
+}
+
+/// Common checks of X and W ranks (3 to 5) for Conv and ConvTranspose.
+pub(crate) fn check_ranks(x: &Fact, w: &Fact) -> Result<usize> {
+    let rank = x.rank();
+    ensure!(
+        rank >= 3,
+        Graph,
+        "input X has shape {}, expected [N, C, spatial...]",
+        shape_str(&x.shape)
+    );
+    ensure!(
+        rank <= 5,
+        Unsupported,
+        "input X has {} spatial axes (1 to 3 supported)",
+        rank - 2
+    );
+    ensure!(
+        w.rank() == rank,
+        Graph,
+        "weight W has shape {}, expected rank {rank} like X {}",
+        shape_str(&w.shape),
+        shape_str(&x.shape)
+    );
+    Ok(rank - 2)
+}
+
+/// Check an optional bias fact against the output channel count.
+pub(crate) fn check_bias(b: Option<&Fact>, m: Option<usize>) -> Result<()> {
+    if let Some(b) = b {
+        expect_dtype(b, DType::F32, "bias B")?;
+        let ok = b.rank() == 1
+            && (m.is_none() || b.shape[0].known().is_none() || b.shape[0].known() == m);
+        ensure!(
+            ok,
+            Graph,
+            "bias B has shape {}, expected [{}]",
+            shape_str(&b.shape),
+            m.map_or("M".into(), |m| m.to_string())
+        );
+    }
+    Ok(())
+}
+
+impl Op for Conv {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
+        expect_dtype(x, DType::F32, "input X")?;
+        expect_dtype(w, DType::F32, "weight W")?;
+        let r = check_ranks(x, w)?;
+        self.win.check_rank(r)?;
+        let g = self.group;
+        if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
+            ensure!(
+                cg.checked_mul(g) == Some(c),
+                Graph,
+                "input X {} has {c} channels, weight W {} with group {g} expects {}",
+                shape_str(&x.shape),
+                shape_str(&w.shape),
+                cg.saturating_mul(g)
+            );
+        }
+        let m = w.shape[0].known();
+        if let Some(m) = m {
+            ensure!(
+                m % g == 0,
+                Graph,
+                "weight W has {m} output channels, not divisible by group {g}"
+            );
+        }
+        check_bias(opt(inputs, 2), m)?;
+        let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
+        for i in 0..r {
+            let k = self.win.kernel_dim(i, w.shape[2 + i].known())?;
+            shape.push(self.win.out_dim(i, r, &x.shape[2 + i], k)?);
+        }
+        Ok(vec![Fact::new(DType::F32, shape)])
+    }
+
+    fn eval(
+        &self,
+        ctx: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
+        let (xs, ws) = (x.f32()?, w.f32()?);
+        let bs = opt(inputs, 2).map(|b| b.f32()).transpose()?;
+        let rank = x.rank();
+        ensure!(
+            (3..=5).contains(&rank) && w.rank() == rank,
+            Graph,
+            "X {} and W {} do not fit a conv",
+            dims_str(x.dims),
+            dims_str(w.dims)
+        );
+        check_len(xs.len(), x.dims, "input X")?;
+        check_len(ws.len(), w.dims, "weight W")?;
+        let (n, c, m, cg, g) = (x.dims[0], x.dims[1], w.dims[0], w.dims[1], self.group);
+        ensure!(
+            cg.checked_mul(g) == Some(c) && m % g == 0,
+            Graph,
+            "X {} does not fit W {} with group {g}",
+            dims_str(x.dims),
+            dims_str(w.dims)
+        );
+        if let Some(b) = bs {
+            ensure!(
+                b.len() == m,
+                Graph,
+                "bias B has {} values, expected {m}",
+                b.len()
+            );
+        }
+        let geo = self.win.geo(&x.dims[2..], &w.dims[2..])?;
+        let out = outputs
+            .get_mut(0)
+            .ok_or_else(|| Error::Graph("missing output".into()))?;
+        let r = rank - 2;
+        ensure!(
+            out.dims.len() == rank && out.dims[..2] == [n, m] && out.dims[2..] == *geo.out_dims(r),
+            Graph,
+            "output buffer is {}, the conv makes [{n}, {m}, {:?}]",
+            dims_str(out.dims),
+            geo.out_dims(r)
+        );
+        let od = out.dims;
+        let y = out.f32()?;
+        check_len(y.len(), od, "output Y")?;
+        let (in_sp, out_sp, ksp) = (geo.in_size(), geo.out_size(), geo.k_size());
+        if y.is_empty() {
+            return Ok(());
+        }
+        let (mg, threads) = (m / g, ctx.threads);
+        if cg == 1 && geo.input[0] == 1 && geo.kernel[0] == 1 && geo.output[0] == 1 {
+            depthwise(xs, ws, bs, y, c, mg, &geo, self.act, threads);
+            return Ok(());
+        }
+        let k = cg * ksp;
+        let pointwise = geo.kernel == [1; 3]
+            && geo.stride == [1; 3]
+            && geo.pad_begin == [0; 3]
+            && geo.pad_end == [0; 3];
+        if pointwise {
+            for ni in 0..n {
+                for gi in 0..g {
+                    let xg = &xs[(ni * c + gi * cg) * in_sp..][..cg * in_sp];
+                    let yg = &mut y[(ni * m + gi * mg) * out_sp..][..mg * out_sp];
+                    let wg = Mat::rows(&ws[gi * mg * k..][..mg * k], mg, k);
+                    matmul(wg, Mat::rows(xg, cg, in_sp), yg, 0.0, threads);
+                    finish_rows(yg, out_sp, bs.map(|b| &b[gi * mg..][..mg]), self.act);
+                }
+            }
+            return Ok(());
+        }
+        // im2col of whole images when it fits the budget; otherwise tiles of
+        // output rows, each multiplied into a scratch tile and copied out.
+        let ow = geo.output[2];
+        let n_rows = geo.output[0] * geo.output[1];
+        let whole = k.checked_mul(out_sp).is_some_and(|v| v <= IM2COL_BUDGET);
+        let tile_rows = if whole {
+            n_rows
+        } else {
+            (IM2COL_BUDGET / k.saturating_mul(ow).max(1)).clamp(1, n_rows)
+        };
+        let tile = tile_rows * ow;
+        let overflow = || Error::Graph("im2col buffer overflows".into());
+        let col_len = k.checked_mul(tile).ok_or_else(overflow)?;
+        let out_len = if whole {
+            0
+        } else {
+            mg.checked_mul(tile).ok_or_else(overflow)?
+        };
+        let scratch = ctx.scratch(col_len.checked_add(out_len).ok_or_else(overflow)?);
+        let (col, out_tile) = scratch.split_at_mut(col_len);
+        for ni in 0..n {
+            for gi in 0..g {
+                let xg = &xs[(ni * c + gi * cg) * in_sp..][..cg * in_sp];
+                let wg = Mat::rows(&ws[gi * mg * k..][..mg * k], mg, k);
+                let yg = &mut y[(ni * m + gi * mg) * out_sp..][..mg * out_sp];
+                if whole {
+                    im2col(xg, cg, &geo, 0, n_rows, col);
+                    matmul(wg, Mat::rows(col, k, out_sp), yg, 0.0, threads);
+                } else {
+                    for r0 in (0..n_rows).step_by(tile_rows) {
+                        let r1 = (r0 + tile_rows).min(n_rows);
+                        let t = (r1 - r0) * ow;
+                        im2col(xg, cg, &geo, r0, r1, &mut col[..k * t]);
+                        let ot = &mut out_tile[..mg * t];
+                        matmul(wg, Mat::rows(&col[..k * t], k, t), ot, 0.0, threads);
+                        for (dst, src) in yg.chunks_exact_mut(out_sp).zip(ot.chunks_exact(t)) {
+                            dst[r0 * ow..r1 * ow].copy_from_slice(src);
+                        }
+                    }
+                }
+                finish_rows(yg, out_sp, bs.map(|b| &b[gi * mg..][..mg]), self.act);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unfold `cg` input channels into `col` [cg·kD·kH·kW, (r1-r0)·oW] for the
+/// output rows `r0..r1` (a row is one (z, y) pair of the output), zeros where
+/// the window reads padding.
+fn im2col(x: &[f32], cg: usize, g: &Geo, r0: usize, r1: usize, col: &mut [f32]) {
+    let [id, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    let [sd, sh, sw] = g.stride;
+    let [dd, dh, dw] = g.dilation;
+    let [pd, ph, pw] = g.pad_begin;
+    let (in_sp, tile) = (g.in_size(), (r1 - r0) * ow);
+    if tile == 0 || in_sp == 0 {
+        col.fill(0.0);
+        return;
+    }
+    let mut rows = col.chunks_exact_mut(tile);
+    for xc in x.chunks_exact(in_sp).take(cg) {
+        for a in 0..kd {
+            for b in 0..kh {
+                for e in 0..kw {
+                    let Some(row) = rows.next() else { return };
+                    let (lo, hi) = valid_range(ow, iw, sw, e * dw, pw);
+                    for (r, dst) in (r0..r1).zip(row.chunks_exact_mut(ow)) {
+                        let (z, yy) = (r / oh, r % oh);
+                        let iz = (z * sd + a * dd).checked_sub(pd).filter(|&v| v < id);
+                        let iy = (yy * sh + b * dh).checked_sub(ph).filter(|&v| v < ih);
+                        let (Some(iz), Some(iy)) = (iz, iy) else {
+                            dst.fill(0.0);
+                            continue;
+                        };
+                        let src = &xc[(iz * ih + iy) * iw..][..iw];
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if lo < hi {
+                            let start = lo * sw + e * dw - pw;
+                            if sw == 1 {
+                                dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                            } else {
+                                // Plain indexing: step_by does not inline at low opt-levels.
+                                for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                                    *d = src[start + j * sw];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convolution with one input channel per group (depthwise, channel
+/// multiplier `mg`): a direct loop per output plane, no im2col. Only for
+/// problems whose depth axis is trivial (1-D and 2-D).
+fn depthwise(
+    xs: &[f32],
+    ws: &[f32],
+    bs: Option<&[f32]>,
+    y: &mut [f32],
+    c: usize,
+    mg: usize,
+    g: &Geo,
+    act: Activation,
+    threads: usize,
+) {
+    let (in_sp, out_sp, ksp) = (g.in_size(), g.out_size(), g.k_size());
+    let m = c * mg;
+    let plane = |idx: usize, yp: &mut [f32]| {
+        let (ni, oc) = (idx / m, idx % m);
+        let xp = &xs[(ni * c + oc / mg) * in_sp..][..in_sp];
+        depthwise_plane(xp, &ws[oc * ksp..][..ksp], bs.map_or(0.0, |b| b[oc]), yp, g);
+        act.apply(yp);
+    };
+    #[cfg(feature = "threads")]
+    if threads > 1 && y.len().saturating_mul(ksp) >= 1 << 16 {
+        use rayon::prelude::*;
+        y.par_chunks_mut(out_sp)
+            .enumerate()
+            .for_each(|(i, yp)| plane(i, yp));
+        return;
+    }
+    let _ = threads;
+    for (i, yp) in y.chunks_exact_mut(out_sp).enumerate() {
+        plane(i, yp);
+    }
+}
+
+fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [_, kh, kw] = g.kernel;
+    let [_, sh, sw] = g.stride;
+    let [_, dh, dw] = g.dilation;
+    let [_, ph, pw] = g.pad_begin;
+    let ranges: [(usize, usize); 16] = std::array::from_fn(|e| {
+        if e < kw {
+            valid_range(ow, iw, sw, e * dw, pw)
+        } else {
+            (0, 0)
+        }
+    });
+    for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+        row.fill(bias);
+        for b in 0..kh {
+            let Some(iy) = (yy * sh + b * dh).checked_sub(ph).filter(|&v| v < ih) else {
+                continue;
+            };
+            let src = &x[iy * iw..][..iw];
+            for e in 0..kw {
+                let wv = w[b * kw + e];
+                let (lo, hi) = if e < 16 {
+                    ranges[e]
+                } else {
+                    valid_range(ow, iw, sw, e * dw, pw)
+                };
+                if lo >= hi {
+                    continue;
+                }
+                let start = lo * sw + e * dw - pw;
+                if sw == 1 {
+                    for (o, &v) in row[lo..hi].iter_mut().zip(&src[start..start + (hi - lo)]) {
+                        *o += wv * v;
+                    }
+                } else {
+                    for (j, o) in row[lo..hi].iter_mut().enumerate() {
+                        *o += wv * src[start + j * sw];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "conv_tests.rs"]
+pub(crate) mod tests;

@@ -12,12 +12,17 @@ use crate::{Error, Result};
 
 pub mod broadcast;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
+pub mod gemm;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod shape;
+pub mod shape_index;
+pub mod shape_layout;
+pub mod shape_values;
 
 /// The stable numeric id of an op in the file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
