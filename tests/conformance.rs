@@ -22,7 +22,9 @@ fn data_dir() -> PathBuf {
 }
 
 fn list_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance")
+        .join(name)
 }
 
 /// Run one node test; Ok(()) when every output matches.
@@ -38,7 +40,10 @@ fn run_case(dir: &Path) -> Result<(), String> {
             if !p.exists() {
                 break;
             }
-            v.push(morsel::compress::onnx::read_tensor_pb(&p).map_err(|e| format!("{kind} {j}: {e:#}"))?);
+            v.push(
+                morsel::compress::onnx::read_tensor_pb(&p)
+                    .map_err(|e| format!("{kind} {j}: {e:#}"))?,
+            );
         }
         Ok(v)
     };
@@ -47,10 +52,17 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let gi = &model.graph().inputs;
     // Inputs in the data set follow the graph's declared inputs, which may
     // include initializers; feed by the model's input names in order.
-    let names: Vec<String> = gi.iter().map(|&i| model.graph().values[i].name.clone()).collect();
+    let names: Vec<String> = gi
+        .iter()
+        .map(|&i| model.graph().values[i].name.clone())
+        .collect();
     let mut feeds = Vec::new();
     for (k, (pb_name, t)) in inputs.iter().enumerate() {
-        let name = if names.contains(pb_name) { pb_name.clone() } else { names.get(k).cloned().unwrap_or_default() };
+        let name = if names.contains(pb_name) {
+            pb_name.clone()
+        } else {
+            names.get(k).cloned().unwrap_or_default()
+        };
         if names.contains(&name) {
             feeds.push((name, t.clone()));
         }
@@ -58,7 +70,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let refs: Vec<(&str, _)> = feeds.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
     let outs = model.run(&refs).map_err(|e| e.to_string())?;
     if outs.len() != expected.len() {
-        return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
+        return Err(format!(
+            "{} outputs, expected {}",
+            outs.len(),
+            expected.len()
+        ));
     }
     for (k, (got, (_, want))) in outs.iter().zip(&expected).enumerate() {
         compare(got, want).map_err(|e| format!("output {k}: {e}"))?;
@@ -75,10 +91,18 @@ fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
     }
     match got.dtype {
         DType::F32 | DType::F16 | DType::BF16 => {
-            let (a, b) = (got.to_f32_vec().map_err(|e| e.to_string())?, want.to_f32_vec().map_err(|e| e.to_string())?);
-            let (rtol, atol) = if got.dtype == DType::F32 { (1e-3, 1e-5) } else { (1e-2, 1e-3) };
+            let (a, b) = (
+                got.to_f32_vec().map_err(|e| e.to_string())?,
+                want.to_f32_vec().map_err(|e| e.to_string())?,
+            );
+            let (rtol, atol) = if got.dtype == DType::F32 {
+                (1e-3, 1e-5)
+            } else {
+                (1e-2, 1e-3)
+            };
             for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
+                let ok =
+                    (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
                 if !ok {
                     return Err(format!("element {i}: {x}, expected {y}"));
                 }
@@ -124,13 +148,18 @@ fn onnx_backend_node_tests() {
     let mut unlisted = Vec::new();
     for line in index.lines() {
         let mut f = line.split('\t');
-        let (Some(name), Some(op)) = (f.next(), f.next()) else { continue };
+        let (Some(name), Some(op)) = (f.next(), f.next()) else {
+            continue;
+        };
         if !supported.contains(op) {
             continue;
         }
         let case = dir.join(name);
         let r = std::panic::catch_unwind(|| run_case(&case)).unwrap_or_else(|p| {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             Err(format!("PANIC: {}", msg.unwrap_or_default()))
         });
         let e = per_op.entry(op.to_string()).or_default();
@@ -159,13 +188,27 @@ fn onnx_backend_node_tests() {
     println!("{:<24} {pass:>6} {total:>6}", "TOTAL");
 
     if std::env::var_os("MORSEL_CONFORMANCE_UPDATE").is_some() {
-        let mut a = String::from("# ONNX node tests expected to pass (MORSEL_CONFORMANCE_UPDATE=1 rewrites this).\n");
-        let mut x = String::from("# Node tests of supported ops that do not pass, with the reason.\n");
+        let mut a = String::from(
+            "# ONNX node tests expected to pass (MORSEL_CONFORMANCE_UPDATE=1 rewrites this).\n",
+        );
+        let mut x =
+            String::from("# Node tests of supported ops that do not pass, with the reason.\n");
         for (name, r) in &results {
             match r {
                 Ok(()) => a.push_str(&format!("{name}\n")),
                 Err(e) => {
-                    let why: String = e.lines().next().unwrap_or("").chars().take(200).collect();
+                    // drop the "importing <path>: " prefix; keep the cause on one line
+                    let e = match e.split_once("model.onnx: ") {
+                        Some((_, rest)) => rest,
+                        None => e.as_str(),
+                    };
+                    let why: String = e
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .take(240)
+                        .collect();
                     x.push_str(&format!("{name}  # {why}\n"));
                 }
             }
@@ -175,11 +218,38 @@ fn onnx_backend_node_tests() {
         println!("rewrote allowlist.txt and excluded.txt");
         return;
     }
-    let newly_passing: Vec<&String> = results.iter().filter(|(n, r)| r.is_ok() && !allow.contains_key(*n)).map(|(n, _)| n).collect();
+    let newly_passing: Vec<&String> = results
+        .iter()
+        .filter(|(n, r)| r.is_ok() && !allow.contains_key(*n))
+        .map(|(n, _)| n)
+        .collect();
     if !newly_passing.is_empty() {
-        println!("{} tests pass but are not on the allowlist: {:?}", newly_passing.len(), newly_passing);
+        println!(
+            "{} tests pass but are not on the allowlist (MORSEL_CONFORMANCE_UPDATE=1 adds them)",
+            newly_passing.len()
+        );
     }
-    assert!(regressions.is_empty(), "{} allowlisted tests failed (or panicked):\n{}", regressions.len(), regressions.join("\n"));
-    assert!(unlisted.is_empty(), "tests of supported ops on neither list: {unlisted:?}");
+    if let Some(filter) = std::env::var_os("MORSEL_CONFORMANCE_SHOW") {
+        let filter = filter.to_string_lossy().into_owned();
+        for (name, r) in &results {
+            if let Err(e) = r {
+                if name.contains(&filter) {
+                    println!("{name}: {e}");
+                }
+            }
+        }
+    }
+    assert!(
+        regressions.is_empty(),
+        "{} allowlisted tests failed (or panicked):\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
+    assert!(
+        unlisted.is_empty(),
+        "{} tests of supported ops are on neither list, e.g. {:?}",
+        unlisted.len(),
+        &unlisted[..unlisted.len().min(10)]
+    );
     assert!(pass > 0, "no conformance test passed");
 }

@@ -8,7 +8,13 @@ use common::*;
 use morsel::{Model, Options};
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &x)| if x > m.1 { (i, x) } else { m }).0
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+        )
+        .0
 }
 
 #[test]
@@ -17,24 +23,44 @@ fn digits_cnn_matches_onnx_runtime_on_the_test_split() {
     let model = Model::from_bytes(&bytes).expect("load .morsel");
     let data = npz(&digits_dir().join("digits_test.npz"));
     let x = &data.iter().find(|(k, _)| k == "x").expect("x").1;
-    let y = data.iter().find(|(k, _)| k == "y").expect("y").1.to_i64_vec().unwrap();
+    let y = data
+        .iter()
+        .find(|(k, _)| k == "y")
+        .expect("y")
+        .1
+        .to_i64_vec()
+        .unwrap();
     let reference = npy(&digits_dir().join("digits_test_ref_logits.npy"));
     let want = reference.to_f32_vec().unwrap();
 
     for threads in [1, 2] {
-        let mut s = model.session(Options { threads, ..Options::default() });
+        let mut s = model.session(Options {
+            threads,
+            ..Options::default()
+        });
         let out = s.run(&[("x", x.view())]).expect("run");
         assert_eq!(out[0].dims, reference.dims);
         let got = out[0].to_f32_vec().unwrap();
         let diff = max_abs_diff(&got, &want);
-        assert!(diff <= 1e-4, "max abs diff vs ONNX Runtime {diff} (threads {threads})");
+        assert!(
+            diff <= 1e-4,
+            "max abs diff vs ONNX Runtime {diff} (threads {threads})"
+        );
 
         let ours = got.chunks(10).map(argmax);
         let theirs = want.chunks(10).map(argmax);
-        let acc_ours = ours.clone().zip(&y).filter(|(p, y)| *p as i64 == **y).count();
+        let acc_ours = ours
+            .clone()
+            .zip(&y)
+            .filter(|(p, y)| *p as i64 == **y)
+            .count();
         let acc_ort = theirs.zip(&y).filter(|(p, y)| *p as i64 == **y).count();
         assert_eq!(acc_ours, acc_ort, "accuracy differs from ONNX Runtime");
-        assert!(acc_ours * 100 >= 95 * y.len(), "accuracy {acc_ours}/{} is implausibly low", y.len());
+        assert!(
+            acc_ours * 100 >= 95 * y.len(),
+            "accuracy {acc_ours}/{} is implausibly low",
+            y.len()
+        );
     }
 }
 
@@ -43,9 +69,15 @@ fn batch_dim_stays_free_and_single_samples_match() {
     let model = Model::from_bytes(&digits_morsel_bytes()).unwrap();
     let g = model.graph();
     let input = &g.values[g.inputs[0]];
-    assert!(matches!(input.shape[0], morsel::runtime::Dim::Sym(_)), "batch dim should be symbolic: {:?}", input.shape);
+    assert!(
+        matches!(input.shape[0], morsel::runtime::Dim::Sym(_)),
+        "batch dim should be symbolic: {:?}",
+        input.shape
+    );
     let x = npy(&digits_dir().join("sample_input.npy"));
-    let want = npy(&digits_dir().join("sample_ref_logits.npy")).to_f32_vec().unwrap();
+    let want = npy(&digits_dir().join("sample_ref_logits.npy"))
+        .to_f32_vec()
+        .unwrap();
     let mut s = model.session(Options::default());
     // run twice: the second run reuses the plan and buffers
     for _ in 0..2 {

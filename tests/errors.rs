@@ -19,12 +19,33 @@ fn f32s(x: &[f32]) -> &[u8] {
 #[test]
 fn wrong_input_shape_names_the_input_and_both_shapes() {
     let x = vec![0f32; 64];
-    let e = digits().run(&[("x", TensorRef { dtype: DType::F32, dims: &[1, 8, 8], data: f32s(&x) })]).unwrap_err();
+    let e = digits()
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[1, 8, 8],
+                data: f32s(&x),
+            },
+        )])
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Input);
     let m = e.to_string();
-    assert!(m.contains("'x'") && m.contains("[N, 1, 8, 8]") && m.contains("[1, 8, 8]"), "{m}");
+    assert!(
+        m.contains("'x'") && m.contains("[N, 1, 8, 8]") && m.contains("[1, 8, 8]"),
+        "{m}"
+    );
     let x = vec![0f32; 2 * 81];
-    let e = digits().run(&[("x", TensorRef { dtype: DType::F32, dims: &[2, 1, 9, 9], data: f32s(&x) })]).unwrap_err();
+    let e = digits()
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[2, 1, 9, 9],
+                data: f32s(&x),
+            },
+        )])
+        .unwrap_err();
     assert!(e.to_string().contains("[2, 1, 9, 9]"), "{e}");
 }
 
@@ -32,7 +53,16 @@ fn wrong_input_shape_names_the_input_and_both_shapes() {
 fn wrong_dtype_names_the_input_and_both_dtypes() {
     let x = vec![0i64; 64];
     let data = morsel::runtime::bytemuck::cast_slice(&x);
-    let e = digits().run(&[("x", TensorRef { dtype: DType::I64, dims: &[1, 1, 8, 8], data })]).unwrap_err();
+    let e = digits()
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::I64,
+                dims: &[1, 1, 8, 8],
+                data,
+            },
+        )])
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Input);
     assert!(e.to_string().contains("'x' must be f32, got i64"), "{e}");
 }
@@ -42,14 +72,35 @@ fn missing_and_unknown_inputs_are_named() {
     let e = digits().run(&[]).unwrap_err();
     assert!(e.to_string().contains("missing input 'x'"), "{e}");
     let x = vec![0f32; 64];
-    let e = digits().run(&[("image", TensorRef { dtype: DType::F32, dims: &[1, 1, 8, 8], data: f32s(&x) })]).unwrap_err();
-    assert!(e.to_string().contains("no input 'image'") && e.to_string().contains("x"), "{e}");
+    let e = digits()
+        .run(&[(
+            "image",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[1, 1, 8, 8],
+                data: f32s(&x),
+            },
+        )])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("no input 'image'") && e.to_string().contains("x"),
+        "{e}"
+    );
 }
 
 #[test]
 fn data_length_must_match_shape() {
     let x = vec![0f32; 10];
-    let e = digits().run(&[("x", TensorRef { dtype: DType::F32, dims: &[1, 1, 8, 8], data: f32s(&x) })]).unwrap_err();
+    let e = digits()
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[1, 1, 8, 8],
+                data: f32s(&x),
+            },
+        )])
+        .unwrap_err();
     assert!(e.to_string().contains("40 bytes"), "{e}");
 }
 
@@ -70,7 +121,13 @@ fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
             tensor_type: Some(TypeProtoTensor {
                 elem_type: 1,
                 shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(|&d| Dimension { dim_value: Some(d), dim_param: None }).collect(),
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            dim_value: Some(d),
+                            dim_param: None,
+                        })
+                        .collect(),
                 }),
             }),
             ..Default::default()
@@ -92,7 +149,10 @@ fn node(name: &str, op: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
 fn unsupported_ops_are_all_listed_with_node_names() {
     let model = ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         graph: Some(GraphProto {
             name: "g".into(),
             input: vec![value_info("x", &[1, 4])],
@@ -108,17 +168,29 @@ fn unsupported_ops_are_all_listed_with_node_names() {
     };
     let e = morsel::compress::onnx::load_bytes(&model.encode_to_vec(), None).unwrap_err();
     let m = format!("{e:#}");
-    assert!(m.contains("first_weird (op Hardmax)") && m.contains("second_weird (op Einsum)"), "{m}");
+    assert!(
+        m.contains("first_weird (op Hardmax)") && m.contains("second_weird (op Einsum)"),
+        "{m}"
+    );
     assert!(m.contains("2 node(s)"), "{m}");
 }
 
 #[test]
 fn a_shape_mismatch_inside_the_graph_names_the_node() {
     // MatMul of [1,4] by [3,2]: inner dims differ
-    let w = TensorProto { name: "w".into(), dims: vec![3, 2], data_type: 1, float_data: vec![0.0; 6], ..Default::default() };
+    let w = TensorProto {
+        name: "w".into(),
+        dims: vec![3, 2],
+        data_type: 1,
+        float_data: vec![0.0; 6],
+        ..Default::default()
+    };
     let model = ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         graph: Some(GraphProto {
             input: vec![value_info("x", &[1, 4])],
             output: vec![value_info("y", &[1, 2])],

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use morsel::runtime::ErrorKind;
 use morsel::Model;
+use morsel::runtime::ErrorKind;
 
 #[test]
 fn truncation_at_sampled_offsets_is_an_error() {
@@ -44,11 +44,21 @@ fn random_byte_flips_never_panic() {
             Ok(m) => {
                 // a flip in padding can leave a valid model: it must still run or fail cleanly
                 let x = vec![0f32; 64];
-                let _ = m.run(&[("x", morsel::TensorRef { dtype: morsel::DType::F32, dims: &[1, 1, 8, 8], data: bytemuck_cast(&x) })]);
+                let _ = m.run(&[(
+                    "x",
+                    morsel::TensorRef {
+                        dtype: morsel::DType::F32,
+                        dims: &[1, 1, 8, 8],
+                        data: bytemuck_cast(&x),
+                    },
+                )]);
             }
         }
     }
-    assert!(errors > 2900, "only {errors} of 3000 corruptions were detected");
+    assert!(
+        errors > 2900,
+        "only {errors} of 3000 corruptions were detected"
+    );
 }
 
 fn bytemuck_cast(x: &[f32]) -> &[u8] {
@@ -101,7 +111,11 @@ fn crc(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c

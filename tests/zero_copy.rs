@@ -62,11 +62,21 @@ fn opening_a_64mb_model_does_not_copy_its_weights() {
     let mut s = model.session(Options::default());
     let input = vec![0.5f32; k];
     let out = s
-        .run(&[("x", TensorRef { dtype: DType::F32, dims: &[1, k], data: morsel::runtime::bytemuck::cast_slice(&input) })])
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[1, k],
+                data: morsel::runtime::bytemuck::cast_slice(&input),
+            },
+        )])
         .unwrap();
     assert_eq!(out[0].dims, vec![1, k]);
     let grown = anon_bytes().saturating_sub(before);
     eprintln!("file {file_len} bytes; anonymous memory grew by {grown} bytes after open + run");
-    assert!(grown < file_len / 10, "anonymous memory grew by {grown} bytes for a {file_len}-byte file");
+    assert!(
+        grown < file_len / 10,
+        "anonymous memory grew by {grown} bytes for a {file_len}-byte file"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -28,23 +28,39 @@ pub fn load_any(path: &Path) -> Result<Model> {
 }
 
 pub fn is_onnx(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// Import an ONNX file and stamp the metadata a `.morsel` carries.
 pub fn convert(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
-    let mut g = onnx::load_bytes(&bytes, base).with_context(|| format!("importing {}", path.display()))?;
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
+    let mut g =
+        onnx::load_bytes(&bytes, base).with_context(|| format!("importing {}", path.display()))?;
     use sha2::Digest;
     let hash = sha2::Sha256::digest(&bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    g.metadata.insert("producer".into(), format!("morsel-compress {}", env!("CARGO_PKG_VERSION")));
+    g.metadata.insert(
+        "producer".into(),
+        format!("morsel-compress {}", env!("CARGO_PKG_VERSION")),
+    );
     g.metadata.insert("source_sha256".into(), hex);
     g.metadata.insert(
         "source_name".into(),
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     );
-    g.metadata.insert("recipe".into(), r#"{"steps":["import","fold-constants","fold-batchnorm","eliminate-dead"]}"#.into());
+    g.metadata.insert(
+        "recipe".into(),
+        r#"{"steps":["import","fold-constants","fold-batchnorm","eliminate-dead"]}"#.into(),
+    );
     Ok(g)
 }

@@ -13,7 +13,11 @@ use morsel_runtime::{DType, Model, Options};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "morsel", version, about = "Make models small and fast, and run them anywhere")]
+#[command(
+    name = "morsel",
+    version,
+    about = "Make models small and fast, and run them anywhere"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -95,7 +99,11 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Convert { input, output, weights } => convert(&input, &output, weights),
+        Cmd::Convert {
+            input,
+            output,
+            weights,
+        } => convert(&input, &output, weights),
         Cmd::Inspect { model, json } => inspect(&model, json),
         Cmd::Run {
             model,
@@ -144,7 +152,8 @@ fn convert(input: &Path, output: &Path, weights: Weights) -> Result<()> {
     };
     let bytes = to_bytes(&g, storage).map_err(|e| anyhow!("{e}"))?;
     // Refuse to write a file we cannot read back.
-    Model::from_bytes(&bytes).map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;
+    Model::from_bytes(&bytes)
+        .map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;
     write_atomic(output, &bytes)?;
     println!(
         "wrote {} ({} bytes, {} nodes) in {:.2}s",
@@ -238,7 +247,10 @@ fn load_inputs(model: &Model, args: &[String]) -> Result<Vec<(String, Tensor)>> 
         let (name, file) = match a.split_once('=') {
             Some((n, f)) => (n.to_string(), f),
             None if g.inputs.len() == 1 => (g.values[g.inputs[0]].name.clone(), a.as_str()),
-            None => bail!("'{a}': the model has {} inputs; write name=file.npy", g.inputs.len()),
+            None => bail!(
+                "'{a}': the model has {} inputs; write name=file.npy",
+                g.inputs.len()
+            ),
         };
         let loaded = npy::read_npy(Path::new(file))?;
         let t = adapt_dtype(model, &name, loaded)?;
@@ -250,11 +262,19 @@ fn load_inputs(model: &Model, args: &[String]) -> Result<Vec<(String, Tensor)>> 
 /// numpy saves float64 by default: convert it to the model's f32, saying so.
 fn adapt_dtype(model: &Model, name: &str, l: npy::Loaded) -> Result<Tensor> {
     let g = model.graph();
-    let want = g.inputs.iter().map(|&i| &g.values[i]).find(|v| v.name == name).map(|v| v.dtype);
+    let want = g
+        .inputs
+        .iter()
+        .map(|&i| &g.values[i])
+        .find(|v| v.name == name)
+        .map(|v| v.dtype);
     if l.stored == "<f8" && want == Some(DType::F32) {
         eprintln!("note: input '{name}' is float64; converted to float32");
     } else if l.stored == "<f8" {
-        bail!("input '{name}' is float64; the model wants {}", want.map(|d| d.name()).unwrap_or("?"));
+        bail!(
+            "input '{name}' is float64; the model wants {}",
+            want.map(|d| d.name()).unwrap_or("?")
+        );
     }
     Ok(l.tensor)
 }
@@ -272,10 +292,24 @@ fn run(path: &Path, args: &[String], out_dir: &Path, threads: usize) -> Result<(
     let g = model.graph();
     for (&o, t) in g.outputs.iter().zip(&outputs) {
         let name = &g.values[o].name;
-        let safe: String = name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect();
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let file = out_dir.join(format!("{safe}.npy"));
         npy::write_npy(&file, t)?;
-        println!("{name}: {} {} -> {}", t.dtype, dims_str(&t.dims), file.display());
+        println!(
+            "{name}: {} {} -> {}",
+            t.dtype,
+            dims_str(&t.dims),
+            file.display()
+        );
     }
     Ok(())
 }
@@ -284,8 +318,14 @@ fn run(path: &Path, args: &[String], out_dir: &Path, threads: usize) -> Result<(
 fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>> {
     let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
     for d in dims {
-        let (k, v) = d.split_once('=').with_context(|| format!("--dim '{d}': write NAME=SIZE"))?;
-        sizes.insert(k.to_string(), v.parse().with_context(|| format!("--dim '{d}': size is not a number"))?);
+        let (k, v) = d
+            .split_once('=')
+            .with_context(|| format!("--dim '{d}': write NAME=SIZE"))?;
+        sizes.insert(
+            k.to_string(),
+            v.parse()
+                .with_context(|| format!("--dim '{d}': size is not a number"))?,
+        );
     }
     let g = model.graph();
     let mut seed = 0x2545F491u32;
@@ -308,10 +348,24 @@ fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>
             seed
         };
         let t = match v.dtype {
-            DType::F32 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() >> 8) as f32 / (1 << 24) as f32).collect::<Vec<_>>())?,
-            DType::I64 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() % 100) as i64).collect::<Vec<_>>())?,
-            DType::I32 => Tensor::from_slice(&shape, &(0..n).map(|_| (next() % 100) as i32).collect::<Vec<_>>())?,
-            d => bail!("cannot make random data for input '{}' of dtype {d}; pass --input", v.name),
+            DType::F32 => Tensor::from_slice(
+                &shape,
+                &(0..n)
+                    .map(|_| (next() >> 8) as f32 / (1 << 24) as f32)
+                    .collect::<Vec<_>>(),
+            )?,
+            DType::I64 => Tensor::from_slice(
+                &shape,
+                &(0..n).map(|_| (next() % 100) as i64).collect::<Vec<_>>(),
+            )?,
+            DType::I32 => Tensor::from_slice(
+                &shape,
+                &(0..n).map(|_| (next() % 100) as i32).collect::<Vec<_>>(),
+            )?,
+            d => bail!(
+                "cannot make random data for input '{}' of dtype {d}; pass --input",
+                v.name
+            ),
         };
         out.push((v.name.clone(), t));
     }
@@ -334,7 +388,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn bench(path: &Path, args: &[String], dims: &[String], warmup: usize, runs: usize, threads: usize, as_json: bool) -> Result<()> {
+fn bench(
+    path: &Path,
+    args: &[String],
+    dims: &[String],
+    warmup: usize,
+    runs: usize,
+    threads: usize,
+    as_json: bool,
+) -> Result<()> {
     let model = morsel_compress::load_any(path)?;
     let inputs = if args.is_empty() {
         random_inputs(&model, dims)?
@@ -359,7 +421,10 @@ fn bench(path: &Path, args: &[String], dims: &[String], warmup: usize, runs: usi
     times.sort_by(|a, b| a.total_cmp(b));
     let (med, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
     let rss = peak_rss();
-    let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={}", dims_str(&t.dims))).collect();
+    let shapes: Vec<String> = inputs
+        .iter()
+        .map(|(n, t)| format!("{n}={}", dims_str(&t.dims)))
+        .collect();
     if as_json {
         println!(
             "{}",
@@ -368,7 +433,11 @@ fn bench(path: &Path, args: &[String], dims: &[String], warmup: usize, runs: usi
                    "activation_bytes": session.held_bytes()})
         );
     } else {
-        println!("{} [{}] threads={threads}", path.display(), shapes.join(", "));
+        println!(
+            "{} [{}] threads={threads}",
+            path.display(),
+            shapes.join(", ")
+        );
         println!(
             "  median {med:.3} ms   p90 {p90:.3} ms   min {:.3} ms   ({} runs after {} warm-up)",
             times[0],
@@ -377,7 +446,8 @@ fn bench(path: &Path, args: &[String], dims: &[String], warmup: usize, runs: usi
         );
         println!(
             "  peak RSS {}   activation + scratch memory {:.1} KiB",
-            rss.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "n/a".into()),
+            rss.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "n/a".into()),
             session.held_bytes() as f64 / 1024.0
         );
     }
@@ -392,13 +462,23 @@ fn rows(t: &Tensor, a: usize, b: usize) -> Result<Tensor> {
     Ok(Tensor::new(
         t.dtype,
         dims,
-        morsel_runtime::tensor::Blob::owned(morsel_runtime::tensor::AlignedBuf::from_bytes(&t.data.as_bytes()[a * per..b * per])),
+        morsel_runtime::tensor::Blob::owned(morsel_runtime::tensor::AlignedBuf::from_bytes(
+            &t.data.as_bytes()[a * per..b * per],
+        )),
     )?)
 }
 
 /// Run `model` over the data in batches; returns the first output's rows as f32.
-fn run_batched(model: &Model, data: &[(String, Tensor)], batch: usize, threads: usize) -> Result<(Vec<f32>, Vec<usize>)> {
-    let n = data.first().map(|(_, t)| t.dims.first().copied().unwrap_or(1)).unwrap_or(0);
+fn run_batched(
+    model: &Model,
+    data: &[(String, Tensor)],
+    batch: usize,
+    threads: usize,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let n = data
+        .first()
+        .map(|(_, t)| t.dims.first().copied().unwrap_or(1))
+        .unwrap_or(0);
     let mut session = model.session(Options {
         threads,
         ..Options::default()
@@ -408,9 +488,14 @@ fn run_batched(model: &Model, data: &[(String, Tensor)], batch: usize, threads: 
     let mut a = 0;
     while a < n {
         let b = (a + batch.max(1)).min(n);
-        let chunk: Vec<(String, Tensor)> = data.iter().map(|(k, t)| Ok((k.clone(), rows(t, a, b)?))).collect::<Result<_>>()?;
+        let chunk: Vec<(String, Tensor)> = data
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), rows(t, a, b)?)))
+            .collect::<Result<_>>()?;
         let refs: Vec<(&str, _)> = chunk.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
-        let outs = session.run(&refs).map_err(|e| anyhow!("rows {a}..{b}: {e}"))?;
+        let outs = session
+            .run(&refs)
+            .map_err(|e| anyhow!("rows {a}..{b}: {e}"))?;
         let o = outs.first().context("the model has no outputs")?;
         out_dims = o.dims.clone();
         all.extend(o.to_f32_vec()?);
@@ -424,11 +509,26 @@ fn run_batched(model: &Model, data: &[(String, Tensor)], batch: usize, threads: 
 
 fn argmax_rows(v: &[f32], classes: usize) -> Vec<usize> {
     v.chunks(classes.max(1))
-        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &x)| if x > m.1 { (i, x) } else { m }).0)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+                )
+                .0
+        })
         .collect()
 }
 
-fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, threads: usize, as_json: bool) -> Result<()> {
+fn eval(
+    path: &Path,
+    data: &Path,
+    reference: Option<&Path>,
+    batch: usize,
+    threads: usize,
+    as_json: bool,
+) -> Result<()> {
     let model = morsel_compress::load_any(path)?;
     let g = model.graph();
     let arrays = npy::read_npz(data)?;
@@ -437,7 +537,11 @@ fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, thread
     let mut labels: Option<Vec<i64>> = None;
     for (k, l) in arrays {
         if k == "y" || k == "labels" {
-            labels = Some(l.tensor.to_i64_vec().map_err(|e| anyhow!("labels '{k}': {e}"))?);
+            labels = Some(
+                l.tensor
+                    .to_i64_vec()
+                    .map_err(|e| anyhow!("labels '{k}': {e}"))?,
+            );
         } else if input_names.contains(&k) {
             let t = adapt_dtype(&model, &k, l)?;
             feed.push((k, t));
@@ -452,14 +556,17 @@ fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, thread
             "{}: needs arrays for the model's inputs ({}) — found {}",
             data.display(),
             input_names.join(", "),
-            feed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+            feed.iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let t = Instant::now();
     let (out, dims) = run_batched(&model, &feed, batch, threads)?;
     let secs = t.elapsed().as_secs_f64();
     let n = dims.first().copied().unwrap_or(0);
-    let classes = if n > 0 { out.len() / n } else { 0 };
+    let classes = out.len().checked_div(n).unwrap_or(0);
     let pred = argmax_rows(&out, classes);
     let mut report = serde_json::Map::new();
     report.insert("samples".into(), json!(n));
@@ -469,7 +576,11 @@ fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, thread
         if y.len() != n {
             bail!("{} labels for {n} samples", y.len());
         }
-        let correct = pred.iter().zip(y).filter(|(p, y)| **p as i64 == **y).count();
+        let correct = pred
+            .iter()
+            .zip(y)
+            .filter(|(p, y)| **p as i64 == **y)
+            .count();
         report.insert("accuracy".into(), json!(correct as f64 / n.max(1) as f64));
         report.insert("correct".into(), json!(correct));
     }
@@ -477,7 +588,12 @@ fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, thread
         let ref_out: Vec<f32> = if r.extension().is_some_and(|e| e == "npy") {
             let t = npy::read_npy(r)?.tensor;
             if t.numel() != out.len() {
-                bail!("reference {} has shape {}, the model's output is {}", r.display(), dims_str(&t.dims), dims_str(&dims));
+                bail!(
+                    "reference {} has shape {}, the model's output is {}",
+                    r.display(),
+                    dims_str(&t.dims),
+                    dims_str(&dims)
+                );
             }
             t.to_f32_vec()?
         } else {
@@ -485,27 +601,55 @@ fn eval(path: &Path, data: &Path, reference: Option<&Path>, batch: usize, thread
             run_batched(&rm, &feed, batch, threads)?.0
         };
         if ref_out.len() != out.len() {
-            bail!("reference output has {} values, the model's has {}", ref_out.len(), out.len());
+            bail!(
+                "reference output has {} values, the model's has {}",
+                ref_out.len(),
+                out.len()
+            );
         }
-        let max_diff = out.iter().zip(&ref_out).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_diff = out
+            .iter()
+            .zip(&ref_out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         let rp = argmax_rows(&ref_out, classes);
         let agree = pred.iter().zip(&rp).filter(|(a, b)| a == b).count();
         report.insert("reference".into(), json!(r.display().to_string()));
         report.insert("max_abs_diff".into(), json!(max_diff));
-        report.insert("top1_agreement".into(), json!(agree as f64 / n.max(1) as f64));
+        report.insert(
+            "top1_agreement".into(),
+            json!(agree as f64 / n.max(1) as f64),
+        );
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} on {} ({} samples, output {})", path.display(), data.display(), n, dims_str(&dims));
+    println!(
+        "{} on {} ({} samples, output {})",
+        path.display(),
+        data.display(),
+        n,
+        dims_str(&dims)
+    );
     if let Some(a) = report.get("accuracy") {
-        println!("  accuracy        {:.4} ({}/{})", a.as_f64().unwrap_or(0.0), report["correct"], n);
+        println!(
+            "  accuracy        {:.4} ({}/{})",
+            a.as_f64().unwrap_or(0.0),
+            report["correct"],
+            n
+        );
     }
     if let Some(r) = reference {
         println!("  vs reference    {}", r.display());
-        println!("  max |diff|      {:.3e}", report["max_abs_diff"].as_f64().unwrap_or(f64::NAN));
-        println!("  top-1 agreement {:.4}", report["top1_agreement"].as_f64().unwrap_or(0.0));
+        println!(
+            "  max |diff|      {:.3e}",
+            report["max_abs_diff"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "  top-1 agreement {:.4}",
+            report["top1_agreement"].as_f64().unwrap_or(0.0)
+        );
     }
     let _ = shape_str;
     Ok(())

@@ -27,13 +27,25 @@ pub fn fold_constants(g: &mut Graph) -> Result<Report> {
     let mut keep = Vec::with_capacity(g.nodes.len());
     let nodes = std::mem::take(&mut g.nodes);
     for node in nodes {
-        let all_const = node.inputs.iter().flatten().all(|&i| g.values[i].konst.is_some());
-        let produces_graph_output = false;
-        if all_const && !produces_graph_output {
+        let all_const = node
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&i| g.values[i].konst.is_some());
+        if all_const {
             let op = ops::build(&node).map_err(|e| anyhow!("{e}"))?;
-            let ins: Vec<Option<Tensor>> = node.inputs.iter().map(|i| i.and_then(|i| g.values[i].konst.clone())).collect();
-            let outs = ops::eval_owned(&*op, &ins)
-                .map_err(|e| anyhow!("folding node '{}': {}", node.name, e.in_node(&node.name, ops::op_name(node.op))))?;
+            let ins: Vec<Option<Tensor>> = node
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|i| g.values[i].konst.clone()))
+                .collect();
+            let outs = ops::eval_owned(&*op, &ins).map_err(|e| {
+                anyhow!(
+                    "folding node '{}': {}",
+                    node.name,
+                    e.in_node(&node.name, ops::op_name(node.op))
+                )
+            })?;
             for (&o, t) in node.outputs.iter().zip(outs) {
                 g.values[o].dtype = t.dtype;
                 g.values[o].shape = morsel_runtime::tensor::known_shape(&t.dims);
@@ -76,7 +88,9 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
             continue;
         };
         let eps = n.attrs.float("epsilon", 1e-5).unwrap_or(1e-5);
-        let params: Option<Vec<Vec<f32>>> = (1..5).map(|k| konst(g, n.inputs.get(k).copied().flatten())).collect();
+        let params: Option<Vec<Vec<f32>>> = (1..5)
+            .map(|k| konst(g, n.inputs.get(k).copied().flatten()))
+            .collect();
         let (Some(params), Some(pi)) = (params, producers[x]) else {
             i += 1;
             continue;
@@ -103,7 +117,11 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
         let trans_b = p.attrs.int("transB", 0).unwrap_or(0) != 0;
         let (alpha, beta) = (p.attrs.float("alpha", 1.0)?, p.attrs.float("beta", 1.0)?);
         // output channel count of the producer
-        let out_c = if is_conv { w.dims.first().copied() } else if trans_b { w.dims.first().copied() } else { w.dims.get(1).copied() };
+        let out_c = if is_conv || trans_b {
+            w.dims.first().copied()
+        } else {
+            w.dims.get(1).copied()
+        };
         if out_c != Some(c) || (!is_conv && w.dims.len() != 2) {
             i += 1;
             continue;
@@ -121,7 +139,10 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
         let old_b: Vec<f32> = match p.inputs.get(2).copied().flatten() {
             None => vec![0.0; c],
             Some(b) => match konst(g, Some(b)) {
-                Some(v) if v.len() == c => v.into_iter().map(|x| x * if is_conv { 1.0 } else { beta }).collect(),
+                Some(v) if v.len() == c => v
+                    .into_iter()
+                    .map(|x| x * if is_conv { 1.0 } else { beta })
+                    .collect(),
                 Some(v) if v.len() == 1 => vec![v[0] * if is_conv { 1.0 } else { beta }; c],
                 _ => {
                     i += 1;
@@ -130,8 +151,13 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
             },
         };
         let _ = alpha;
-        let new_b: Vec<f32> = (0..c).map(|k| (old_b[k] - mean[k]) * s[k] + bias[k]).collect();
-        let w_name = g.fresh_name(&format!("{}_bnfolded", g.values[w_id.unwrap_or_default()].name));
+        let new_b: Vec<f32> = (0..c)
+            .map(|k| (old_b[k] - mean[k]) * s[k] + bias[k])
+            .collect();
+        let w_name = g.fresh_name(&format!(
+            "{}_bnfolded",
+            g.values[w_id.unwrap_or_default()].name
+        ));
         let new_w = g.add_const(&w_name, Tensor::from_slice(&w.dims, &wv)?);
         let b_name = g.fresh_name(&format!("{}_bias_bnfolded", g.nodes[pi].name));
         let new_bias = g.add_const(&b_name, Tensor::from_slice(&[c], &new_b)?);

@@ -81,8 +81,9 @@ macro_rules! bail {
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $kind:ident, $($arg:tt)*) => {
-        if !$cond {
-            $crate::bail!($kind, $($arg)*);
+        match $cond {
+            true => {}
+            false => $crate::bail!($kind, $($arg)*),
         }
     };
 }

@@ -43,7 +43,9 @@ impl Attrs {
         match self.0.get(key) {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(*v),
-            Some(other) => Err(Error::Graph(format!("attribute '{key}' should be an int, is {other:?}"))),
+            Some(other) => Err(Error::Graph(format!(
+                "attribute '{key}' should be an int, is {other:?}"
+            ))),
         }
     }
     pub fn float(&self, key: &str, default: f32) -> Result<f32> {
@@ -51,7 +53,9 @@ impl Attrs {
             None => Ok(default),
             Some(Attr::Float(v)) => Ok(*v),
             Some(Attr::Int(v)) => Ok(*v as f32),
-            Some(other) => Err(Error::Graph(format!("attribute '{key}' should be a float, is {other:?}"))),
+            Some(other) => Err(Error::Graph(format!(
+                "attribute '{key}' should be a float, is {other:?}"
+            ))),
         }
     }
     pub fn ints(&self, key: &str) -> Result<Option<Vec<i64>>> {
@@ -59,21 +63,27 @@ impl Attrs {
             None => Ok(None),
             Some(Attr::Ints(v)) => Ok(Some(v.clone())),
             Some(Attr::Int(v)) => Ok(Some(vec![*v])),
-            Some(other) => Err(Error::Graph(format!("attribute '{key}' should be ints, is {other:?}"))),
+            Some(other) => Err(Error::Graph(format!(
+                "attribute '{key}' should be ints, is {other:?}"
+            ))),
         }
     }
     pub fn floats(&self, key: &str) -> Result<Option<Vec<f32>>> {
         match self.0.get(key) {
             None => Ok(None),
             Some(Attr::Floats(v)) => Ok(Some(v.clone())),
-            Some(other) => Err(Error::Graph(format!("attribute '{key}' should be floats, is {other:?}"))),
+            Some(other) => Err(Error::Graph(format!(
+                "attribute '{key}' should be floats, is {other:?}"
+            ))),
         }
     }
     pub fn string(&self, key: &str, default: &str) -> Result<String> {
         match self.0.get(key) {
             None => Ok(default.to_string()),
             Some(Attr::Str(v)) => Ok(v.clone()),
-            Some(other) => Err(Error::Graph(format!("attribute '{key}' should be a string, is {other:?}"))),
+            Some(other) => Err(Error::Graph(format!(
+                "attribute '{key}' should be a string, is {other:?}"
+            ))),
         }
     }
 }
@@ -138,7 +148,8 @@ impl Graph {
 
     /// A name not used by any value, starting from `base`.
     pub fn fresh_name(&self, base: &str) -> String {
-        let taken: std::collections::HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        let taken: std::collections::HashSet<&str> =
+            self.values.iter().map(|v| v.name.as_str()).collect();
         if !taken.contains(base) {
             return base.to_string();
         }
@@ -182,7 +193,9 @@ impl Graph {
         let mut defined = vec![false; nv];
         for &i in &self.inputs {
             if i >= nv {
-                return Err(Error::Graph(format!("input id {i} out of range ({nv} values)")));
+                return Err(Error::Graph(format!(
+                    "input id {i} out of range ({nv} values)"
+                )));
             }
             defined[i] = true;
         }
@@ -192,7 +205,9 @@ impl Graph {
             }
         }
         for n in &self.nodes {
-            ops::lookup(n.op).ok_or_else(|| Error::Unsupported(format!("node '{}': unknown op id {}", n.name, n.op.0)))?;
+            ops::lookup(n.op).ok_or_else(|| {
+                Error::Unsupported(format!("node '{}': unknown op id {}", n.name, n.op.0))
+            })?;
             for (k, i) in n.inputs.iter().enumerate() {
                 if let Some(i) = *i {
                     if i >= nv || !defined[i] {
@@ -215,7 +230,9 @@ impl Graph {
         }
         for &o in &self.outputs {
             if o >= nv || !defined[o] {
-                return Err(Error::Graph(format!("graph output id {o} is never computed")));
+                return Err(Error::Graph(format!(
+                    "graph output id {o} is never computed"
+                )));
             }
         }
         Ok(())

@@ -48,7 +48,11 @@ impl Model {
     /// Build a model from a graph: checks its structure and every node's attributes.
     pub fn from_graph(graph: Graph) -> Result<Model> {
         graph.validate()?;
-        let ops = graph.nodes.iter().map(ops::build).collect::<Result<Vec<_>>>()?;
+        let ops = graph
+            .nodes
+            .iter()
+            .map(ops::build)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Model(Arc::new(Inner { graph, ops })))
     }
 

@@ -5,15 +5,15 @@
 //! the same input shapes allocates nothing per op; only the outputs it
 //! returns are fresh memory.
 
-use std::collections::HashMap;
-
 use smallvec::SmallVec;
 
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::model::Model;
 use crate::ops::{self, Ctx, Fact};
-use crate::tensor::{AlignedBuf, Dim, Tensor, TensorMut, TensorRef, dims_str, known_shape, numel, shape_str};
+use crate::tensor::{
+    AlignedBuf, Dim, Tensor, TensorMut, TensorRef, dims_str, known_shape, numel, shape_str,
+};
 use crate::{Error, Result};
 
 /// Settings for a session.
@@ -50,6 +50,34 @@ struct Step {
     outputs: Vec<(usize, usize, usize)>, // slot, bytes, value id
 }
 
+/// Inputs this small (in elements) may be planned by value.
+const SMALL_INPUT: usize = 64;
+
+fn is_small(t: &TensorRef<'_>) -> bool {
+    t.numel() <= SMALL_INPUT
+}
+
+/// What a plan was made for: input dims, and for value-keyed sessions the
+/// bytes of each small input (`None` for the others).
+#[derive(Debug)]
+struct PlanKey {
+    dims: Vec<Vec<usize>>,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+impl PlanKey {
+    fn matches(&self, inputs: &[TensorRef<'_>], value_keyed: bool) -> bool {
+        self.dims.len() == inputs.len()
+            && self.dims.iter().zip(inputs).all(|(d, t)| d[..] == *t.dims)
+            && (!value_keyed
+                || self.values.len() == inputs.len()
+                    && self.values.iter().zip(inputs).all(|(v, t)| match v {
+                        Some(b) => b[..] == *t.data,
+                        None => !is_small(t),
+                    }))
+    }
+}
+
 /// The plan for one set of input shapes.
 #[derive(Debug)]
 pub struct Plan {
@@ -82,7 +110,14 @@ impl Plan {
 pub struct Session {
     model: Model,
     options: Options,
-    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    /// Plans by input dims (and, for value-keyed models, the bytes of their
+    /// small inputs); few per session, searched linearly so a lookup needs
+    /// no key allocation.
+    plans: Vec<(PlanKey, Plan)>,
+    /// Set once planning by shapes alone failed but planning with the values
+    /// of small inputs worked: the graph takes shape parameters as inputs
+    /// (e.g. Reshape's target shape fed by the caller).
+    value_keyed: bool,
     slots: Vec<AlignedBuf>,
     ctx: Ctx,
 }
@@ -97,7 +132,8 @@ impl Session {
         Session {
             model,
             options,
-            plans: HashMap::new(),
+            plans: Vec::new(),
+            value_keyed: false,
             slots: Vec::new(),
             ctx,
         }
@@ -109,19 +145,25 @@ impl Session {
 
     /// Check the caller's inputs against the graph: names, dtypes, shapes.
     /// Returns the inputs in graph order.
-    fn match_inputs<'a>(&self, inputs: &[(&str, TensorRef<'a>)]) -> Result<Vec<TensorRef<'a>>> {
+    fn match_inputs<'a>(
+        &self,
+        inputs: &[(&str, TensorRef<'a>)],
+    ) -> Result<SmallVec<[TensorRef<'a>; 4]>> {
         let g = self.model.graph();
         for (name, _) in inputs {
             if !g.inputs.iter().any(|&i| g.values[i].name == *name) {
-                let names: Vec<&str> = g.inputs.iter().map(|&i| g.values[i].name.as_str()).collect();
+                let names: Vec<&str> = g
+                    .inputs
+                    .iter()
+                    .map(|&i| g.values[i].name.as_str())
+                    .collect();
                 return Err(Error::Input(format!(
                     "the model has no input '{name}' (its inputs: {})",
                     names.join(", ")
                 )));
             }
         }
-        let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
-        let mut out = Vec::with_capacity(g.inputs.len());
+        let mut out: SmallVec<[TensorRef<'a>; 4]> = SmallVec::new();
         for &vid in &g.inputs {
             let v = &g.values[vid];
             let given = inputs.iter().find(|(n, _)| *n == v.name).map(|(_, t)| *t);
@@ -154,15 +196,17 @@ impl Session {
                 match d {
                     Dim::Known(k) if *k != n => return Err(bad_shape()),
                     Dim::Sym(s) if &**s != "?" => {
-                        if let Some((prev, who)) = symbols.get(&**s) {
-                            if *prev != n {
-                                return Err(Error::Input(format!(
-                                    "input '{}' has {s}={n} but input '{who}' has {s}={prev}",
-                                    v.name
-                                )));
+                        // the same symbol in an earlier input must have the same size
+                        for (k, prev) in out.iter().enumerate() {
+                            let pv = &g.values[g.inputs[k]];
+                            for (pd, &pn) in pv.shape.iter().zip(prev.dims) {
+                                if matches!(pd, Dim::Sym(ps) if ps == s) && pn != n {
+                                    return Err(Error::Input(format!(
+                                        "input '{}' has {s}={n} but input '{}' has {s}={pn}",
+                                        v.name, pv.name
+                                    )));
+                                }
                             }
-                        } else {
-                            symbols.insert(s, (n, v.name.as_str()));
                         }
                     }
                     _ => {}
@@ -183,34 +227,108 @@ impl Session {
         Ok(out)
     }
 
+    fn find_plan(&self, inputs: &[TensorRef<'_>]) -> Option<usize> {
+        let vk = self.value_keyed;
+        self.plans.iter().position(|(k, _)| k.matches(inputs, vk))
+    }
+
     /// Plan (or fetch the cached plan) for these input dims.
-    pub fn plan(&mut self, input_dims: &[Vec<usize>]) -> Result<&Plan> {
-        if !self.plans.contains_key(input_dims) {
-            let plan = build_plan(&self.model, input_dims, self.options.memory_limit)?;
-            if let Some(limit) = self.options.memory_limit {
-                let need = plan.activation_bytes();
-                if need > limit {
-                    return Err(Error::Memory(format!(
-                        "this run needs {need} bytes of activation memory, the budget is {limit} bytes"
-                    )));
-                }
-            }
-            self.plans.insert(input_dims.to_vec(), plan);
+    pub fn plan<D: AsRef<[usize]>>(&mut self, input_dims: &[D]) -> Result<&Plan> {
+        let key = PlanKey {
+            dims: input_dims.iter().map(|d| d.as_ref().to_vec()).collect(),
+            values: Vec::new(),
+        };
+        if let Some(i) = self
+            .plans
+            .iter()
+            .position(|(k, _)| k.dims == key.dims && k.values.is_empty())
+        {
+            return Ok(&self.plans[i].1);
         }
-        self.plans
-            .get(input_dims)
-            .ok_or_else(|| Error::Graph("plan cache lost an entry".into()))
+        let plan = build_plan(&self.model, &key.dims, None, self.options.memory_limit)?;
+        self.insert_plan(key, plan)
+    }
+
+    fn insert_plan(&mut self, key: PlanKey, plan: Plan) -> Result<&Plan> {
+        if let Some(limit) = self.options.memory_limit {
+            let need = plan.activation_bytes();
+            if need > limit {
+                return Err(Error::Memory(format!(
+                    "this run needs {need} bytes of activation memory, the budget is {limit} bytes"
+                )));
+            }
+        }
+        self.plans.push((key, plan));
+        Ok(&self.plans[self.plans.len() - 1].1)
+    }
+
+    /// Plan for these inputs: by shapes, or (when the graph needs it) by the
+    /// values of its small inputs too.
+    fn plan_for(&mut self, inputs: &[TensorRef<'_>]) -> Result<usize> {
+        if let Some(i) = self.find_plan(inputs) {
+            return Ok(i);
+        }
+        let dims: Vec<Vec<usize>> = inputs.iter().map(|t| t.dims.to_vec()).collect();
+        let limit = self.options.memory_limit;
+        if !self.value_keyed {
+            match build_plan(&self.model, &dims, None, limit) {
+                Ok(plan) => {
+                    self.insert_plan(
+                        PlanKey {
+                            dims,
+                            values: Vec::new(),
+                        },
+                        plan,
+                    )?;
+                    return Ok(self.plans.len() - 1);
+                }
+                Err(e) if inputs.iter().any(|t| is_small(t)) => {
+                    // Retry with the small inputs' values known; keep the
+                    // first error if that does not help either.
+                    match build_plan(&self.model, &dims, Some(inputs), limit) {
+                        Ok(plan) => {
+                            self.value_keyed = true;
+                            self.plans.clear();
+                            let values = inputs
+                                .iter()
+                                .map(|t| is_small(t).then(|| t.data.to_vec()))
+                                .collect();
+                            self.insert_plan(PlanKey { dims, values }, plan)?;
+                            return Ok(self.plans.len() - 1);
+                        }
+                        Err(e2) => {
+                            return Err(if std::env::var_os("MORSEL_DEBUG_PLAN").is_some() {
+                                e2
+                            } else {
+                                e
+                            });
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let plan = build_plan(&self.model, &dims, Some(inputs), limit)?;
+        let values = inputs
+            .iter()
+            .map(|t| is_small(t).then(|| t.data.to_vec()))
+            .collect();
+        self.insert_plan(PlanKey { dims, values }, plan)?;
+        Ok(self.plans.len() - 1)
     }
 
     /// Run the model. Inputs by name; outputs in the graph's output order.
     pub fn run(&mut self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Vec<Tensor>> {
         let inputs = self.match_inputs(inputs)?;
         // Caller memory may be unaligned for its dtype: copy only then.
-        let realigned: Vec<Option<AlignedBuf>> = inputs
+        let realigned: SmallVec<[Option<AlignedBuf>; 4]> = inputs
             .iter()
-            .map(|t| (t.data.as_ptr() as usize % t.dtype.size() != 0).then(|| AlignedBuf::from_bytes(t.data)))
+            .map(|t| {
+                (t.data.as_ptr() as usize % t.dtype.size() != 0)
+                    .then(|| AlignedBuf::from_bytes(t.data))
+            })
             .collect();
-        let inputs: Vec<TensorRef<'_>> = inputs
+        let inputs: SmallVec<[TensorRef<'_>; 4]> = inputs
             .iter()
             .zip(&realigned)
             .map(|(t, r)| match r {
@@ -222,8 +340,7 @@ impl Session {
                 None => *t,
             })
             .collect();
-        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.dims.to_vec()).collect();
-        self.plan(&key)?;
+        let pi = self.plan_for(&inputs)?;
         let Session {
             model,
             plans,
@@ -231,9 +348,7 @@ impl Session {
             ctx,
             ..
         } = self;
-        let plan = plans
-            .get(&key)
-            .ok_or_else(|| Error::Graph("plan cache lost an entry".into()))?;
+        let plan = &plans[pi].1;
         if slots.len() < plan.slot_bytes.len() {
             slots.resize_with(plan.slot_bytes.len(), AlignedBuf::default);
         }
@@ -254,7 +369,15 @@ impl Session {
                 for i in &step.inputs {
                     ins.push(match i {
                         None => None,
-                        Some((src, v)) => Some(view(graph, plan, &inputs, src, &plan.dims[*v], plan.dtypes[*v], slots)?),
+                        Some((src, v)) => Some(view(
+                            graph,
+                            plan,
+                            &inputs,
+                            src,
+                            &plan.dims[*v],
+                            plan.dtypes[*v],
+                            slots,
+                        )?),
                     });
                 }
                 let mut out_views: SmallVec<[TensorMut<'_>; 4]> = outs
@@ -275,17 +398,32 @@ impl Session {
         }
         let mut results = Vec::with_capacity(graph.outputs.len());
         for &o in &graph.outputs {
-            let src = plan.loc[o]
-                .as_ref()
-                .ok_or_else(|| Error::Graph(format!("output '{}' was never computed", graph.values[o].name)))?;
-            results.push(view(graph, plan, &inputs, src, &plan.dims[o], plan.dtypes[o], slots)?.to_tensor());
+            let src = plan.loc[o].as_ref().ok_or_else(|| {
+                Error::Graph(format!(
+                    "output '{}' was never computed",
+                    graph.values[o].name
+                ))
+            })?;
+            results.push(
+                view(
+                    graph,
+                    plan,
+                    &inputs,
+                    src,
+                    &plan.dims[o],
+                    plan.dtypes[o],
+                    slots,
+                )?
+                .to_tensor(),
+            );
         }
         Ok(results)
     }
 
     /// Bytes held by this session's activation slots and scratch.
     pub fn held_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.capacity_bytes()).sum::<usize>() + self.ctx.scratch_capacity_bytes()
+        self.slots.iter().map(|s| s.capacity_bytes()).sum::<usize>()
+            + self.ctx.scratch_capacity_bytes()
     }
 }
 
@@ -315,7 +453,14 @@ fn view<'a>(
 }
 
 /// Concrete shapes, folding and slot assignment for one set of input dims.
-fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usize>) -> Result<Plan> {
+/// `known`: the caller's inputs, whose small ones are then treated as
+/// constants (folded into the plan).
+fn build_plan(
+    model: &Model,
+    input_dims: &[Vec<usize>],
+    known: Option<&[TensorRef<'_>]>,
+    memory_limit: Option<usize>,
+) -> Result<Plan> {
     let g = model.graph();
     let nv = g.values.len();
     let mut dims: Vec<Vec<usize>> = vec![Vec::new(); nv];
@@ -327,6 +472,10 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
     for (k, (&vid, d)) in g.inputs.iter().zip(input_dims).enumerate() {
         dims[vid] = d.clone();
         loc[vid] = Some(Src::Input(k));
+        if let Some(t) = known.and_then(|ins| ins.get(k)).filter(|t| is_small(t)) {
+            loc[vid] = Some(Src::Folded(folded.len()));
+            folded.push(t.to_tensor());
+        }
     }
     for (vid, v) in g.values.iter().enumerate() {
         if let Some(t) = &v.konst {
@@ -388,7 +537,11 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
             if let Some(limit) = memory_limit {
                 let mut need = 0usize;
                 for (f, d) in out.iter().zip(&out_dims) {
-                    need = need.saturating_add(numel(d).unwrap_or(usize::MAX).saturating_mul(f.dtype.size()));
+                    need = need.saturating_add(
+                        numel(d)
+                            .unwrap_or(usize::MAX)
+                            .saturating_mul(f.dtype.size()),
+                    );
                 }
                 if need > limit {
                     return Err(Error::Memory(format!(
@@ -400,7 +553,8 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
             let values: Vec<Tensor> = if all_outputs_known {
                 out.into_iter().filter_map(|f| f.value).collect()
             } else {
-                let ins: Vec<Option<Tensor>> = facts.into_iter().map(|f| f.and_then(|f| f.value)).collect();
+                let ins: Vec<Option<Tensor>> =
+                    facts.into_iter().map(|f| f.and_then(|f| f.value)).collect();
                 ops::eval_owned(op, &ins).map_err(|e| e.in_node(&node.name, name))?
             };
             for (&o, t) in node.outputs.iter().zip(values) {
@@ -457,7 +611,9 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
         for &o in &node.outputs {
             let bytes = numel(&dims[o])?
                 .checked_mul(dtypes[o].size())
-                .ok_or_else(|| Error::Graph(format!("value '{}' is too large", g.values[o].name)))?;
+                .ok_or_else(|| {
+                    Error::Graph(format!("value '{}' is too large", g.values[o].name))
+                })?;
             let need = round64(bytes);
             let pick = free
                 .iter()
@@ -487,9 +643,9 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
             inputs.push(match i {
                 None => None,
                 Some(v) => Some((
-                    loc[*v]
-                        .clone()
-                        .ok_or_else(|| Error::Graph(format!("value '{}' has no location", g.values[*v].name)))?,
+                    loc[*v].clone().ok_or_else(|| {
+                        Error::Graph(format!("value '{}' has no location", g.values[*v].name))
+                    })?,
                     *v,
                 )),
             });
@@ -515,7 +671,10 @@ fn build_plan(model: &Model, input_dims: &[Vec<usize>], memory_limit: Option<usi
     }
     for &o in &g.outputs {
         if loc[o].is_none() {
-            return Err(Error::Graph(format!("output '{}' is never computed", g.values[o].name)));
+            return Err(Error::Graph(format!(
+                "output '{}' is never computed",
+                g.values[o].name
+            )));
         }
     }
     Ok(Plan {

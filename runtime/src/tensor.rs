@@ -128,7 +128,11 @@ impl Blob {
         }
     }
     /// A range of a shared store; the caller has checked the range.
-    pub fn slice_of(store: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, len: usize) -> Result<Blob> {
+    pub fn slice_of(
+        store: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        start: usize,
+        len: usize,
+    ) -> Result<Blob> {
         let total = (*store).as_ref().len();
         match start.checked_add(len) {
             Some(end) if end <= total => Ok(Blob { store, start, len }),
@@ -188,7 +192,11 @@ impl Tensor {
     }
     pub fn from_bool(dims: &[usize], values: &[bool]) -> Result<Tensor> {
         let bytes: Vec<u8> = values.iter().map(|&b| b as u8).collect();
-        Tensor::new(DType::Bool, dims.to_vec(), Blob::owned(AlignedBuf::from_bytes(&bytes)))
+        Tensor::new(
+            DType::Bool,
+            dims.to_vec(),
+            Blob::owned(AlignedBuf::from_bytes(&bytes)),
+        )
     }
     pub fn scalar<T: Element>(v: T) -> Tensor {
         Tensor::new(
@@ -231,9 +239,14 @@ pub struct TensorRef<'a> {
 
 fn cast<T: Element>(dtype: DType, data: &[u8]) -> Result<&[T]> {
     if dtype != T::DTYPE {
-        return Err(Error::Graph(format!("expected {} data, found {}", T::DTYPE, dtype)));
+        return Err(Error::Graph(format!(
+            "expected {} data, found {}",
+            T::DTYPE,
+            dtype
+        )));
     }
-    bytemuck::try_cast_slice(data).map_err(|e| Error::Graph(format!("misaligned {dtype} data: {e:?}")))
+    bytemuck::try_cast_slice(data)
+        .map_err(|e| Error::Graph(format!("misaligned {dtype} data: {e:?}")))
 }
 
 impl<'a> TensorRef<'a> {
@@ -253,14 +266,24 @@ impl<'a> TensorRef<'a> {
         match self.dtype {
             DType::I64 => Ok(self.as_slice::<i64>()?.to_vec()),
             DType::I32 => Ok(self.as_slice::<i32>()?.iter().map(|&v| v as i64).collect()),
-            d => Err(Error::Graph(format!("expected an integer tensor, found {d}"))),
+            d => Err(Error::Graph(format!(
+                "expected an integer tensor, found {d}"
+            ))),
         }
     }
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         Ok(match self.dtype {
             DType::F32 => self.as_slice::<f32>()?.to_vec(),
-            DType::F16 => self.as_slice::<half::f16>()?.iter().map(|v| v.to_f32()).collect(),
-            DType::BF16 => self.as_slice::<half::bf16>()?.iter().map(|v| v.to_f32()).collect(),
+            DType::F16 => self
+                .as_slice::<half::f16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            DType::BF16 => self
+                .as_slice::<half::bf16>()?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
             DType::I64 => self.as_slice::<i64>()?.iter().map(|&v| v as f32).collect(),
             DType::I32 => self.as_slice::<i32>()?.iter().map(|&v| v as f32).collect(),
             DType::I8 => self.as_slice::<i8>()?.iter().map(|&v| v as f32).collect(),

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use morsel::Tensor;
 use morsel::compress::npy;
 use morsel::runtime::format::writer::{FloatStorage, to_bytes};
-use morsel::Tensor;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,12 +17,15 @@ pub fn digits_dir() -> PathBuf {
 
 /// The bundled digits CNN, imported from ONNX and serialised to .morsel bytes.
 pub fn digits_morsel_bytes() -> Vec<u8> {
-    let g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).expect("import digits_cnn.onnx");
+    let g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx"))
+        .expect("import digits_cnn.onnx");
     to_bytes(&g, FloatStorage::F32).expect("serialise")
 }
 
 pub fn npy(path: &Path) -> Tensor {
-    npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).tensor
+    npy::read_npy(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .tensor
 }
 
 pub fn npz(path: &Path) -> Vec<(String, Tensor)> {
@@ -35,5 +38,8 @@ pub fn npz(path: &Path) -> Vec<(String, Tensor)> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use morsel_runtime::DType;
 use morsel_runtime::graph::{Attr, Attrs, Graph, Node, ValueId};
 use morsel_runtime::ops::op_id;
 use morsel_runtime::tensor::{Dim, Tensor};
-use morsel_runtime::DType;
 
 use super::proto::{self, AttributeProto, ModelProto, NodeProto, attr_type as at};
 use super::tensor::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
@@ -18,7 +18,7 @@ use super::tensor::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
 /// The opset range the importer knows. Each op is imported with the
 /// semantics of its version in the model's opset.
 pub const MIN_OPSET: i64 = 7;
-pub const MAX_OPSET: i64 = 23;
+pub const MAX_OPSET: i64 = 28;
 
 struct Importer<'a> {
     g: Graph,
@@ -29,7 +29,10 @@ struct Importer<'a> {
 }
 
 pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
-    let graph = model.graph.as_ref().context("the ONNX model has no graph")?;
+    let graph = model
+        .graph
+        .as_ref()
+        .context("the ONNX model has no graph")?;
     let mut opset = None;
     for o in &model.opset_import {
         match o.domain.as_str() {
@@ -39,7 +42,9 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
     }
     let opset = opset.unwrap_or(MAX_OPSET);
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        bail!("ONNX opset {opset} is not supported (this importer reads opsets {MIN_OPSET} to {MAX_OPSET})");
+        bail!(
+            "ONNX opset {opset} is not supported (this importer reads opsets {MIN_OPSET} to {MAX_OPSET})"
+        );
     }
     let mut im = Importer {
         g: Graph::default(),
@@ -50,7 +55,8 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
     };
 
     for init in &graph.initializer {
-        let t = tensor_from_proto(init, base_dir).with_context(|| format!("initializer '{}'", init.name))?;
+        let t = tensor_from_proto(init, base_dir)
+            .with_context(|| format!("initializer '{}'", init.name))?;
         let id = im.g.add_const(&init.name, t);
         im.names.insert(init.name.clone(), id);
     }
@@ -61,13 +67,15 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
         if im.names.contains_key(&vi.name) {
             continue; // an initializer listed as an input (old exporters): a constant
         }
-        let (dtype, shape) = value_type(vi).with_context(|| format!("graph input '{}'", vi.name))?;
+        let (dtype, shape) =
+            value_type(vi).with_context(|| format!("graph input '{}'", vi.name))?;
         let id = im.g.add_value(&vi.name, dtype, shape);
         im.g.inputs.push(id);
         im.names.insert(vi.name.clone(), id);
     }
     for node in &graph.node {
-        im.node(node).with_context(|| format!("node '{}' ({})", node_name(node), node.op_type))?;
+        im.node(node)
+            .with_context(|| format!("node '{}' ({})", node_name(node), node.op_type))?;
     }
     if !im.unsupported.is_empty() {
         bail!(
@@ -83,16 +91,30 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
             .with_context(|| format!("graph output '{}' is never computed", vo.name))?;
         let id = if im.g.values[id].name != vo.name || im.g.inputs.contains(&id) {
             // the output is an alias (Identity/Dropout removed) or an input: keep its name
-            let out = im.g.add_value(&vo.name, im.g.values[id].dtype, im.g.values[id].shape.clone());
-            im.push("Identity", &format!("{}_identity", vo.name), Attrs::new(), vec![Some(id)], vec![out])?;
+            let out = im.g.add_value(
+                &vo.name,
+                im.g.values[id].dtype,
+                im.g.values[id].shape.clone(),
+            );
+            im.push(
+                "Identity",
+                &format!("{}_identity", vo.name),
+                Attrs::new(),
+                vec![Some(id)],
+                vec![out],
+            )?;
             out
         } else {
             id
         };
         im.g.outputs.push(id);
     }
-    im.g.metadata.insert("source_producer".into(), format!("{} {}", model.producer_name, model.producer_version));
-    im.g.metadata.insert("source_opset".into(), opset.to_string());
+    im.g.metadata.insert(
+        "source_producer".into(),
+        format!("{} {}", model.producer_name, model.producer_version),
+    );
+    im.g.metadata
+        .insert("source_opset".into(), opset.to_string());
     let mut g = im.g;
     crate::passes::cleanup(&mut g)?;
     g.infer_shapes().map_err(|e| anyhow!("{e}"))?;
@@ -134,7 +156,10 @@ fn attrs_of(node: &NodeProto) -> Result<Attrs> {
     let mut a = Attrs::new();
     for p in &node.attribute {
         if !p.ref_attr_name.is_empty() {
-            bail!("attribute '{}' refers to a function attribute (not supported)", p.name);
+            bail!(
+                "attribute '{}' refers to a function attribute (not supported)",
+                p.name
+            );
         }
         let v = match attr_kind(p) {
             at::INT => Attr::Int(p.i),
@@ -179,12 +204,11 @@ impl Importer<'_> {
         match node.input.get(i) {
             None => Ok(None),
             Some(n) if n.is_empty() => Ok(None),
-            Some(n) => self
-                .names
-                .get(n)
-                .copied()
-                .map(Some)
-                .ok_or_else(|| anyhow!("input '{n}' is not defined before this node (graph not topologically sorted?)")),
+            Some(n) => self.names.get(n).copied().map(Some).ok_or_else(|| {
+                anyhow!(
+                    "input '{n}' is not defined before this node (graph not topologically sorted?)"
+                )
+            }),
         }
     }
 
@@ -200,11 +224,17 @@ impl Importer<'_> {
     /// New output values for a node (dtype and shape set by inference later).
     fn outputs(&mut self, node: &NodeProto) -> Result<Vec<ValueId>> {
         let mut out = Vec::new();
-        let used = node.output.iter().rposition(|o| !o.is_empty()).map_or(0, |i| i + 1);
+        let used = node
+            .output
+            .iter()
+            .rposition(|o| !o.is_empty())
+            .map_or(0, |i| i + 1);
         for (k, o) in node.output.iter().take(used).enumerate() {
             if o.is_empty() {
                 // an omitted optional output still holds its position
-                let name = self.g.fresh_name(&format!("{}_unused_{k}", node_name(node)));
+                let name = self
+                    .g
+                    .fresh_name(&format!("{}_unused_{k}", node_name(node)));
                 out.push(self.g.add_value(&name, DType::F32, Vec::new()));
                 continue;
             }
@@ -218,7 +248,14 @@ impl Importer<'_> {
         Ok(out)
     }
 
-    fn push(&mut self, op: &str, name: &str, attrs: Attrs, inputs: Vec<Option<ValueId>>, outputs: Vec<ValueId>) -> Result<()> {
+    fn push(
+        &mut self,
+        op: &str,
+        name: &str,
+        attrs: Attrs,
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<ValueId>,
+    ) -> Result<()> {
         let id = op_id(op).ok_or_else(|| anyhow!("runtime has no op {op}"))?;
         self.g.nodes.push(Node {
             name: name.to_string(),
@@ -251,7 +288,10 @@ impl Importer<'_> {
     fn node(&mut self, node: &NodeProto) -> Result<()> {
         let name = node_name(node);
         if !matches!(node.domain.as_str(), "" | "ai.onnx") {
-            self.unsupported.push(format!("{} (op {} of domain '{}')", name, node.op_type, node.domain));
+            self.unsupported.push(format!(
+                "{} (op {} of domain '{}')",
+                name, node.op_type, node.domain
+            ));
             self.outputs(node)?;
             return Ok(());
         }
@@ -268,7 +308,11 @@ impl Importer<'_> {
                 return Ok(());
             }
             "Identity" => {
-                let x = ins.first().copied().flatten().context("Identity needs an input")?;
+                let x = ins
+                    .first()
+                    .copied()
+                    .flatten()
+                    .context("Identity needs an input")?;
                 self.alias(node, x);
                 return Ok(());
             }
@@ -276,7 +320,11 @@ impl Importer<'_> {
                 if node.output.len() > 1 && !node.output[1].is_empty() {
                     bail!("Dropout's mask output is not supported at inference");
                 }
-                let x = ins.first().copied().flatten().context("Dropout needs an input")?;
+                let x = ins
+                    .first()
+                    .copied()
+                    .flatten()
+                    .context("Dropout needs an input")?;
                 self.alias(node, x);
                 return Ok(());
             }
@@ -324,11 +372,16 @@ impl Importer<'_> {
             }
             "Resize" if opset < 11 => {
                 // opset 10: (X, scales)
-                ins = vec![ins.first().copied().flatten(), None, ins.get(1).copied().flatten()];
+                ins = vec![
+                    ins.first().copied().flatten(),
+                    None,
+                    ins.get(1).copied().flatten(),
+                ];
             }
             "Cast" => {
                 let to = attrs.int("to", 0)? as i32;
-                let d = dtype_from_onnx(to).with_context(|| format!("Cast to {}", onnx_type_name(to)))?;
+                let d = dtype_from_onnx(to)
+                    .with_context(|| format!("Cast to {}", onnx_type_name(to)))?;
                 attrs = Attrs::new().with("to", Attr::Int(d.code() as i64));
             }
             "ConstantOfShape" => {
@@ -357,14 +410,14 @@ impl Importer<'_> {
                     bail!("BatchNormalization in training mode is not supported");
                 }
                 if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    bail!("BatchNormalization's training outputs (running mean/var) are not supported");
+                    bail!(
+                        "BatchNormalization's training outputs (running mean/var) are not supported"
+                    );
                 }
                 attrs = Attrs::new().with("epsilon", Attr::Float(attrs.float("epsilon", 1e-5)?));
             }
-            "MaxPool" => {
-                if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    bail!("MaxPool's Indices output is not supported");
-                }
+            "MaxPool" if node.output.iter().skip(1).any(|o| !o.is_empty()) => {
+                bail!("MaxPool's Indices output is not supported");
             }
             _ => {}
         }
@@ -383,9 +436,15 @@ impl Importer<'_> {
 }
 
 fn constant_value(node: &NodeProto) -> Result<Tensor> {
-    let a = node.attribute.first().context("Constant has no value attribute")?;
+    let a = node
+        .attribute
+        .first()
+        .context("Constant has no value attribute")?;
     Ok(match a.name.as_str() {
-        "value" => tensor_from_proto(a.t.as_ref().context("Constant value is not a tensor")?, None)?,
+        "value" => tensor_from_proto(
+            a.t.as_ref().context("Constant value is not a tensor")?,
+            None,
+        )?,
         "value_float" => Tensor::scalar(a.f),
         "value_floats" => Tensor::from_slice(&[a.floats.len()], &a.floats)?,
         "value_int" => Tensor::scalar(a.i),

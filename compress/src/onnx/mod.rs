@@ -18,7 +18,13 @@ pub use import::{MAX_OPSET, MIN_OPSET};
 /// Import an ONNX file (external data is read relative to its folder).
 pub fn load(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     load_bytes(&bytes, base).with_context(|| format!("importing {}", path.display()))
 }
 
@@ -31,7 +37,8 @@ pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
 /// Read a serialized `TensorProto` (the `.pb` files of ONNX test data).
 pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let tp = proto::TensorProto::decode(&bytes[..]).with_context(|| format!("{} is not a TensorProto", path.display()))?;
+    let tp = proto::TensorProto::decode(&bytes[..])
+        .with_context(|| format!("{} is not a TensorProto", path.display()))?;
     let t = tensor::tensor_from_proto(&tp, path.parent())?;
     Ok((tp.name, t))
 }

@@ -3,8 +3,8 @@
 use std::path::{Component, Path};
 
 use anyhow::{Context, Result, bail};
-use morsel_runtime::tensor::{AlignedBuf, Blob, Tensor, numel};
 use morsel_runtime::DType;
+use morsel_runtime::tensor::{AlignedBuf, Blob, Tensor, numel};
 
 use super::proto::{TensorProto, data_type as dt};
 
@@ -19,7 +19,11 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType> {
         dt::BOOL => DType::Bool,
         dt::FLOAT16 => DType::F16,
         dt::BFLOAT16 => DType::BF16,
-        other => bail!("ONNX element type {} ({}) is not supported", other, onnx_type_name(other)),
+        other => bail!(
+            "ONNX element type {} ({}) is not supported",
+            other,
+            onnx_type_name(other)
+        ),
     })
 }
 
@@ -49,7 +53,11 @@ pub fn onnx_type_name(code: i32) -> &'static str {
 
 /// Convert a tensor; `base_dir` is where external data files are looked up.
 pub fn tensor_from_proto(tp: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
-    let name = if tp.name.is_empty() { "<unnamed>" } else { tp.name.as_str() };
+    let name = if tp.name.is_empty() {
+        "<unnamed>"
+    } else {
+        tp.name.as_str()
+    };
     let dtype = dtype_from_onnx(tp.data_type).with_context(|| format!("tensor '{name}'"))?;
     let mut dims = Vec::with_capacity(tp.dims.len());
     for &d in &tp.dims {
@@ -74,7 +82,11 @@ pub fn tensor_from_proto(tp: &TensorProto, base_dir: Option<&Path>) -> Result<Te
             DType::I32 => tp.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             // int32_data carries the narrow types one element per entry
             DType::I8 | DType::U8 | DType::Bool => tp.int32_data.iter().map(|&v| v as u8).collect(),
-            DType::F16 | DType::BF16 => tp.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
+            DType::F16 | DType::BF16 => tp
+                .int32_data
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect(),
         }
     };
     if bytes.len() != nbytes {
@@ -84,35 +96,66 @@ pub fn tensor_from_proto(tp: &TensorProto, base_dir: Option<&Path>) -> Result<Te
             bytes.len()
         );
     }
-    Ok(Tensor::new(dtype, dims, Blob::owned(AlignedBuf::from_bytes(&bytes)))?)
+    Ok(Tensor::new(
+        dtype,
+        dims,
+        Blob::owned(AlignedBuf::from_bytes(&bytes)),
+    )?)
 }
 
-fn read_external(tp: &TensorProto, name: &str, base_dir: Option<&Path>, nbytes: usize) -> Result<Vec<u8>> {
+fn read_external(
+    tp: &TensorProto,
+    name: &str,
+    base_dir: Option<&Path>,
+    nbytes: usize,
+) -> Result<Vec<u8>> {
     let mut location = None;
     let mut offset = 0u64;
     let mut length = None;
     for kv in &tp.external_data {
         match kv.key.as_str() {
             "location" => location = Some(kv.value.clone()),
-            "offset" => offset = kv.value.parse().with_context(|| format!("tensor '{name}': bad external offset"))?,
-            "length" => length = Some(kv.value.parse::<u64>().with_context(|| format!("tensor '{name}': bad external length"))?),
+            "offset" => {
+                offset = kv
+                    .value
+                    .parse()
+                    .with_context(|| format!("tensor '{name}': bad external offset"))?
+            }
+            "length" => {
+                length = Some(
+                    kv.value
+                        .parse::<u64>()
+                        .with_context(|| format!("tensor '{name}': bad external length"))?,
+                )
+            }
             _ => {}
         }
     }
-    let location = location.with_context(|| format!("tensor '{name}' says its data is external but names no file"))?;
+    let location = location
+        .with_context(|| format!("tensor '{name}' says its data is external but names no file"))?;
     let rel = Path::new(&location);
     // ONNX requires locations relative to the model's folder; refuse escapes.
-    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        bail!("tensor '{name}': external data location '{location}' must be a relative path inside the model's folder");
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        bail!(
+            "tensor '{name}': external data location '{location}' must be a relative path inside the model's folder"
+        );
     }
-    let base = base_dir.with_context(|| format!("tensor '{name}' has external data but the model was not loaded from a file"))?;
+    let base = base_dir.with_context(|| {
+        format!("tensor '{name}' has external data but the model was not loaded from a file")
+    })?;
     let path = base.join(rel);
     let want = length.unwrap_or(nbytes as u64);
     if want != nbytes as u64 {
-        bail!("tensor '{name}': external data length {want} does not match its shape ({nbytes} bytes)");
+        bail!(
+            "tensor '{name}': external data length {want} does not match its shape ({nbytes} bytes)"
+        );
     }
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&path).with_context(|| format!("tensor '{name}': opening external data {}", path.display()))?;
+    let mut f = std::fs::File::open(&path)
+        .with_context(|| format!("tensor '{name}': opening external data {}", path.display()))?;
     let file_len = f.metadata()?.len();
     if offset.checked_add(want).is_none_or(|e| e > file_len) {
         bail!(

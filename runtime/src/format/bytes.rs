@@ -55,7 +55,8 @@ impl<'a> Cursor<'a> {
     /// A usize from a u64, refusing values this machine cannot index.
     pub fn usize64(&mut self) -> Result<usize> {
         let v = self.u64()?;
-        usize::try_from(v).map_err(|_| Error::Format(format!("{}: value {v} is too large", self.what)))
+        usize::try_from(v)
+            .map_err(|_| Error::Format(format!("{}: value {v} is too large", self.what)))
     }
     /// A count of items each at least `min_size` bytes: must fit in what is left.
     pub fn count(&mut self, min_size: usize) -> Result<usize> {
@@ -72,7 +73,8 @@ impl<'a> Cursor<'a> {
     pub fn str(&mut self) -> Result<String> {
         let n = self.count(1)?;
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| Error::Format(format!("{}: a string is not UTF-8", self.what)))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| Error::Format(format!("{}: a string is not UTF-8", self.what)))
     }
 }
 

@@ -44,7 +44,13 @@ pub fn read(store: Store) -> Result<Graph> {
         None => BTreeMap::new(),
     };
     let data = find(SECTION_DATA, "DATA")?;
-    let tensors = read_tensors(sec_bytes(find(SECTION_TENSORS, "TENSORS")?), &store, data.offset, data.len, &mut Vec::new())?;
+    let tensors = read_tensors(
+        sec_bytes(find(SECTION_TENSORS, "TENSORS")?),
+        &store,
+        data.offset,
+        data.len,
+        &mut Vec::new(),
+    )?;
     let mut graph = read_graph(sec_bytes(find(SECTION_GRAPH, "GRAPH")?), tensors)?;
     graph.metadata = metadata;
     graph.validate()?;
@@ -55,10 +61,21 @@ pub fn read(store: Store) -> Result<Graph> {
 pub fn encoding_sizes(store: Store) -> Result<BTreeMap<String, usize>> {
     let bytes: &[u8] = (*store).as_ref();
     let sections = locate(bytes)?;
-    let get = |kind| sections.iter().find(|s: &&Section| s.kind == kind).ok_or_else(|| fmt_err("missing section"));
+    let get = |kind| {
+        sections
+            .iter()
+            .find(|s: &&Section| s.kind == kind)
+            .ok_or_else(|| fmt_err("missing section"))
+    };
     let (t, d) = (get(SECTION_TENSORS)?, get(SECTION_DATA)?);
     let mut list = Vec::new();
-    read_tensors(&bytes[t.offset..t.offset + t.len], &store, d.offset, d.len, &mut list)?;
+    read_tensors(
+        &bytes[t.offset..t.offset + t.len],
+        &store,
+        d.offset,
+        d.len,
+        &mut list,
+    )?;
     let mut out = BTreeMap::new();
     for (enc, dtype, len) in list {
         *out.entry(format!("{} {dtype}", enc.name())).or_insert(0) += len;
@@ -116,7 +133,9 @@ fn locate(bytes: &[u8]) -> Result<Vec<Section>> {
         )));
     }
     if n_sections > MAX_SECTIONS {
-        return Err(fmt_err(format!("{n_sections} sections is more than the limit {MAX_SECTIONS}")));
+        return Err(fmt_err(format!(
+            "{n_sections} sections is more than the limit {MAX_SECTIONS}"
+        )));
     }
     let table_end = table_off
         .checked_add(n_sections * 32)
@@ -136,22 +155,34 @@ fn locate(bytes: &[u8]) -> Result<Vec<Section>> {
             .filter(|&e| e <= bytes.len())
             .ok_or_else(|| fmt_err(format!("section {kind} lies outside the file")))?;
         if offset % ALIGN != 0 {
-            return Err(fmt_err(format!("section {kind} is not {ALIGN}-byte aligned")));
+            return Err(fmt_err(format!(
+                "section {kind} is not {ALIGN}-byte aligned"
+            )));
         }
         if offset < HEADER_LEN {
             return Err(fmt_err(format!("section {kind} overlaps the header")));
         }
         if crc32fast::hash(&bytes[offset..end]) != crc {
-            return Err(fmt_err(format!("section {kind} checksum mismatch (corrupt file)")));
+            return Err(fmt_err(format!(
+                "section {kind} checksum mismatch (corrupt file)"
+            )));
         }
-        let known = matches!(kind, SECTION_META | SECTION_GRAPH | SECTION_TENSORS | SECTION_DATA);
+        let known = matches!(
+            kind,
+            SECTION_META | SECTION_GRAPH | SECTION_TENSORS | SECTION_DATA
+        );
         if !known && flags & 1 != 0 {
-            return Err(Error::Unsupported(format!("file needs section kind {kind}, unknown to this reader")));
+            return Err(Error::Unsupported(format!(
+                "file needs section kind {kind}, unknown to this reader"
+            )));
         }
         if sections.iter().any(|s| s.kind == kind) {
             return Err(fmt_err(format!("section {kind} appears twice")));
         }
-        if sections.iter().any(|s| offset < s.offset + s.len && s.offset < end) {
+        if sections
+            .iter()
+            .any(|s| offset < s.offset + s.len && s.offset < end)
+        {
             return Err(fmt_err(format!("section {kind} overlaps another section")));
         }
         if known {
@@ -189,7 +220,9 @@ fn read_tensors(
         let _ = c.u8()?;
         let rank = c.u32()? as usize;
         if rank > MAX_RANK {
-            return Err(fmt_err(format!("tensor {ti} has rank {rank} (limit {MAX_RANK})")));
+            return Err(fmt_err(format!(
+                "tensor {ti} has rank {rank} (limit {MAX_RANK})"
+            )));
         }
         let mut dims = Vec::with_capacity(rank);
         for _ in 0..rank {
@@ -207,12 +240,17 @@ fn read_tensors(
             ))
         })?;
         if offset % ALIGN != 0 {
-            return Err(fmt_err(format!("tensor {ti} data is not {ALIGN}-byte aligned")));
+            return Err(fmt_err(format!(
+                "tensor {ti} data is not {ALIGN}-byte aligned"
+            )));
         }
         if offset.checked_add(len).is_none_or(|e| e > data_len) {
-            return Err(fmt_err(format!("tensor {ti} data lies outside the DATA section")));
+            return Err(fmt_err(format!(
+                "tensor {ti} data lies outside the DATA section"
+            )));
         }
-        let count = numel(&dims).map_err(|_| fmt_err(format!("tensor {ti} dims {} overflow", dims_str(&dims))))?;
+        let count = numel(&dims)
+            .map_err(|_| fmt_err(format!("tensor {ti} dims {} overflow", dims_str(&dims))))?;
         let stored_size = match enc {
             Encoding::Raw => dtype.size(),
             Encoding::F16 | Encoding::BF16 => 2,
@@ -240,7 +278,9 @@ fn read_tensors(
             }
             Encoding::F16 | Encoding::BF16 => {
                 if dtype != DType::F32 {
-                    return Err(fmt_err(format!("tensor {ti}: {enc:?} encoding must hold f32, says {dtype}")));
+                    return Err(fmt_err(format!(
+                        "tensor {ti}: {enc:?} encoding must hold f32, says {dtype}"
+                    )));
                 }
                 let vals: Vec<f32> = raw
                     .chunks_exact(2)
@@ -268,10 +308,13 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
     let n_values = c.count(13)?;
     for vi in 0..n_values {
         let name = c.str()?;
-        let dtype = DType::from_code(c.u8()?).map_err(|e| fmt_err(format!("value '{name}': {e}")))?;
+        let dtype =
+            DType::from_code(c.u8()?).map_err(|e| fmt_err(format!("value '{name}': {e}")))?;
         let rank = c.u32()? as usize;
         if rank > MAX_RANK {
-            return Err(fmt_err(format!("value '{name}' has rank {rank} (limit {MAX_RANK})")));
+            return Err(fmt_err(format!(
+                "value '{name}' has rank {rank} (limit {MAX_RANK})"
+            )));
         }
         let mut shape = Vec::with_capacity(rank);
         for _ in 0..rank {
@@ -286,9 +329,11 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
             None
         } else {
             let ti = ti as usize;
-            let t = tensors
-                .get(ti)
-                .ok_or_else(|| fmt_err(format!("value '{name}' names tensor {ti}, which does not exist")))?;
+            let t = tensors.get(ti).ok_or_else(|| {
+                fmt_err(format!(
+                    "value '{name}' names tensor {ti}, which does not exist"
+                ))
+            })?;
             if used[ti] {
                 return Err(fmt_err(format!("tensor {ti} is used by two values")));
             }
@@ -321,7 +366,9 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
             } else if (id as usize) < n_values {
                 v.push(Some(id as usize));
             } else {
-                return Err(fmt_err(format!("value id {id} out of range ({n_values} values)")));
+                return Err(fmt_err(format!(
+                    "value id {id} out of range ({n_values} values)"
+                )));
             }
         }
         Ok(v)
@@ -350,7 +397,11 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
                     Attr::Floats((0..n).map(|_| c.f32()).collect::<Result<_>>()?)
                 }
                 ATTR_STR => Attr::Str(c.str()?),
-                t => return Err(fmt_err(format!("node '{name}': attribute '{key}' has bad tag {t}"))),
+                t => {
+                    return Err(fmt_err(format!(
+                        "node '{name}': attribute '{key}' has bad tag {t}"
+                    )));
+                }
             };
             attrs.set(&key, value);
         }
@@ -363,7 +414,10 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
         });
     }
     if c.remaining() != 0 {
-        return Err(fmt_err(format!("GRAPH section has {} trailing bytes", c.remaining())));
+        return Err(fmt_err(format!(
+            "GRAPH section has {} trailing bytes",
+            c.remaining()
+        )));
     }
     Ok(g)
 }

@@ -199,12 +199,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::Input(format!("'{}' is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-        f.write_all(bytes).map_err(io(format!("writing {}", tmp.display())))?;
-        f.sync_all().map_err(io(format!("syncing {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))
+        let mut f =
+            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        f.write_all(bytes)
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io(format!("syncing {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(io(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -46,7 +46,11 @@ impl<'a> Mat<'a> {
             || self.cols == 0
             || (self.rows - 1)
                 .checked_mul(self.rs)
-                .and_then(|a| (self.cols - 1).checked_mul(self.cs).and_then(|b| a.checked_add(b)))
+                .and_then(|a| {
+                    (self.cols - 1)
+                        .checked_mul(self.cs)
+                        .and_then(|b| a.checked_add(b))
+                })
                 .is_some_and(|last| last < self.data.len())
     }
 }
@@ -56,7 +60,10 @@ impl<'a> Mat<'a> {
 pub fn matmul(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], beta_c: f32, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k, "matmul: inner dims {k} and {} differ", b.rows); // ok: callers check shapes first
-    assert!(a.fits() && b.fits() && c.len() >= m * n, "matmul: operand out of bounds"); // ok: callers size buffers from shapes
+    assert!(
+        a.fits() && b.fits() && c.len() >= m * n,
+        "matmul: operand out of bounds"
+    ); // ok: callers size buffers from shapes
     if m == 0 || n == 0 {
         return;
     }
@@ -137,7 +144,13 @@ mod tests {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 31, 65), (1, 384, 1536)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 9),
+            (64, 31, 65),
+            (1, 384, 1536),
+        ] {
             let av: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let bv: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let a = Mat::rows(&av, m, k);
@@ -146,7 +159,10 @@ mod tests {
                 let mut c = vec![f32::NAN; m * n];
                 matmul(a, b, &mut c, 0.0, 2);
                 for (x, y) in c.iter().zip(&want) {
-                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{m}x{k}x{n}: {x} vs {y}"
+                    );
                 }
             }
         }

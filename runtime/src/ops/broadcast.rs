@@ -22,7 +22,8 @@ pub fn broadcast_shapes(shapes: &[&Shape]) -> Result<Shape> {
                 (x, Dim::Known(1)) => x.clone(),
                 (Dim::Known(a), Dim::Known(b)) if a == b => d.clone(),
                 (Dim::Known(a), Dim::Known(b)) => {
-                    let all: Vec<String> = shapes.iter().map(|s| crate::tensor::shape_str(s)).collect();
+                    let all: Vec<String> =
+                        shapes.iter().map(|s| crate::tensor::shape_str(s)).collect();
                     return Err(Error::Graph(format!(
                         "shapes {} cannot broadcast (dim {i}: {a} vs {b})",
                         all.join(" and ")
@@ -40,9 +41,12 @@ pub fn broadcast_shapes(shapes: &[&Shape]) -> Result<Shape> {
 }
 
 /// Concrete broadcast of dims.
-pub fn broadcast_dims(shapes: &[&[usize]]) -> Result<Vec<usize>> {
+/// Dims up to rank 8 live inline: kernels call this per run, allocation-free.
+pub type Dims = smallvec::SmallVec<[usize; 8]>;
+
+pub fn broadcast_dims(shapes: &[&[usize]]) -> Result<Dims> {
     let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
-    let mut out = vec![1usize; rank];
+    let mut out: Dims = smallvec::smallvec![1usize; rank];
     for s in shapes {
         let off = rank - s.len();
         for (i, &d) in s.iter().enumerate() {
@@ -51,7 +55,10 @@ pub fn broadcast_dims(shapes: &[&[usize]]) -> Result<Vec<usize>> {
                 *o = d;
             } else if d != 1 && d != *o {
                 let all: Vec<String> = shapes.iter().map(|s| dims_str(s)).collect();
-                return Err(Error::Graph(format!("shapes {} cannot broadcast", all.join(" and "))));
+                return Err(Error::Graph(format!(
+                    "shapes {} cannot broadcast",
+                    all.join(" and ")
+                )));
             }
         }
     }
@@ -60,9 +67,9 @@ pub fn broadcast_dims(shapes: &[&[usize]]) -> Result<Vec<usize>> {
 
 /// Element strides of `dims` seen through the broadcast `out` shape
 /// (0 where the input is broadcast).
-pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
+pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Dims {
     let off = out.len() - dims.len();
-    let mut strides = vec![0usize; out.len()];
+    let mut strides: Dims = smallvec::smallvec![0usize; out.len()];
     let mut acc = 1usize;
     for i in (0..dims.len()).rev() {
         strides[off + i] = if dims[i] == 1 { 0 } else { acc };
@@ -90,7 +97,7 @@ pub fn for_each_run<const N: usize>(
     }
     let inner = out[rank - 1];
     let inner_strides: [usize; N] = std::array::from_fn(|k| strides[k][rank - 1]);
-    let mut idx = vec![0usize; rank];
+    let mut idx: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![0usize; rank];
     let mut offs = [0usize; N];
     let mut start = 0;
     while start < total {
@@ -127,7 +134,7 @@ mod tests {
         let a = [3usize, 1, 4];
         let b = [2usize, 1];
         let out = broadcast_dims(&[&a, &b]).unwrap();
-        assert_eq!(out, vec![3, 2, 4]);
+        assert_eq!(&out[..], &[3, 2, 4]);
         let sa = broadcast_strides(&a, &out);
         let sb = broadcast_strides(&b, &out);
         let mut seen = vec![];
@@ -149,6 +156,9 @@ mod tests {
         let n = Dim::Sym("N".into());
         let a = vec![n.clone(), Dim::Known(10)];
         let b = vec![Dim::Known(10)];
-        assert_eq!(broadcast_shapes(&[&a, &b]).unwrap(), vec![n, Dim::Known(10)]);
+        assert_eq!(
+            broadcast_shapes(&[&a, &b]).unwrap(),
+            vec![n, Dim::Known(10)]
+        );
     }
 }

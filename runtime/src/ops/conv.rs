@@ -774,5 +774,5 @@ fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
 }
 
 #[cfg(test)]
-#[path = "conv_tests.rs"]
+#[path = "tests/conv.rs"]
 pub(crate) mod tests;

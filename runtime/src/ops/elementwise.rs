@@ -75,7 +75,9 @@ impl Unary {
 
 fn ints_map<T: Element + TryFrom<i64> + Into<i64>>(u: Unary, x: &[T], y: &mut [T]) -> Result<()> {
     for (o, &i) in y.iter_mut().zip(x) {
-        let v = u.int(i.into()).ok_or_else(|| Error::Unsupported(format!("{u:?} on integers")))?;
+        let v = u
+            .int(i.into())
+            .ok_or_else(|| Error::Unsupported(format!("{u:?} on integers")))?;
         *o = T::try_from(v).unwrap_or_default();
     }
     Ok(())
@@ -86,11 +88,19 @@ impl Op for Unary {
         let x = req(inputs, 0)?;
         let int_ok = self.int(0).is_some() && matches!(x.dtype, DType::I32 | DType::I64);
         if x.dtype != DType::F32 && !int_ok {
-            return Err(Error::Unsupported(format!("{:?} on {} tensors", self, x.dtype)));
+            return Err(Error::Unsupported(format!(
+                "{:?} on {} tensors",
+                self, x.dtype
+            )));
         }
         Ok(vec![Fact::new(x.dtype, x.shape.clone())])
     }
-    fn eval(&self, _: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()> {
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
         let x = req(inputs, 0)?;
         match x.dtype {
             DType::F32 => {
@@ -99,8 +109,16 @@ impl Op for Unary {
                 self.apply_f32(y);
                 Ok(())
             }
-            DType::I64 => ints_map(*self, x.as_slice::<i64>()?, outputs[0].as_slice_mut::<i64>()?),
-            DType::I32 => ints_map(*self, x.as_slice::<i32>()?, outputs[0].as_slice_mut::<i32>()?),
+            DType::I64 => ints_map(
+                *self,
+                x.as_slice::<i64>()?,
+                outputs[0].as_slice_mut::<i64>()?,
+            ),
+            DType::I32 => ints_map(
+                *self,
+                x.as_slice::<i32>()?,
+                outputs[0].as_slice_mut::<i32>()?,
+            ),
             d => Err(Error::Unsupported(format!("{self:?} on {d}"))),
         }
     }
@@ -123,7 +141,10 @@ pub fn build_tanh(_: &Attrs) -> Result<Box<dyn Op>> {
     unary(Unary::Tanh)
 }
 pub fn build_hard_sigmoid(a: &Attrs) -> Result<Box<dyn Op>> {
-    unary(Unary::HardSigmoid(a.float("alpha", 0.2)?, a.float("beta", 0.5)?))
+    unary(Unary::HardSigmoid(
+        a.float("alpha", 0.2)?,
+        a.float("beta", 0.5)?,
+    ))
 }
 pub fn build_hard_swish(_: &Attrs) -> Result<Box<dyn Op>> {
     unary(Unary::HardSwish)
@@ -161,7 +182,10 @@ fn scalar_f32(t: Option<&TensorRef<'_>>, what: &str) -> Result<Option<f32>> {
     match t {
         None => Ok(None),
         Some(t) if t.numel() == 1 => Ok(Some(t.to_f32_vec()?[0])),
-        Some(t) => Err(Error::Graph(format!("{what} must be a scalar, has {} elements", t.numel()))),
+        Some(t) => Err(Error::Graph(format!(
+            "{what} must be a scalar, has {} elements",
+            t.numel()
+        ))),
     }
 }
 
@@ -171,7 +195,12 @@ impl Op for Clip {
         super::expect_dtype(x, DType::F32, "Clip input")?;
         Ok(vec![Fact::new(x.dtype, x.shape.clone())])
     }
-    fn eval(&self, _: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()> {
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
         let x = req(inputs, 0)?.f32()?;
         let lo = scalar_f32(opt(inputs, 1), "Clip min")?.unwrap_or(f32::NEG_INFINITY);
         let hi = scalar_f32(opt(inputs, 2), "Clip max")?.unwrap_or(f32::INFINITY);
@@ -278,7 +307,12 @@ struct Binary {
     op: BinOp,
 }
 
-fn binary_kernel<T: Arith>(op: BinOp, a: TensorRef<'_>, b: TensorRef<'_>, out: &mut TensorMut<'_>) -> Result<()> {
+fn binary_kernel<T: Arith>(
+    op: BinOp,
+    a: TensorRef<'_>,
+    b: TensorRef<'_>,
+    out: &mut TensorMut<'_>,
+) -> Result<()> {
     let (x, y) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
     let o = out.as_slice_mut::<T>()?;
     if a.dims == b.dims {
@@ -295,7 +329,10 @@ fn binary_kernel<T: Arith>(op: BinOp, a: TensorRef<'_>, b: TensorRef<'_>, out: &
         return Ok(());
     }
     let od = broadcast_dims(&[a.dims, b.dims])?;
-    let (sa, sb) = (broadcast_strides(a.dims, &od), broadcast_strides(b.dims, &od));
+    let (sa, sb) = (
+        broadcast_strides(a.dims, &od),
+        broadcast_strides(b.dims, &od),
+    );
     for_each_run(&od, [&sa, &sb], |start, [oa, ob], [ia, ib], len| {
         let o = &mut o[start..start + len];
         match (ia, ib) {
@@ -326,10 +363,18 @@ fn binary_kernel<T: Arith>(op: BinOp, a: TensorRef<'_>, b: TensorRef<'_>, out: &
     Ok(())
 }
 
-fn compare_kernel<T: Element>(op: BinOp, a: TensorRef<'_>, b: TensorRef<'_>, out: &mut TensorMut<'_>) -> Result<()> {
+fn compare_kernel<T: Element>(
+    op: BinOp,
+    a: TensorRef<'_>,
+    b: TensorRef<'_>,
+    out: &mut TensorMut<'_>,
+) -> Result<()> {
     let (x, y) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
     let od = broadcast_dims(&[a.dims, b.dims])?;
-    let (sa, sb) = (broadcast_strides(a.dims, &od), broadcast_strides(b.dims, &od));
+    let (sa, sb) = (
+        broadcast_strides(a.dims, &od),
+        broadcast_strides(b.dims, &od),
+    );
     let o: &mut [u8] = out.data;
     for_each_run(&od, [&sa, &sb], |start, [oa, ob], [ia, ib], len| {
         for j in 0..len {
@@ -355,13 +400,25 @@ impl Op for Binary {
             )));
         }
         let shape = broadcast_shapes(&[&a.shape, &b.shape])?;
-        let dtype = if self.op.is_compare() { DType::Bool } else { a.dtype };
+        let dtype = if self.op.is_compare() {
+            DType::Bool
+        } else {
+            a.dtype
+        };
         if !self.op.is_compare() && matches!(a.dtype, DType::Bool | DType::F16 | DType::BF16) {
-            return Err(Error::Unsupported(format!("{:?} on {} tensors", self.op, a.dtype)));
+            return Err(Error::Unsupported(format!(
+                "{:?} on {} tensors",
+                self.op, a.dtype
+            )));
         }
         Ok(vec![Fact::new(dtype, shape)])
     }
-    fn eval(&self, _: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()> {
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
         let (a, b) = (*req(inputs, 0)?, *req(inputs, 1)?);
         let out = &mut outputs[0];
         if self.op.is_compare() {
@@ -436,13 +493,21 @@ impl Op for Variadic {
         let mut shapes = Vec::new();
         for f in inputs.iter().flatten() {
             if f.dtype != first.dtype {
-                return Err(Error::Graph(format!("{:?} inputs differ in dtype", self.op)));
+                return Err(Error::Graph(format!(
+                    "{:?} inputs differ in dtype",
+                    self.op
+                )));
             }
             shapes.push(&f.shape);
         }
         Ok(vec![Fact::new(first.dtype, broadcast_shapes(&shapes)?)])
     }
-    fn eval(&self, _: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()> {
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
         let ins: Vec<TensorRef<'_>> = inputs.iter().flatten().copied().collect();
         let out = &mut outputs[0];
         let dims = out.dims.to_vec();
@@ -462,7 +527,11 @@ impl Op for Variadic {
                 data: &zero_like,
             };
             // in0 + 0 broadcast to the output shape
-            Binary { op: BinOp::Add }.eval(&mut Ctx::new(1), &[Some(ins[0]), Some(zero)], std::slice::from_mut(&mut first))?;
+            Binary { op: BinOp::Add }.eval(
+                &mut Ctx::new(1),
+                &[Some(ins[0]), Some(zero)],
+                std::slice::from_mut(&mut first),
+            )?;
         }
         if ins.len() == 1 {
             out.data.copy_from_slice(acc.as_bytes());
@@ -481,7 +550,11 @@ impl Op for Variadic {
                     dims: &dims,
                     data: next.as_bytes_mut(),
                 };
-                Binary { op: self.op }.eval(&mut Ctx::new(1), &[Some(prev), Some(*t)], std::slice::from_mut(&mut o))?;
+                Binary { op: self.op }.eval(
+                    &mut Ctx::new(1),
+                    &[Some(prev), Some(*t)],
+                    std::slice::from_mut(&mut o),
+                )?;
             }
             acc = next;
             let _ = k;
@@ -508,14 +581,25 @@ impl Op for Where {
         let (c, x, y) = (req(inputs, 0)?, req(inputs, 1)?, req(inputs, 2)?);
         super::expect_dtype(c, DType::Bool, "Where condition")?;
         if x.dtype != y.dtype {
-            return Err(Error::Graph(format!("Where branches differ: {} vs {}", x.dtype, y.dtype)));
+            return Err(Error::Graph(format!(
+                "Where branches differ: {} vs {}",
+                x.dtype, y.dtype
+            )));
         }
-        Ok(vec![Fact::new(x.dtype, broadcast_shapes(&[&c.shape, &x.shape, &y.shape])?)])
+        Ok(vec![Fact::new(
+            x.dtype,
+            broadcast_shapes(&[&c.shape, &x.shape, &y.shape])?,
+        )])
     }
-    fn eval(&self, _: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()> {
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
         let (c, x, y) = (*req(inputs, 0)?, *req(inputs, 1)?, *req(inputs, 2)?);
         let out = &mut outputs[0];
-        let od = out.dims.to_vec();
+        let od: super::broadcast::Dims = out.dims.iter().copied().collect();
         let es = x.dtype.size();
         let (sc, sx, sy) = (
             broadcast_strides(c.dims, &od),
@@ -523,16 +607,20 @@ impl Op for Where {
             broadcast_strides(y.dims, &od),
         );
         let o: &mut [u8] = out.data;
-        for_each_run(&od, [&sc, &sx, &sy], |start, [oc, ox, oy], [ic, ix, iy], len| {
-            for j in 0..len {
-                let src = if c.data[oc + j * ic] != 0 {
-                    &x.data[(ox + j * ix) * es..][..es]
-                } else {
-                    &y.data[(oy + j * iy) * es..][..es]
-                };
-                o[(start + j) * es..][..es].copy_from_slice(src);
-            }
-        });
+        for_each_run(
+            &od,
+            [&sc, &sx, &sy],
+            |start, [oc, ox, oy], [ic, ix, iy], len| {
+                for j in 0..len {
+                    let src = if c.data[oc + j * ic] != 0 {
+                        &x.data[(ox + j * ix) * es..][..es]
+                    } else {
+                        &y.data[(oy + j * iy) * es..][..es]
+                    };
+                    o[(start + j) * es..][..es].copy_from_slice(src);
+                }
+            },
+        );
         Ok(())
     }
 }

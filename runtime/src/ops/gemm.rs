@@ -15,7 +15,7 @@ use super::{Ctx, Fact, Op, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels::{self, Mat, generic};
-use crate::tensor::{Dim, Shape, TensorMut, TensorRef, dims_str, shape_str};
+use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------- fused activation
@@ -221,9 +221,19 @@ impl Op for Gemm {
             Some(c) => {
                 let data = c.f32()?;
                 check_len("Gemm C", c.dims, data.len())?;
-                let shape: Shape = c.dims.iter().map(|&d| Dim::Known(d)).collect();
-                let (cm, cn) = gemm_c_shape(&shape, &Dim::Known(m), &Dim::Known(n))?;
-                let (cm, cn) = (cm.known().unwrap_or(1), cn.known().unwrap_or(1));
+                // concrete dims: no Shape allocation on the hot path
+                let (cm, cn) = match *c.dims {
+                    [] => (1, 1),
+                    [cn] => (1, cn),
+                    [cm, cn] => (cm, cn),
+                    _ => (0, 0),
+                };
+                if !(cm == 1 || cm == m) || !(cn == 1 || cn == n) {
+                    return Err(Error::Graph(format!(
+                        "Gemm: C {} does not broadcast to [{m}, {n}]",
+                        dims_str(c.dims)
+                    )));
+                }
                 Some((data, cm, cn))
             }
         };

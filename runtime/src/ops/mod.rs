@@ -39,7 +39,11 @@ pub struct Fact {
 
 impl Fact {
     pub fn new(dtype: DType, shape: Shape) -> Fact {
-        Fact { dtype, shape, value: None }
+        Fact {
+            dtype,
+            shape,
+            value: None,
+        }
     }
     pub fn known(t: Tensor) -> Fact {
         Fact {
@@ -89,7 +93,12 @@ pub trait Op: Send + Sync + Debug {
     /// May set `value` when the output is known without running (e.g. `Shape`).
     fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>>;
     /// Compute outputs (shapes already set by `infer`) from inputs.
-    fn eval(&self, ctx: &mut Ctx, inputs: &[Option<TensorRef<'_>>], outputs: &mut [TensorMut<'_>]) -> Result<()>;
+    fn eval(
+        &self,
+        ctx: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()>;
 }
 
 pub type Builder = fn(&Attrs) -> Result<Box<dyn Op>>;
@@ -179,8 +188,9 @@ pub fn op_name(id: OpId) -> &'static str {
 
 /// Build the op of a node, naming the node in any error.
 pub fn build(node: &Node) -> Result<Box<dyn Op>> {
-    let def = lookup(node.op)
-        .ok_or_else(|| Error::Unsupported(format!("node '{}': unknown op id {}", node.name, node.op.0)))?;
+    let def = lookup(node.op).ok_or_else(|| {
+        Error::Unsupported(format!("node '{}': unknown op id {}", node.name, node.op.0))
+    })?;
     (def.build)(&node.attrs).map_err(|e| e.in_node(&node.name, def.name))
 }
 
@@ -190,14 +200,20 @@ pub fn eval_owned(op: &dyn Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>>
     let out_facts = op.infer(&facts)?;
     let mut dims = Vec::with_capacity(out_facts.len());
     for f in &out_facts {
-        dims.push(f.dims().ok_or_else(|| Error::Graph("output shape is not concrete".into()))?);
+        dims.push(
+            f.dims()
+                .ok_or_else(|| Error::Graph("output shape is not concrete".into()))?,
+        );
     }
     let mut bufs: Vec<AlignedBuf> = Vec::with_capacity(out_facts.len());
     for (f, d) in out_facts.iter().zip(&dims) {
         bufs.push(AlignedBuf::zeroed(numel(d)?.saturating_mul(f.dtype.size())));
     }
     {
-        let views: Vec<Option<TensorRef<'_>>> = inputs.iter().map(|t| t.as_ref().map(|t| t.view())).collect();
+        let views: Vec<Option<TensorRef<'_>>> = inputs
+            .iter()
+            .map(|t| t.as_ref().map(|t| t.view()))
+            .collect();
         let mut outs: Vec<TensorMut<'_>> = bufs
             .iter_mut()
             .zip(&out_facts)
@@ -220,7 +236,7 @@ pub fn eval_owned(op: &dyn Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>>
 // ---- helpers shared by op files ----
 
 /// Input `i`, which must be present.
-pub fn req<'a, T>(inputs: &'a [Option<T>], i: usize) -> Result<&'a T> {
+pub fn req<T>(inputs: &[Option<T>], i: usize) -> Result<&T> {
     inputs
         .get(i)
         .and_then(|x| x.as_ref())
@@ -236,7 +252,9 @@ pub fn opt<T>(inputs: &[Option<T>], i: usize) -> Option<&T> {
 pub fn axis(a: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
     if a < -r || a >= r {
-        return Err(Error::Graph(format!("axis {a} is out of range for rank {rank}")));
+        return Err(Error::Graph(format!(
+            "axis {a} is out of range for rank {rank}"
+        )));
     }
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
 }
@@ -244,7 +262,10 @@ pub fn axis(a: i64, rank: usize) -> Result<usize> {
 /// The known integer contents of a fact (shape-like inputs).
 pub fn known_ints(f: &Fact, what: &str) -> Result<Option<Vec<i64>>> {
     match &f.value {
-        Some(t) => Ok(Some(t.to_i64_vec().map_err(|e| Error::Graph(format!("{what}: {e}")))?)),
+        Some(t) => Ok(Some(
+            t.to_i64_vec()
+                .map_err(|e| Error::Graph(format!("{what}: {e}")))?,
+        )),
         None => Ok(None),
     }
 }
@@ -252,7 +273,10 @@ pub fn known_ints(f: &Fact, what: &str) -> Result<Option<Vec<i64>>> {
 /// Check an input's dtype.
 pub fn expect_dtype(f: &Fact, want: DType, what: &str) -> Result<()> {
     if f.dtype != want {
-        return Err(Error::Graph(format!("{what} must be {want}, is {}", f.dtype)));
+        return Err(Error::Graph(format!(
+            "{what} must be {want}, is {}",
+            f.dtype
+        )));
     }
     Ok(())
 }

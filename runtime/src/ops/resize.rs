@@ -10,7 +10,7 @@
 use super::{Ctx, Fact, Op, axis, known_ints, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
-use crate::tensor::{Dim, TensorMut, TensorRef, concrete, dims_str, numel, shape_str};
+use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel};
 use crate::{Error, Result, bail, ensure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,10 +241,13 @@ impl Resize {
                 }
             }
             Coord::AlignCorners => {
-                if n_out == 1 {
+                // The spec's length_resized is n_in·scale, not the rounded
+                // output length (they differ when scales are given).
+                let resized = n_in as f32 * scale;
+                if n_out == 1 || resized <= 1.0 {
                     0.0
                 } else {
-                    xf * (n_in - 1) as f32 / (n_out - 1) as f32
+                    xf * (n_in - 1) as f32 / (resized - 1.0)
                 }
             }
             Coord::Asymmetric => xf / scale,
@@ -289,12 +292,8 @@ impl Op for Resize {
         let sizes = given(opt(inputs, 3), |f| known_ints(f, "sizes"))?;
         let (sc, sz) = match (scales, sizes) {
             (Given::Unknown, _) | (_, Given::Unknown) => {
-                ensure!(
-                    concrete(&x.shape).is_none(),
-                    Graph,
-                    "scales/sizes are not known before running (input X {})",
-                    shape_str(&x.shape)
-                );
+                // Unknown until the values are: the planner reports it (or
+                // plans again with the caller's small inputs as values).
                 // Only the axes outside `axes` keep their dims.
                 let shape = match &self.axes {
                     Some(ax) => {
@@ -546,5 +545,5 @@ fn linear(x: &[f32], y: &mut [f32], tables: &[Vec<(usize, usize, f32)>]) -> Resu
 }
 
 #[cfg(test)]
-#[path = "resize_tests.rs"]
+#[path = "tests/resize.rs"]
 mod tests;

@@ -720,5 +720,5 @@ pub fn build_shape(a: &Attrs) -> Result<Box<dyn Op>> {
 }
 
 #[cfg(test)]
-#[path = "shape_tests.rs"]
+#[path = "tests/shape.rs"]
 pub(super) mod tests;

@@ -662,5 +662,5 @@ pub fn build_split(a: &Attrs) -> Result<Box<dyn Op>> {
 }
 
 #[cfg(test)]
-#[path = "shape_index_tests.rs"]
+#[path = "tests/shape_index.rs"]
 mod tests;

@@ -516,5 +516,5 @@ pub fn build_pad(a: &Attrs) -> Result<Box<dyn Op>> {
 }
 
 #[cfg(test)]
-#[path = "shape_layout_tests.rs"]
+#[path = "tests/shape_layout.rs"]
 mod tests;
