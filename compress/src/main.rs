@@ -187,6 +187,22 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         let store: morsel_runtime::format::reader::Store = std::sync::Arc::new(bytes);
         morsel_runtime::format::reader::encoding_sizes(store).map_err(|e| anyhow!("{e}"))?
     };
+    // Peak activation memory, planned before running (symbolic dims = 1).
+    let dims1: Vec<Vec<usize>> = g
+        .inputs
+        .iter()
+        .map(|&i| {
+            g.values[i]
+                .shape
+                .iter()
+                .map(|d| d.known().unwrap_or(1))
+                .collect()
+        })
+        .collect();
+    let planned = model
+        .session(Options::default())
+        .plan(&dims1)
+        .map(|p| (p.activation_bytes(), p.unshared_bytes()));
     let io = |ids: &[usize]| -> Vec<serde_json::Value> {
         ids.iter()
             .map(|&i| {
@@ -205,6 +221,7 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
             "ops": ops,
             "parameters": params,
             "bytes_by_encoding": encodings,
+            "planned_activation_bytes": planned.as_ref().ok().map(|p| p.0),
             "metadata": g.metadata,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -220,6 +237,14 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         println!("  {}", g.describe_value(i));
     }
     println!("nodes: {}   parameters: {}", g.nodes.len(), params);
+    match &planned {
+        Ok((a, u)) => println!(
+            "activation memory (planned, symbolic dims = 1): {:.1} KiB ({:.1} KiB if nothing were shared)",
+            *a as f64 / 1024.0,
+            *u as f64 / 1024.0
+        ),
+        Err(e) => println!("activation memory: not plannable before running ({e})"),
+    }
     println!("ops:");
     for (op, n) in &ops {
         println!("  {op:<20} {n}");
@@ -372,6 +397,14 @@ fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>
     Ok(out)
 }
 
+/// Anonymous (private, not file-backed) memory of this process (Linux), in bytes.
+fn anon_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Anonymous:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Peak resident set size of this process (Linux), in bytes.
 fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -397,7 +430,9 @@ fn bench(
     threads: usize,
     as_json: bool,
 ) -> Result<()> {
+    let anon_before = anon_bytes();
     let model = morsel_compress::load_any(path)?;
+    let anon_loaded = anon_bytes();
     let inputs = if args.is_empty() {
         random_inputs(&model, dims)?
     } else {
@@ -421,6 +456,18 @@ fn bench(
     times.sort_by(|a, b| a.total_cmp(b));
     let (med, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
     let rss = peak_rss();
+    let load_private = anon_loaded
+        .zip(anon_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let planned = session
+        .plan(
+            &inputs
+                .iter()
+                .map(|(_, t)| t.dims.clone())
+                .collect::<Vec<_>>(),
+        )
+        .ok()
+        .map(|p| p.activation_bytes());
     let shapes: Vec<String> = inputs
         .iter()
         .map(|(n, t)| format!("{n}={}", dims_str(&t.dims)))
@@ -430,7 +477,8 @@ fn bench(
             "{}",
             json!({"model": path.display().to_string(), "inputs": shapes, "threads": threads, "runs": times.len(),
                    "median_ms": med, "p90_ms": p90, "min_ms": times[0], "peak_rss_bytes": rss,
-                   "activation_bytes": session.held_bytes()})
+                   "load_private_bytes": load_private, "planned_activation_bytes": planned,
+                   "held_bytes": session.held_bytes()})
         );
     } else {
         println!(
@@ -444,10 +492,19 @@ fn bench(
             times.len(),
             warmup.max(1)
         );
+        let mib = |b: Option<u64>| {
+            b.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "n/a".into())
+        };
         println!(
-            "  peak RSS {}   activation + scratch memory {:.1} KiB",
-            rss.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
-                .unwrap_or_else(|| "n/a".into()),
+            "  peak RSS {}   private memory added by loading {}   file {}",
+            mib(rss),
+            mib(load_private),
+            mib(std::fs::metadata(path).ok().map(|m| m.len()))
+        );
+        println!(
+            "  planned activations {:.1} KiB   held by the session (activations + scratch) {:.1} KiB",
+            planned.unwrap_or(0) as f64 / 1024.0,
             session.held_bytes() as f64 / 1024.0
         );
     }
