@@ -44,6 +44,12 @@ lint: setup-rust
 test: setup lint conformance-data
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
+	$(MAKE) test-arm
+	$(MAKE) test-wasm
+
+# Per-platform test targets live in their own files.
+include .ci/arm.mk
+include .ci/wasm.mk
 
 # Fuzz the reader (needs cargo-fuzz; stable toolchain with RUSTC_BOOTSTRAP).
 FUZZ_SECONDS ?= 600
