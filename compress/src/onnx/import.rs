@@ -118,6 +118,21 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
     let mut g = im.g;
     crate::passes::cleanup(&mut g)?;
     g.infer_shapes().map_err(|e| anyhow!("{e}"))?;
+    // Where inference could not name an output dim (e.g. a batch dim that
+    // went through a runtime shape subgraph), keep the exporter's name for it.
+    for vo in &graph.output {
+        let Ok((_, declared)) = value_type(vo) else { continue };
+        let Some(id) = g.outputs.iter().copied().find(|&o| g.values[o].name == vo.name) else { continue };
+        let shape = &mut g.values[id].shape;
+        if shape.len() == declared.len() {
+            for (d, want) in shape.iter_mut().zip(declared) {
+                let unnamed = matches!(d, Dim::Sym(s) if &**s == "?");
+                if unnamed && !matches!(&want, Dim::Sym(s) if &**s == "?") {
+                    *d = want;
+                }
+            }
+        }
+    }
     Ok(g)
 }
 
