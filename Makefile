@@ -40,6 +40,7 @@ conformance-data: setup-python
 lint: setup-rust
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p morsel-runtime --lib --no-default-features -- -D warnings
 
 test: setup lint conformance-data
 	cargo test --workspace --all-targets

@@ -1,6 +1,7 @@
 //! A loaded model: the graph plus its built ops, shared cheaply between
 //! sessions and threads.
 
+#[cfg(feature = "mmap")]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +10,9 @@ use crate::graph::Graph;
 use crate::ops::{self, Op};
 use crate::session::{Options, Session};
 use crate::tensor::{AlignedBuf, Tensor, TensorRef};
-use crate::{Error, Result};
+#[cfg(feature = "mmap")]
+use crate::Error;
+use crate::Result;
 
 #[derive(Clone)]
 pub struct Model(Arc<Inner>);
