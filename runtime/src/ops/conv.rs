@@ -8,7 +8,7 @@
 //! else is im2col into the context's scratch followed by a `gemm` matmul.
 //! 1-D and 2-D problems are treated as 3-D with leading unit axes.
 
-use super::elementwise::Unary;
+pub(crate) use super::elementwise::Activation;
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
@@ -352,47 +352,6 @@ pub(crate) fn check_len(len: usize, dims: &[usize], what: &str) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------- fused activation
-
-/// An activation applied in place after the bias (set by the fusion pass).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Activation {
-    None,
-    Unary(Unary),
-    Clip(f32, f32),
-}
-
-impl Activation {
-    pub(crate) fn parse(a: &Attrs) -> Result<Activation> {
-        let name = a.string("activation", "")?;
-        let alpha = |d: f32| a.float("activation_alpha", d);
-        let beta = |d: f32| a.float("activation_beta", d);
-        Ok(match name.as_str() {
-            "" => Activation::None,
-            "relu" => Activation::Unary(Unary::Relu),
-            "leaky_relu" => Activation::Unary(Unary::LeakyRelu(alpha(0.01)?)),
-            "sigmoid" => Activation::Unary(Unary::Sigmoid),
-            "tanh" => Activation::Unary(Unary::Tanh),
-            "hard_sigmoid" => Activation::Unary(Unary::HardSigmoid(alpha(0.2)?, beta(0.5)?)),
-            "hard_swish" => Activation::Unary(Unary::HardSwish),
-            "clip" => Activation::Clip(alpha(f32::NEG_INFINITY)?, beta(f32::INFINITY)?),
-            s => bail!(
-                Unsupported,
-                "attribute 'activation' is '{s}'; known: relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, clip"
-            ),
-        })
-    }
-
-    #[inline]
-    pub(crate) fn apply(self, xs: &mut [f32]) {
-        match self {
-            Activation::None => {}
-            Activation::Unary(u) => u.apply_f32(xs),
-            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-        }
-    }
-}
-
 /// Add a per-row bias and apply the activation to `rows` rows of `len`.
 pub(crate) fn finish_rows(y: &mut [f32], len: usize, bias: Option<&[f32]>, act: Activation) {
     if len == 0 {
@@ -436,7 +395,7 @@ pub fn build_conv(a: &Attrs) -> Result<Box<dyn Op>> {
     Ok(Box::new(Conv {
         win: Window::parse(a, false)?,
         group: group_attr(a)?,
-        act: Activation::parse(a)?,
+        act: Activation::from_attrs(a)?,
     }))
 }
 

@@ -39,7 +39,7 @@ pub fn build_conv_transpose(a: &Attrs) -> Result<Box<dyn Op>> {
         group: group_attr(a)?,
         output_padding,
         output_shape,
-        act: Activation::parse(a)?,
+        act: Activation::from_attrs(a)?,
     }))
 }
 

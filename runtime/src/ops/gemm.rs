@@ -9,68 +9,14 @@
 //! and one pass computes `alpha·out + beta·C` row by row, applying the
 //! activation while the row is in cache.
 
-use super::elementwise::Unary;
+pub use super::elementwise::Activation;
 use super::matmul::{check_len, first_out, inner_mismatch};
 use super::{Ctx, Fact, Op, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
-use crate::kernels::{self, Mat, generic};
+use crate::kernels::{self, Mat};
 use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Error, Result};
-
-// ---------------------------------------------------------------- fused activation
-
-/// An activation fused into the op that produces its input.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    None,
-    Unary(Unary),
-    /// Exact GELU: `x·½·(1 + erf(x/√2))`.
-    Gelu,
-    /// `min(max(x, lo), hi)`.
-    Clip(f32, f32),
-}
-
-const ACTIVATIONS: &str = "relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, gelu, clip";
-
-impl Activation {
-    /// From `activation` / `activation_alpha` / `activation_beta`.
-    /// Parameters: leaky_relu alpha (default 0.01); hard_sigmoid alpha, beta
-    /// (0.2, 0.5); clip alpha = min, beta = max (default -inf, +inf).
-    pub fn from_attrs(a: &Attrs) -> Result<Activation> {
-        let name = a.string("activation", "")?;
-        let alpha = |d: f32| a.float("activation_alpha", d);
-        let beta = |d: f32| a.float("activation_beta", d);
-        Ok(match name.as_str() {
-            "" => Activation::None,
-            "relu" => Activation::Unary(Unary::Relu),
-            "leaky_relu" => Activation::Unary(Unary::LeakyRelu(alpha(0.01)?)),
-            "sigmoid" => Activation::Unary(Unary::Sigmoid),
-            "tanh" => Activation::Unary(Unary::Tanh),
-            "hard_sigmoid" => Activation::Unary(Unary::HardSigmoid(alpha(0.2)?, beta(0.5)?)),
-            "hard_swish" => Activation::Unary(Unary::HardSwish),
-            "gelu" => Activation::Gelu,
-            "clip" => Activation::Clip(alpha(f32::NEG_INFINITY)?, beta(f32::INFINITY)?),
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "attribute 'activation': fused activation '{other}' is not supported (expected one of: {ACTIVATIONS})"
-                )));
-            }
-        })
-    }
-
-    /// Apply in place.
-    pub fn apply(self, xs: &mut [f32]) {
-        match self {
-            Activation::None => {}
-            Activation::Unary(u) => u.apply_f32(xs),
-            Activation::Gelu => xs.iter_mut().for_each(|x| {
-                *x = *x * 0.5 * (1.0 + generic::erf(*x * std::f32::consts::FRAC_1_SQRT_2))
-            }),
-            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-        }
-    }
-}
 
 // ---------------------------------------------------------------- Gemm
 
