@@ -42,7 +42,7 @@ lint: setup-rust
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p morsel-runtime --lib --no-default-features -- -D warnings
 
-test: setup lint conformance-data
+test: setup lint conformance-data models
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
 	$(MAKE) test-arm
@@ -56,3 +56,37 @@ include .ci/wasm.mk
 FUZZ_SECONDS ?= 600
 fuzz:
 	cd runtime && RUSTC_BOOTSTRAP=1 cargo fuzz run from_bytes -- -max_total_time=$(FUZZ_SECONDS)
+
+# Real-model fixtures for tests/real_models.rs (tests/models/README.md):
+# all-MiniLM-L6-v2 and PP-OCR det/rec/cls, their inputs and ONNX Runtime's
+# outputs, in target/models/ (or $MORSEL_MODELS_DIR). Idempotent: fetch.sh
+# only re-checks hashes once the files are there, and each script reruns only
+# when its output is older than the script or its inputs.
+MODELS_DIR := $(or $(MORSEL_MODELS_DIR),target/models)
+MODELS_SRC := tests/models
+.PHONY: models
+
+models: setup-python
+	bash $(MODELS_SRC)/fetch.sh
+	@$(MAKE) --no-print-directory $(VENV)/.models-installed \
+	    $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy $(MODELS_DIR)/ocr/ref_cls.npy
+
+$(VENV)/.models-installed: $(MODELS_SRC)/requirements.txt requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(MODELS_SRC)/requirements.txt
+	touch $@
+
+$(MODELS_DIR)/minilm/model.onnx: $(MODELS_SRC)/build_minilm_onnx.py $(MODELS_SRC)/_common.py \
+    $(MODELS_DIR)/minilm/model.safetensors | $(VENV)/.models-installed
+	$(PY) $(MODELS_SRC)/build_minilm_onnx.py
+
+# written last by its script, after inputs*.npz and the other references
+$(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy: $(MODELS_SRC)/make_minilm_reference.py \
+    $(MODELS_SRC)/_common.py $(MODELS_SRC)/sentences.txt $(MODELS_DIR)/minilm/model.onnx \
+    | $(VENV)/.models-installed
+	$(PY) $(MODELS_SRC)/make_minilm_reference.py
+
+# written after {det,rec,cls}_inputs.npz and ref_{det,rec}.npy
+$(MODELS_DIR)/ocr/ref_cls.npy: $(MODELS_SRC)/make_ocr_inputs.py $(MODELS_SRC)/_common.py \
+    $(MODELS_DIR)/ocr/ch_PP-OCRv4_det_infer.onnx $(MODELS_DIR)/ocr/ch_PP-OCRv4_rec_infer.onnx \
+    $(MODELS_DIR)/ocr/ch_ppocr_mobile_v2.0_cls_infer.onnx | $(VENV)/.models-installed
+	$(PY) $(MODELS_SRC)/make_ocr_inputs.py

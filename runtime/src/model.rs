@@ -5,14 +5,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "mmap")]
+use crate::Error;
+use crate::Result;
 use crate::format::reader::{self, Store};
 use crate::graph::Graph;
 use crate::ops::{self, Op};
 use crate::session::{Options, Session};
 use crate::tensor::{AlignedBuf, Tensor, TensorRef};
-#[cfg(feature = "mmap")]
-use crate::Error;
-use crate::Result;
 
 #[derive(Clone)]
 pub struct Model(Arc<Inner>);

@@ -121,8 +121,17 @@ pub fn import(model: &ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
     // Where inference could not name an output dim (e.g. a batch dim that
     // went through a runtime shape subgraph), keep the exporter's name for it.
     for vo in &graph.output {
-        let Ok((_, declared)) = value_type(vo) else { continue };
-        let Some(id) = g.outputs.iter().copied().find(|&o| g.values[o].name == vo.name) else { continue };
+        let Ok((_, declared)) = value_type(vo) else {
+            continue;
+        };
+        let Some(id) = g
+            .outputs
+            .iter()
+            .copied()
+            .find(|&o| g.values[o].name == vo.name)
+        else {
+            continue;
+        };
         let shape = &mut g.values[id].shape;
         if shape.len() == declared.len() {
             for (d, want) in shape.iter_mut().zip(declared) {
@@ -360,6 +369,19 @@ impl Importer<'_> {
             "Squeeze" | "Unsqueeze" if opset < 13 => {
                 let axes = self.ints_attr_as_input(node, "axes")?;
                 attrs = Attrs::new();
+                ins = vec![ins.first().copied().flatten(), axes];
+            }
+            "ReduceSum" if opset < 13 => {
+                let axes = self.ints_attr_as_input(node, "axes")?;
+                attrs.0.remove("axes");
+                ins = vec![ins.first().copied().flatten(), axes];
+            }
+            "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
+            | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp"
+                if opset < 18 =>
+            {
+                let axes = self.ints_attr_as_input(node, "axes")?;
+                attrs.0.remove("axes");
                 ins = vec![ins.first().copied().flatten(), axes];
             }
             "Split" => {

@@ -15,9 +15,11 @@ pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
 pub mod gemm;
+pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod reduce;
 pub mod resize;
 pub mod shape;
 pub mod shape_index;
@@ -172,6 +174,19 @@ registry! {
     95 "Range" => shape::build_range,
     96 "Tile" => shape::build_tile,
     100 "Resize" => resize::build_resize,
+    110 "ReduceSum" => reduce::build_reduce_sum,
+    111 "ReduceMean" => reduce::build_reduce_mean,
+    112 "ReduceMax" => reduce::build_reduce_max,
+    113 "ReduceMin" => reduce::build_reduce_min,
+    114 "ReduceProd" => reduce::build_reduce_prod,
+    115 "ReduceL1" => reduce::build_reduce_l1,
+    116 "ReduceL2" => reduce::build_reduce_l2,
+    117 "ReduceSumSquare" => reduce::build_reduce_sum_square,
+    118 "ReduceLogSum" => reduce::build_reduce_log_sum,
+    119 "ReduceLogSumExp" => reduce::build_reduce_log_sum_exp,
+    120 "ArgMax" => reduce::build_arg_max,
+    121 "ArgMin" => reduce::build_arg_min,
+    122 "LayerNormalization" => layer_norm::build_layer_norm,
 }
 
 pub fn lookup(id: OpId) -> Option<&'static OpDef> {
