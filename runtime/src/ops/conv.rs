@@ -352,6 +352,42 @@ pub(crate) fn check_len(len: usize, dims: &[usize], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The checked inputs of Conv and ConvTranspose eval: X, W, optional bias.
+pub(crate) struct Operands<'a> {
+    pub x: TensorRef<'a>,
+    pub w: TensorRef<'a>,
+    pub xs: &'a [f32],
+    pub ws: &'a [f32],
+    pub bs: Option<&'a [f32]>,
+    pub rank: usize,
+}
+
+impl<'a> Operands<'a> {
+    pub(crate) fn of(inputs: &[Option<TensorRef<'a>>]) -> Result<Operands<'a>> {
+        let (x, w) = (*req(inputs, 0)?, *req(inputs, 1)?);
+        let (xs, ws) = (x.f32()?, w.f32()?);
+        let bs = opt(inputs, 2).map(|b| b.f32()).transpose()?;
+        let rank = x.rank();
+        ensure!(
+            (3..=5).contains(&rank) && w.rank() == rank,
+            Graph,
+            "X {} and W {} do not fit a conv",
+            dims_str(x.dims),
+            dims_str(w.dims)
+        );
+        check_len(xs.len(), x.dims, "input X")?;
+        check_len(ws.len(), w.dims, "weight W")?;
+        Ok(Operands {
+            x,
+            w,
+            xs,
+            ws,
+            bs,
+            rank,
+        })
+    }
+}
+
 /// Add a per-row bias and apply the activation to `rows` rows of `len`.
 pub(crate) fn finish_rows(y: &mut [f32], len: usize, bias: Option<&[f32]>, act: Activation) {
     if len == 0 {
@@ -482,19 +518,14 @@ impl Op for Conv {
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
-        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
-        let (xs, ws) = (x.f32()?, w.f32()?);
-        let bs = opt(inputs, 2).map(|b| b.f32()).transpose()?;
-        let rank = x.rank();
-        ensure!(
-            (3..=5).contains(&rank) && w.rank() == rank,
-            Graph,
-            "X {} and W {} do not fit a conv",
-            dims_str(x.dims),
-            dims_str(w.dims)
-        );
-        check_len(xs.len(), x.dims, "input X")?;
-        check_len(ws.len(), w.dims, "weight W")?;
+        let Operands {
+            x,
+            w,
+            xs,
+            ws,
+            bs,
+            rank,
+        } = Operands::of(inputs)?;
         let (n, c, m, cg, g) = (x.dims[0], x.dims[1], w.dims[0], w.dims[1], self.group);
         ensure!(
             cg.checked_mul(g) == Some(c) && m % g == 0,

@@ -3,8 +3,8 @@
 //! the output, then bias and the optional fused activation.
 
 use super::conv::{
-    Activation, AutoPad, Geo, Window, attr_usizes, check_bias, check_len, check_ranks, finish_rows,
-    group_attr, valid_range,
+    Activation, AutoPad, Geo, Operands, Window, attr_usizes, check_bias, check_len, check_ranks,
+    finish_rows, group_attr, valid_range,
 };
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
@@ -209,19 +209,14 @@ impl Op for ConvTranspose {
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
-        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
-        let (xs, ws) = (x.f32()?, w.f32()?);
-        let bs = opt(inputs, 2).map(|b| b.f32()).transpose()?;
-        let rank = x.rank();
-        ensure!(
-            (3..=5).contains(&rank) && w.rank() == rank,
-            Graph,
-            "X {} and W {} do not fit a conv",
-            dims_str(x.dims),
-            dims_str(w.dims)
-        );
-        check_len(xs.len(), x.dims, "input X")?;
-        check_len(ws.len(), w.dims, "weight W")?;
+        let Operands {
+            x,
+            w,
+            xs,
+            ws,
+            bs,
+            rank,
+        } = Operands::of(inputs)?;
         let (n, c, mg, g) = (x.dims[0], x.dims[1], w.dims[1], self.group);
         ensure!(
             w.dims[0] == c && c % g == 0,
