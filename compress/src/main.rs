@@ -50,7 +50,8 @@ enum Cmd {
     /// Run a model on .npy inputs and write its outputs as .npy files.
     Run {
         model: PathBuf,
-        /// `name=file.npy` (or just `file.npy` for a one-input model); repeatable.
+        /// `name=file.npy` (or just `file.npy` for a one-input model), or one
+        /// `.npz` holding every input by name; repeatable.
         #[arg(short, long = "input", required = true)]
         inputs: Vec<String>,
         #[arg(short = 'd', long, default_value = ".")]
@@ -269,11 +270,22 @@ fn load_inputs(model: &Model, args: &[String]) -> Result<Vec<(String, Tensor)>> 
     let g = model.graph();
     let mut out = Vec::new();
     for a in args {
+        // One .npz holds every input by name (as `eval --data` reads it).
+        if a.ends_with(".npz") && !a.contains('=') {
+            for (name, loaded) in npy::read_npz(Path::new(a))? {
+                if !g.inputs.iter().any(|&i| g.values[i].name == name) {
+                    bail!("'{a}' has an array '{name}' that is not an input of the model");
+                }
+                let t = adapt_dtype(model, &name, loaded)?;
+                out.push((name, t));
+            }
+            continue;
+        }
         let (name, file) = match a.split_once('=') {
             Some((n, f)) => (n.to_string(), f),
             None if g.inputs.len() == 1 => (g.values[g.inputs[0]].name.clone(), a.as_str()),
             None => bail!(
-                "'{a}': the model has {} inputs; write name=file.npy",
+                "'{a}': the model has {} inputs; write name=file.npy, or pass one .npz holding every input by name",
                 g.inputs.len()
             ),
         };

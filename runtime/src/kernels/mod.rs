@@ -8,6 +8,9 @@
 //! would write, and it packs operands itself.
 
 pub mod generic;
+pub mod int8;
+pub mod math;
+pub mod sgemm;
 
 /// A strided view of a row-major-ish matrix: element (r, c) is at
 /// `data[r * rs + c * cs]`.

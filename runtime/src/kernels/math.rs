@@ -1,0 +1,1 @@
+//! Vectorised f32 math (work in progress).

@@ -1,0 +1,1 @@
+//! f32 GEMM with packed weights (work in progress).
