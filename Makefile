@@ -90,3 +90,16 @@ $(MODELS_DIR)/ocr/ref_cls.npy: $(MODELS_SRC)/make_ocr_inputs.py $(MODELS_SRC)/_c
     $(MODELS_DIR)/ocr/ch_PP-OCRv4_det_infer.onnx $(MODELS_DIR)/ocr/ch_PP-OCRv4_rec_infer.onnx \
     $(MODELS_DIR)/ocr/ch_ppocr_mobile_v2.0_cls_infer.onnx | $(VENV)/.models-installed
 	$(PY) $(MODELS_SRC)/make_ocr_inputs.py
+
+# Morsel beside ONNX Runtime on the real models (benches/side_by_side.py;
+# needs `make models`): latency and peak RSS as ratios, threads 1 and 2,
+# interleaved rounds. BENCH_ARGS adds options, e.g. BENCH_ARGS="--models minilm".
+# The criterion benches of the same cases: cargo bench --bench models.
+BENCH_JSON := target/bench/side_by_side.json
+.PHONY: bench bench-quick
+
+bench: $(MORSEL) setup-python $(VENV)/.models-installed
+	$(PY) benches/side_by_side.py --runs 20 --warmup 3 --rounds 4 --markdown --json $(BENCH_JSON) $(BENCH_ARGS)
+
+bench-quick: $(MORSEL) setup-python $(VENV)/.models-installed
+	$(PY) benches/side_by_side.py --runs 6 --warmup 1 --rounds 2 --json $(BENCH_JSON) $(BENCH_ARGS)

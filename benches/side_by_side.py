@@ -1,0 +1,387 @@
+"""Morsel and ONNX Runtime side by side on the real models, in one run, as ratios.
+
+For each real model and thread count, Morsel (`morsel bench --json` on a
+`.morsel` converted once into target/bench/) and ONNX Runtime (ORT_ENABLE_ALL,
+sequential, intra_op_num_threads = threads, in a fresh python subprocess per
+model and thread count) run the same inputs from the same .npz file, in
+interleaved rounds so that machine noise hits both:
+
+  minilm  all-MiniLM-L6-v2, batch 1 x 128 tokens (target/models/minilm/inputs_b1.npz)
+  det     PP-OCRv4 det 1x3x640x640   (det_inputs.npz)
+  rec     PP-OCRv4 rec 1x3x48x320    (first line of rec_inputs.npz)
+  cls     PP-OCR v2.0 cls 1x3x48x192 (first line of cls_inputs.npz)
+
+A round is: W warm-up runs, then ceil(runs / rounds) timed runs, for each side;
+the side that goes first alternates from round to round. Morsel's round is one
+`morsel bench` process (its own warm-up, timing and peak RSS); ORT's rounds run
+in one long-lived child that loaded the session once. Latency reported = the
+median of the rounds' medians, computed the same way for both (ORT's pooled
+median is in the JSON too). Peak RSS = VmHWM from /proc/self/status read by
+the process itself after its timed runs: `morsel bench` reads its own (the max
+over its rounds is reported); the ORT child reads its own the same way, so it
+includes the Python interpreter, numpy and onnxruntime (that baseline, measured
+after the imports, is printed and saved too).
+
+    .venv/bin/python benches/side_by_side.py [--runs 20] [--warmup 3] [--rounds 4]
+        [--threads 1,2] [--models minilm,det,rec,cls] [--json out.json] [--markdown]
+
+Needs `make models` (target/models/) and target/release/morsel (`make bench`
+builds it). On a shared machine the load average is printed: others' work slows
+both sides, and the interleaving keeps the ratio fairer than the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("MORSEL_MODELS_DIR", ROOT / "target" / "models"))
+BENCH = ROOT / "target" / "bench"
+DEFAULT_MORSEL = ROOT / "target" / "release" / "morsel"
+
+# name -> (label, input description, onnx path, source npz, rows to keep or None for all arrays)
+CASES = {
+    "minilm": ("minilm", "1x128 tokens", MODELS / "minilm" / "model.onnx", MODELS / "minilm" / "inputs_b1.npz", None),
+    "det": ("ocr det", "1x3x640x640", MODELS / "ocr" / "ch_PP-OCRv4_det_infer.onnx", MODELS / "ocr" / "det_inputs.npz", 1),
+    "rec": ("ocr rec", "1x3x48x320", MODELS / "ocr" / "ch_PP-OCRv4_rec_infer.onnx", MODELS / "ocr" / "rec_inputs.npz", 1),
+    "cls": ("ocr cls", "1x3x48x192", MODELS / "ocr" / "ch_ppocr_mobile_v2.0_cls_infer.onnx", MODELS / "ocr" / "cls_inputs.npz", 1),
+}
+
+MIB = 1024.0 * 1024.0
+
+
+def vm_kb(field: str) -> int | None:
+    """A `VmXXX:` line of /proc/self/status, in bytes (what `morsel bench` reads for VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------- ORT child
+
+
+def ort_worker(model: str, inputs: str, threads: int) -> int:
+    """Child process: load one ORT session, then serve `run W N` requests on stdin.
+
+    Replies are JSON lines on stdout. Nothing else is imported or loaded, so this
+    process's peak RSS is ORT's for this one model and thread count.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    baseline = vm_kb("VmRSS")  # interpreter + numpy + onnxruntime, before the session
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    with np.load(inputs) as z:
+        feeds = {k: z[k] for k in z.files}
+    out = sys.stdout
+    out.write(json.dumps({"ready": True, "baseline_rss_bytes": baseline}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        warmup, runs = int(cmd[1]), int(cmd[2])
+        for _ in range(warmup):
+            sess.run(None, feeds)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        out.write(json.dumps({"times_ms": times, "peak_rss_bytes": vm_kb("VmHWM")}) + "\n")
+        out.flush()
+    return 0
+
+
+class OrtChild:
+    def __init__(self, onnx: Path, npz: Path, threads: int):
+        self.p = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--ort-worker", str(onnx), str(npz), str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.baseline = self._read().get("baseline_rss_bytes")
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            rc = self.p.wait()
+            sys.exit(f"error: the ONNX Runtime child exited (status {rc}) before answering")
+        return json.loads(line)
+
+    def round(self, warmup: int, runs: int) -> dict:
+        self.p.stdin.write(f"run {warmup} {runs}\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.p.wait()
+
+
+# ---------------------------------------------------------------- Morsel side
+
+
+def morsel_round(morsel: Path, model: Path, npz: Path, warmup: int, runs: int, threads: int) -> dict:
+    cmd = [str(morsel), "bench", str(model), "-i", str(npz), "--runs", str(runs), "--warmup", str(warmup),
+           "--threads", str(threads), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        sys.exit(f"error: `{shlex.join(cmd)}` failed (status {r.returncode}):\n{r.stderr.strip()}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def prepare(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path]:
+    """Convert the model once into target/bench/ and write its one-example input .npz there."""
+    import numpy as np
+
+    _, _, onnx, src, keep = CASES[name]
+    BENCH.mkdir(parents=True, exist_ok=True)
+    out = BENCH / f"{name}.morsel"
+    stale = (not out.exists() or out.stat().st_mtime < onnx.stat().st_mtime
+             or out.stat().st_mtime < morsel.stat().st_mtime)
+    if reconvert or stale:
+        cmd = [str(morsel), "convert", str(onnx), "-o", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if r.returncode != 0:
+            sys.exit(f"error: `{shlex.join(cmd)}` failed (status {r.returncode}):\n{r.stderr.strip()}")
+        print(f"  {r.stdout.strip()}", flush=True)
+    if keep is None:
+        return out, src
+    npz = BENCH / f"{name}_inputs_b{keep}.npz"
+    if not npz.exists() or npz.stat().st_mtime < src.stat().st_mtime:
+        with np.load(src) as z:
+            x = np.ascontiguousarray(z["x"][:keep])
+        tmp = npz.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x)
+        tmp.replace(npz)
+    return out, npz
+
+
+# ---------------------------------------------------------------- driver
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def percentile(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round((len(s) - 1) * p))]
+
+
+def spread(xs: list[float]) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f}"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def shown_command() -> str:
+    py = Path(sys.executable)
+    try:
+        py_s = str(py.relative_to(ROOT)) if py.is_absolute() else str(py)
+    except ValueError:
+        py_s = str(py)
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_s = str(script.relative_to(ROOT))
+    except ValueError:
+        script_s = str(script)
+    return shlex.join([py_s, script_s] + sys.argv[1:])
+
+
+def fmt_mib(b) -> str:
+    return f"{b / MIB:.1f}" if b else "n/a"
+
+
+def main() -> int:
+    if len(sys.argv) >= 2 and sys.argv[1] == "--ort-worker":
+        return ort_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per side, at least (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="warm-up runs per side before each round (default 3)")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds the timed runs are split into (default 4)")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--models", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--morsel", type=Path, default=DEFAULT_MORSEL, help="the morsel binary (default target/release/morsel)")
+    ap.add_argument("--reconvert", action="store_true", help="convert the .onnx files again even if target/bench/ is fresh")
+    ap.add_argument("--json", help="also write every row (with per-round numbers) as JSON here")
+    ap.add_argument("--markdown", action="store_true", help="also print a README-ready markdown table")
+    a = ap.parse_args()
+
+    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    bad = [m for m in names if m not in CASES]
+    if bad:
+        ap.error(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
+    threads = [int(t) for t in a.threads.split(",") if t.strip()]
+    if a.runs < 1 or a.rounds < 1 or a.warmup < 0 or not threads or min(threads) < 1:
+        ap.error("--runs, --rounds and --threads must be >= 1, --warmup >= 0")
+    rounds = min(a.rounds, a.runs)
+    per_round = math.ceil(a.runs / rounds)
+
+    if not MODELS.is_dir():
+        sys.exit(f"error: {MODELS} is missing: run `make models` first (tests/models/README.md)")
+    for n in names:
+        _, _, onnx, src, _ = CASES[n]
+        for p in (onnx, src):
+            if not p.exists():
+                sys.exit(f"error: {p} is missing: run `make models` first (tests/models/README.md)")
+    if not a.morsel.exists():
+        sys.exit(f"error: {a.morsel} is missing: run `cargo build --release -p morsel-compress --bin morsel` "
+                 f"(`make bench` does it)")
+
+    from importlib.metadata import version
+
+    ort_version = version("onnxruntime")
+    command = shown_command()
+    load0 = os.getloadavg()
+    started = datetime.datetime.now().astimezone()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    rev = f"{git}{' + uncommitted changes' if dirty else ''}" if git else "unknown"
+    print(f"Morsel ({rev}) vs onnxruntime {ort_version} CPU (ORT_ENABLE_ALL, sequential), "
+          f"{started:%Y-%m-%d %H:%M %Z}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cpus; load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} "
+          f"(1/5/15 min; others' work slows both sides)")
+    print(f"{rounds} interleaved rounds x ({a.warmup} warm-up + {per_round} timed) runs per side; "
+          f"latency = median of round medians")
+    print(f"(command: {command})", flush=True)
+
+    print("converting into target/bench/ (when stale):", flush=True)
+    prepared = {n: prepare(n, a.morsel, a.reconvert) for n in names}
+
+    rows = []
+    hdr = (f"{'model':8} {'input':13} {'thr':>3} {'Morsel ms':>10} {'ORT ms':>9} {'ratio':>6} {'rounds':>9}   "
+           f"{'Morsel MiB':>10} {'ORT MiB':>8} {'ratio':>6} {'ORT-py MiB':>10}")
+    print()
+    print(hdr)
+    print("-" * len(hdr), flush=True)
+    for n in names:
+        label, shape, onnx, _, _ = CASES[n]
+        mfile, npz = prepared[n]
+        for t in threads:
+            child = OrtChild(onnx, npz, t)
+            m_rounds, o_rounds = [], []
+            o_peak = None
+            try:
+                for i in range(rounds):
+                    order = ("morsel", "ort") if i % 2 == 0 else ("ort", "morsel")
+                    for side in order:
+                        if side == "morsel":
+                            m_rounds.append(morsel_round(a.morsel, mfile, npz, a.warmup, per_round, t))
+                        else:
+                            r = child.round(a.warmup, per_round)
+                            o_rounds.append(r["times_ms"])
+                            o_peak = r["peak_rss_bytes"]
+            finally:
+                child.close()
+            m_med = median([r["median_ms"] for r in m_rounds])
+            o_med = median([median(ts) for ts in o_rounds])
+            o_all = [x for ts in o_rounds for x in ts]
+            paired = [m["median_ms"] / median(o) for m, o in zip(m_rounds, o_rounds)]
+            m_rss = max((r["peak_rss_bytes"] or 0) for r in m_rounds) or None
+            row = dict(
+                model=label, key=n, input=shape, threads=t,
+                morsel_median_ms=m_med, ort_median_ms=o_med, ratio=m_med / o_med,
+                paired_round_ratios=paired,
+                morsel_min_ms=min(r["min_ms"] for r in m_rounds), ort_min_ms=min(o_all),
+                morsel_round_medians_ms=[r["median_ms"] for r in m_rounds],
+                morsel_round_p90_ms=[r["p90_ms"] for r in m_rounds],
+                ort_round_medians_ms=[median(ts) for ts in o_rounds],
+                ort_pooled_median_ms=median(o_all), ort_pooled_p90_ms=percentile(o_all, 0.9),
+                morsel_peak_rss_bytes=m_rss, ort_peak_rss_bytes=o_peak,
+                rss_ratio=(m_rss / o_peak) if (m_rss and o_peak) else None,
+                ort_baseline_rss_bytes=child.baseline,
+                ort_peak_minus_baseline_bytes=(o_peak - child.baseline) if (o_peak and child.baseline) else None,
+                morsel_planned_activation_bytes=m_rounds[-1].get("planned_activation_bytes"),
+                morsel_load_private_bytes=m_rounds[-1].get("load_private_bytes"),
+                morsel_file=str(mfile.relative_to(ROOT)), inputs=str(npz),
+                timed_runs_per_side=per_round * rounds, warmup_per_round=a.warmup, rounds=rounds,
+            )
+            rows.append(row)
+            rr = f"{row['rss_ratio']:.2f}" if row["rss_ratio"] else "n/a"
+            print(f"{label:8} {shape:13} {t:>3} {m_med:>10.2f} {o_med:>9.2f} {row['ratio']:>6.2f} {spread(paired):>9}   "
+                  f"{fmt_mib(m_rss):>10} {fmt_mib(o_peak):>8} {rr:>6} {fmt_mib(row['ort_peak_minus_baseline_bytes']):>10}",
+                  flush=True)
+
+    load1 = os.getloadavg()
+    print("-" * len(hdr))
+    print("ratio = Morsel / ORT (below 1: Morsel is faster / smaller); rounds = the range of the rounds'")
+    print("paired latency ratios (each round's Morsel median / ORT median). Peak RSS is each process's VmHWM;")
+    base = [r["ort_baseline_rss_bytes"] for r in rows if r["ort_baseline_rss_bytes"]]
+    if base:
+        print(f"ORT's includes Python + numpy + onnxruntime, {min(base) / MIB:.1f}-{max(base) / MIB:.1f} MiB "
+              f"before the session is made; ORT-py = ORT's peak minus that.")
+    print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    busy = max(load0[0], load1[0])
+    if busy > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: the machine was busy (load average up to {busy:.1f} on {os.cpu_count()} cpus): others' work "
+              f"slows both sides unevenly, most of all with threads > 1; rerun when it is idle to quote numbers")
+
+    if a.markdown:
+        print()
+        print(f"Measured {started:%Y-%m-%d} on {cpu_name()} ({os.cpu_count()} cpus, load average "
+              f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), Morsel {rev}, onnxruntime {ort_version} "
+              f"(ORT_ENABLE_ALL, sequential); {rounds} interleaved rounds of {a.warmup} warm-up + {per_round} "
+              f"timed runs each side, median of round medians; peak RSS = VmHWM of each process (ORT's includes "
+              f"Python, numpy and onnxruntime: "
+              f"{(min(base) / MIB) if base else float('nan'):.0f} MiB before the session). `{command}`:")
+        print()
+        print("| model | input | threads | Morsel ms | ORT ms | Morsel/ORT | range over rounds | Morsel peak RSS MiB | ORT peak RSS MiB "
+              "| Morsel/ORT | ORT peak minus Python+ORT import MiB |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            rr = f"{r['rss_ratio']:.2f}" if r["rss_ratio"] else "n/a"
+            print(f"| {r['model']} | {r['input']} | {r['threads']} | {r['morsel_median_ms']:.2f} | "
+                  f"{r['ort_median_ms']:.2f} | {r['ratio']:.2f} | {spread(r['paired_round_ratios'])} | {fmt_mib(r['morsel_peak_rss_bytes'])} | "
+                  f"{fmt_mib(r['ort_peak_rss_bytes'])} | {rr} | {fmt_mib(r['ort_peak_minus_baseline_bytes'])} |")
+
+    if a.json:
+        doc = dict(command=command, date=started.isoformat(timespec="seconds"), cpu=cpu_name(),
+                   cpus=os.cpu_count(), load_average_start=load0, load_average_end=load1,
+                   morsel_revision=rev, onnxruntime=ort_version, runs=a.runs, warmup=a.warmup, rounds=rounds,
+                   rows=rows)
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
