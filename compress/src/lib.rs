@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fuse;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
@@ -60,7 +61,7 @@ pub fn convert(path: &Path) -> Result<Graph> {
     );
     g.metadata.insert(
         "recipe".into(),
-        r#"{"steps":["import","fold-constants","fold-batchnorm","eliminate-dead"]}"#.into(),
+        r#"{"steps":["import","fold-constants","fold-batchnorm","fuse-gelu","fuse-bias","fuse-activation","eliminate-dead"]}"#.into(),
     );
     Ok(g)
 }

@@ -1,5 +1,5 @@
 //! Graph passes run at import: constant folding, BatchNorm folding into the
-//! preceding Conv/Gemm, dead-node elimination. Each is
+//! preceding Conv/Gemm, fusions ([`crate::fuse`]), dead-node elimination. Each is
 //! `fn(&mut Graph) -> Result<Report>` and can run alone.
 
 use anyhow::{Result, anyhow};
@@ -17,6 +17,7 @@ pub struct Report {
 /// The import-time cleanup pipeline.
 pub fn cleanup(g: &mut Graph) -> Result<Vec<Report>> {
     let mut reports = vec![fold_constants(g)?, fold_batch_norm(g)?];
+    reports.extend(crate::fuse::fuse_all(g)?);
     reports.push(eliminate_dead(g)?);
     Ok(reports)
 }

@@ -51,11 +51,19 @@ impl Model {
     /// Build a model from a graph: checks its structure and every node's attributes.
     pub fn from_graph(graph: Graph) -> Result<Model> {
         graph.validate()?;
-        let ops = graph
+        let mut ops = graph
             .nodes
             .iter()
             .map(ops::build)
             .collect::<Result<Vec<_>>>()?;
+        for (op, node) in ops.iter_mut().zip(&graph.nodes) {
+            let is_const: smallvec::SmallVec<[bool; 4]> = node
+                .inputs
+                .iter()
+                .map(|i| i.is_some_and(|v| graph.values[v].konst.is_some()))
+                .collect();
+            op.constant_inputs(&is_const);
+        }
         Ok(Model(Arc::new(Inner { graph, ops })))
     }
 
@@ -102,6 +110,12 @@ impl Model {
 
     pub fn op(&self, node: usize) -> &dyn Op {
         &*self.0.ops[node]
+    }
+
+    /// Bytes the ops hold for prepared constants (weights packed for the
+    /// matmul kernel on first use), shared by every session of this model.
+    pub fn prepared_bytes(&self) -> usize {
+        self.0.ops.iter().map(|o| o.prepared_bytes()).sum()
     }
 
     pub fn session(&self, options: Options) -> Session {

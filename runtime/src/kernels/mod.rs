@@ -3,9 +3,8 @@
 //! (at build time for wasm simd128). Every fast kernel is tested against its
 //! generic twin.
 //!
-//! f32 matrix multiply comes from the `gemm` crate (AVX-512 kernels enabled
-//! through its `x86-v4` feature on x86-64): measured faster than anything we
-//! would write, and it packs operands itself.
+//! f32 matrix multiply is [`sgemm`]: packed panels, bias and activation
+//! fused into the tile loop, weights packed once per model.
 
 pub mod generic;
 pub mod int8;
@@ -60,6 +59,8 @@ impl<'a> Mat<'a> {
 
 /// `c = beta_c * c + a · b` for row-major `c` [a.rows × b.cols].
 /// With `beta_c == 0`, `c` is overwritten (its old contents are not read).
+/// Runs on [`sgemm`] with both operands read from their views (B packed
+/// block by block into a per-thread scratch buffer that is reused).
 pub fn matmul(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], beta_c: f32, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k, "matmul: inner dims {k} and {} differ", b.rows); // ok: callers check shapes first
@@ -70,56 +71,41 @@ pub fn matmul(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], beta_c: f32, threads: usize
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        if beta_c == 0.0 {
-            c[..m * n].fill(0.0);
-        } else {
+    let bias = if beta_c == 0.0 {
+        sgemm::Bias::None
+    } else {
+        if beta_c != 1.0 {
             c[..m * n].iter_mut().for_each(|x| *x *= beta_c);
         }
-        return;
-    }
-    let par = parallelism(threads, m * n * k);
-    // SAFETY: the asserts above check that every element the strides reach
-    // lies inside `a.data`, `b.data` and `c` (m×n row-major); `c` is a unique
-    // borrow, so no aliasing with the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
+        sgemm::Bias::Acc
+    };
+    with_scratch(|scratch| {
+        let r = sgemm::matmul(
+            sgemm::Lhs::View(a),
+            sgemm::Rhs::View(b),
+            c,
             n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta_c != 0.0,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            beta_c,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+            bias,
+            None,
+            threads,
+            scratch,
+        );
+        assert!(r.is_ok(), "matmul: {r:?}"); // ok: shapes and bounds checked above
+    })
 }
 
-#[cfg(feature = "threads")]
-fn parallelism(threads: usize, work: usize) -> gemm::Parallelism {
-    // Below ~64k multiply-adds, waking threads costs more than it saves.
-    if threads > 1 && work >= 1 << 16 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+/// Run `f` with this thread's reusable packing scratch (grown once, then
+/// reused: warm runs do not allocate).
+pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     }
-}
-
-#[cfg(not(feature = "threads"))]
-fn parallelism(_threads: usize, _work: usize) -> gemm::Parallelism {
-    gemm::Parallelism::None
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        // Re-entered (cannot happen today): use a fresh buffer.
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 #[cfg(test)]

@@ -8,16 +8,22 @@
 //! i32/i64 (shape subgraphs) use a plain loop with wrapping arithmetic.
 //!
 //! An optional fused [`Activation`] (attributes `activation`,
-//! `activation_alpha`, `activation_beta`) runs in place on f32 outputs.
+//! `activation_alpha`, `activation_beta`) runs in place on f32 outputs, on
+//! each output tile as the kernel finishes it; an optional third input, a
+//! bias of `[N]` (what the compressor fuses from a following `Add`), starts
+//! the accumulators. A constant 2-D `B` (a weight) is packed for the kernel
+//! on first use and kept by the op.
 
 use super::broadcast::broadcast_shapes;
 use super::gemm::Activation;
-use super::{Ctx, Fact, Op, req};
+use super::{Ctx, Fact, Op, opt, req};
 use crate::dtype::{DType, Element};
 use crate::graph::Attrs;
+use crate::kernels::sgemm::{self, Bias, Lhs, PackedB, Rhs};
 use crate::kernels::{self, Mat};
 use crate::tensor::{Dim, Shape, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result};
+use std::sync::OnceLock;
 
 pub use super::gemm::build_gemm;
 
@@ -50,6 +56,9 @@ pub(super) fn check_len(what: &str, dims: &[usize], len: usize) -> Result<()> {
 #[derive(Debug)]
 struct MatMul {
     act: Activation,
+    /// B is a graph constant: pack it once.
+    const_b: bool,
+    packed: OnceLock<PackedB>,
 }
 
 /// Output shape of numpy matmul on (maybe symbolic) shapes.
@@ -218,7 +227,22 @@ fn part<'s, T>(data: &'s [T], index: usize, size: usize, what: &str) -> Result<&
         .ok_or_else(|| Error::Graph(format!("MatMul: {what} matrix {index} is out of bounds")))
 }
 
-fn matmul_f32(g: &Geometry<'_>, x: &[f32], y: &[f32], o: &mut [f32], threads: usize) -> Result<()> {
+/// What the f32 path needs besides the operands.
+struct Extras<'a> {
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    /// Packed B (when B is a constant 2-D weight).
+    packed: Option<&'a PackedB>,
+    threads: usize,
+}
+
+fn matmul_f32(
+    g: &Geometry<'_>,
+    x: &[f32],
+    y: &[f32],
+    o: &mut [f32],
+    ex: &Extras<'_>,
+) -> Result<()> {
     let (m, k, n) = (g.m, g.k, g.n);
     let batches = numel(g.out_batch)?;
     let (mk, kn, mn) = (
@@ -237,16 +261,31 @@ fn matmul_f32(g: &Geometry<'_>, x: &[f32], y: &[f32], o: &mut [f32], threads: us
         let c = o
             .get_mut(..checked(rows, n, "MatMul output")?)
             .ok_or_else(|| Error::Graph("MatMul: output buffer is too small".into()))?;
-        kernels::matmul(a, b, c, 0.0, threads);
-        return Ok(());
+        let rhs = match ex.packed {
+            Some(p) if p.k == k && p.n == n => Rhs::Packed(p),
+            _ => Rhs::View(b),
+        };
+        return product(Lhs::View(a), rhs, c, n, ex);
     }
     for (i, c) in o.chunks_exact_mut(mn).take(batches).enumerate() {
         let (ai, bi) = g.operands(i);
         let a = Mat::rows(part(x, ai, mk, "A")?, m, k);
         let b = Mat::rows(part(y, bi, kn, "B")?, k, n);
-        kernels::matmul(a, b, c, 0.0, threads);
+        product(Lhs::View(a), Rhs::View(b), c, n, ex)?;
     }
     Ok(())
+}
+
+/// One product through the kernel, with bias and activation fused.
+fn product(a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], n: usize, ex: &Extras<'_>) -> Result<()> {
+    let bias = match ex.bias {
+        Some(v) => Bias::Col(v),
+        None => Bias::None,
+    };
+    let act = ex.act;
+    let apply = move |s: &mut [f32]| act.apply(s);
+    let epi: Option<sgemm::Epilogue<'_>> = (act != Activation::None).then_some(&apply);
+    kernels::with_scratch(|scratch| sgemm::matmul(a, b, c, n, bias, epi, ex.threads, scratch))
 }
 
 /// Integers for the plain-loop matmul; products and sums wrap.
@@ -345,7 +384,35 @@ impl Op for MatMul {
             }
             d => return Err(Error::Unsupported(format!("MatMul on {d} tensors"))),
         }
-        Ok(vec![Fact::new(a.dtype, matmul_shape(&a.shape, &b.shape)?)])
+        let out = matmul_shape(&a.shape, &b.shape)?;
+        if let Some(bias) = opt(inputs, 2) {
+            let n = if b.rank() >= 2 {
+                &b.shape[b.rank() - 1]
+            } else {
+                &Dim::Known(1)
+            };
+            let ok = a.dtype == DType::F32
+                && bias.dtype == DType::F32
+                && bias.rank() == 1
+                && !matches!((&bias.shape[0], n), (Dim::Known(x), Dim::Known(y)) if x != y);
+            if !ok {
+                return Err(Error::Graph(format!(
+                    "MatMul: bias must be f32 [N] with N = {n} (B is {}), got {} {}",
+                    shape_str(&b.shape),
+                    bias.dtype,
+                    shape_str(&bias.shape)
+                )));
+            }
+        }
+        Ok(vec![Fact::new(a.dtype, out)])
+    }
+
+    fn constant_inputs(&mut self, is_const: &[bool]) {
+        self.const_b = is_const.get(1).copied().unwrap_or(false);
+    }
+
+    fn prepared_bytes(&self) -> usize {
+        self.packed.get().map_or(0, |p| p.bytes())
     }
 
     fn eval(
@@ -371,10 +438,42 @@ impl Op for MatMul {
                 check_len("MatMul B", b.dims, y.len())?;
                 let o = out.f32()?;
                 check_len("MatMul output", out_dims, o.len())?;
-                matmul_f32(&g, x, y, o, ctx.threads)?;
-                self.act.apply(o);
-                Ok(())
+                let bias = match opt(inputs, 2) {
+                    Some(t) => {
+                        let v = t.f32()?;
+                        if v.len() != g.n {
+                            return Err(Error::Graph(format!(
+                                "MatMul: bias has {} values, N is {}",
+                                v.len(),
+                                g.n
+                            )));
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                let packed = if self.const_b && b.dims.len() == 2 {
+                    if self.packed.get().is_none() {
+                        // First run: pack the weight (another thread may
+                        // race us; either result is the same).
+                        let _ = self.packed.set(PackedB::new(Mat::rows(y, g.k, g.n))?);
+                    }
+                    self.packed.get()
+                } else {
+                    None
+                };
+                let ex = Extras {
+                    bias,
+                    act: self.act,
+                    packed,
+                    threads: ctx.threads,
+                };
+                matmul_f32(&g, x, y, o, &ex)
             }
+            _ if opt(inputs, 2).is_some() => Err(Error::Unsupported(format!(
+                "MatMul with a bias on {} tensors",
+                a.dtype
+            ))),
             DType::I64 if self.act == Activation::None => matmul_int::<i64>(&g, a, b, out),
             DType::I32 if self.act == Activation::None => matmul_int::<i32>(&g, a, b, out),
             d => Err(Error::Unsupported(format!(
@@ -388,6 +487,8 @@ impl Op for MatMul {
 pub fn build_matmul(a: &Attrs) -> Result<Box<dyn Op>> {
     Ok(Box::new(MatMul {
         act: Activation::from_attrs(a)?,
+        const_b: false,
+        packed: OnceLock::new(),
     }))
 }
 

@@ -101,6 +101,14 @@ pub trait Op: Send + Sync + Debug {
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()>;
+    /// Told once, when a model is built, which inputs are graph constants:
+    /// an op may then prepare them on first use (e.g. pack weights for its
+    /// kernel) instead of on every run.
+    fn constant_inputs(&mut self, _is_const: &[bool]) {}
+    /// Bytes held for prepared constants (e.g. packed weights).
+    fn prepared_bytes(&self) -> usize {
+        0
+    }
 }
 
 pub type Builder = fn(&Attrs) -> Result<Box<dyn Op>>;
