@@ -1,1 +1,0 @@
-//! int8 kernels (work in progress).

@@ -1,0 +1,217 @@
+//! x86-64 AVX2 int8 code.
+//!
+//! The GEMM micro-kernel computes a 4×16 tile of C in eight ymm
+//! accumulators (two per row, eight columns of i32 each). Per 4 values of K
+//! it loads one 64-byte group of the panel (16 columns × 4 k) as `b0`, `b1`
+//! and, per row, broadcasts the row's 4 activation bytes `a` to every lane:
+//!
+//! - `vpabsb a` is the unsigned operand (`|a| ≤ 128`, so -128 is 0x80 = 128);
+//! - `vpsignb b, a` is the signed one: `b·sign(a)`, which stays in
+//!   `[-127, 127]` because weights are never -128;
+//! - `vpmaddubsw` sums adjacent pairs into i16: `|a0·b0 + a1·b1| ≤ 2·128·127
+//!   = 32512 < 32767`, so it never saturates;
+//! - `vpmaddwd` by ones sums pairs again into i32, then `vpaddd`.
+//!
+//! On Zen 3 the two multiplies go to FP0/FP3, `vpsignb`/`vpabsb` to FP0/FP1
+//! and `vpaddd` to any of the four pipes: 32 multiply-adds take one cycle on
+//! two multiply pipes, the bound quoted in the bench.
+//!
+//! Left out: AVX-512 VNNI (`vpdpbusd zmm`, same sign trick) and AVX-VNNI
+//! (`{vex} vpdpbusd ymm`). Their intrinsics and the AVX-512 target features
+//! are stable from Rust 1.89, past the workspace's rust-version (1.85), and
+//! no machine here (Zen 3, qemu 7.2) runs them, so they could not be tested.
+//! With the MSRV raised, each is this kernel with `vpmaddubsw + vpmaddwd +
+//! vpaddd` replaced by one `vpdpbusd`, over the same packed layout.
+
+use super::generic::{dequant1, quantize1};
+use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Tile};
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tile_avx2_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+    t.check(Kernel::Avx2.layout());
+    // SAFETY: `check` passed (every read below stays inside `t.a` and
+    // `t.b`); the caller guarantees AVX2.
+    unsafe {
+        match t.mr {
+            4 => tile::<4>(t, out),
+            3 => tile::<3>(t, out),
+            2 => tile::<2>(t, out),
+            _ => tile::<1>(t, out),
+        }
+    }
+}
+
+/// Rows `0..R` of the tile.
+///
+/// # Safety
+/// AVX2; `t.check` passed for the Avx2 layout and `R ≤ MR`.
+#[target_feature(enable = "avx2")]
+unsafe fn tile<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let mut b = t.b.as_ptr();
+    for q in 0..t.full {
+        // SAFETY: `check`: each A row has `full·4` bytes, so bytes
+        // `4q..4q+4` are in it; the panel has 64 bytes per chunk.
+        unsafe {
+            let a: [i32; R] =
+                std::array::from_fn(|r| t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned());
+            step(&mut acc, a, b);
+            b = b.add(64);
+        }
+    }
+    if let Some(tail) = t.tail {
+        let a: [i32; R] = std::array::from_fn(|r| {
+            i32::from_le_bytes([
+                tail[r][0] as u8,
+                tail[r][1] as u8,
+                tail[r][2] as u8,
+                tail[r][3] as u8,
+            ])
+        });
+        // SAFETY: the panel has `chunks()` chunks of 64 bytes; this is the last.
+        unsafe { step(&mut acc, a, b) };
+    }
+    for (o, acc) in out.iter_mut().zip(&acc) {
+        // SAFETY: `o` has MAX_NR = 16 i32s: two unaligned 8-lane stores.
+        unsafe {
+            _mm256_storeu_si256(o.as_mut_ptr().cast(), acc[0]);
+            _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), acc[1]);
+        }
+    }
+}
+
+/// `acc[r] += a[r] (4 bytes, broadcast) · b (16 columns × 4 k)`.
+///
+/// # Safety
+/// AVX2; `b` has 64 readable bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn step<const R: usize>(acc: &mut [[__m256i; 2]; R], a: [i32; R], b: *const i8) {
+    // SAFETY: the caller guarantees 64 bytes at `b`.
+    let (b0, b1) = unsafe {
+        (
+            _mm256_loadu_si256(b.cast()),
+            _mm256_loadu_si256(b.add(32).cast()),
+        )
+    };
+    let ones = _mm256_set1_epi16(1);
+    for (acc, &a) in acc.iter_mut().zip(&a) {
+        let a = _mm256_set1_epi32(a);
+        let ua = _mm256_abs_epi8(a);
+        let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
+        let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
+        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
+        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn max_abs(x: &[f32]) -> f32 {
+    let mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let (mut m0, mut m1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        // SAFETY: `c` has 16 floats.
+        let (v0, v1) = unsafe {
+            (
+                _mm256_loadu_ps(c.as_ptr()),
+                _mm256_loadu_ps(c.as_ptr().add(8)),
+            )
+        };
+        // `maxps` returns its second operand when the first is NaN.
+        m0 = _mm256_max_ps(_mm256_and_ps(v0, mask), m0);
+        m1 = _mm256_max_ps(_mm256_and_ps(v1, mask), m1);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` has 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_max_ps(m0, m1)) };
+    let tail = super::generic::max_abs(chunks.remainder());
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// # Safety
+/// The CPU has AVX2; `out.len() == x.len()`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize(x: &[f32], q: &Quant, out: &mut [i8]) {
+    let scale = _mm256_set1_ps(q.scale);
+    let (lo, hi) = (_mm256_set1_ps(q.lo), _mm256_set1_ps(q.hi));
+    let zp = _mm256_set1_epi32(q.zero_point);
+    // packs interleave 128-bit lanes; this puts the four 8-byte pieces back.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut xs = x.chunks_exact(32);
+    let mut os = out.chunks_exact_mut(32);
+    for (x, o) in (&mut xs).zip(&mut os) {
+        // SAFETY: `x` has 32 floats: four pieces of 8.
+        let v = unsafe {
+            let p = x.as_ptr();
+            [
+                quantize8(p, scale, lo, hi, zp),
+                quantize8(p.add(8), scale, lo, hi, zp),
+                quantize8(p.add(16), scale, lo, hi, zp),
+                quantize8(p.add(24), scale, lo, hi, zp),
+            ]
+        };
+        // In range already, so the saturating packs are exact.
+        let w01 = _mm256_packs_epi32(v[0], v[1]);
+        let w23 = _mm256_packs_epi32(v[2], v[3]);
+        let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+        // SAFETY: `o` has 32 bytes.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), b) };
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = quantize1(v, q);
+    }
+}
+
+/// Eight values at `x`, as `quantize1` computes them: divide, clamp (NaN →
+/// lo: `maxps` returns its second operand for NaN), round half to even (the
+/// default MXCSR mode), add the zero point.
+///
+/// # Safety
+/// AVX2; 8 floats readable at `x`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quantize8(x: *const f32, scale: __m256, lo: __m256, hi: __m256, zp: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees 8 floats at `x`.
+    let f = unsafe { _mm256_loadu_ps(x) };
+    let f = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(f, scale), lo), hi);
+    _mm256_add_epi32(_mm256_cvtps_epi32(f), zp)
+}
+
+/// # Safety
+/// The CPU has AVX2; `c`, `out`, `d.col_scales` (and `d.bias`, and with a
+/// zero point `d.col_sums`) have the same length.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dequant(c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
+    let n = out.len();
+    assert!(c.len() == n && d.col_scales.len() == n && d.bias.is_none_or(|b| b.len() == n));
+    assert!(d.zero_point == 0 || d.col_sums.len() == n);
+    let rs = _mm256_set1_ps(d.row_scale);
+    let zp = _mm256_set1_epi32(d.zero_point);
+    let mut j = 0;
+    while j + 8 <= n {
+        // SAFETY: `j + 8 ≤ n`, and every slice read has length `n` (asserted).
+        unsafe {
+            let mut v = _mm256_loadu_si256(c.as_ptr().add(j).cast());
+            if d.zero_point != 0 {
+                let s = _mm256_loadu_si256(d.col_sums.as_ptr().add(j).cast());
+                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zp, s));
+            }
+            let s = _mm256_mul_ps(rs, _mm256_loadu_ps(d.col_scales.as_ptr().add(j)));
+            let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+            if let Some(b) = d.bias {
+                f = _mm256_add_ps(f, _mm256_loadu_ps(b.as_ptr().add(j)));
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(j), f);
+        }
+        j += 8;
+    }
+    for jj in j..n {
+        out[jj] = dequant1(c[jj], jj, d);
+    }
+}
