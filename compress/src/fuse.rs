@@ -3,6 +3,11 @@
 //!
 //! - [`fuse_gelu`]: `x·½·(1 + erf(x/√2))` in its usual orders (Div by √2 or
 //!   Mul by 1/√2; the ½ on either side) becomes one `Gelu`.
+//! - [`fuse_hard_swish`]: `x·clip(x + 3, 0, 6)/6` (MobileNetV3 and PP-OCR
+//!   exports; also `x·(clip(x + 3, 0, 6)/6)`) becomes one `HardSwish`.
+//! - [`fold_conv_affine`]: a constant scale and/or shift (scalar or per
+//!   output channel) right after a Conv, as exporters write learnable
+//!   affine blocks and un-folded norms, is folded into its weight and bias.
 //! - [`fuse_bias`]: `MatMul(x, W) + b` with constant `W` [K, N] and `b` [N]
 //!   (or [1, …, N]) becomes `MatMul(x, W, b)`: the kernel starts its
 //!   accumulators from the bias.
@@ -14,7 +19,13 @@
 //! Every pass only fires when the intermediate values have no other reader
 //! and are not graph outputs, so results are unchanged up to float rounding
 //! (the fused GELU uses the runtime's erf; tested end to end against ONNX
-//! Runtime on MiniLM).
+//! Runtime on MiniLM, and pattern by pattern in tests/fusion.rs).
+//!
+//! The importer gives node outputs placeholder types (f32, rank 0) until
+//! shape inference, so each pass first infers every value's dtype and shape
+//! (the checks below need them: a fused activation only exists for f32, and
+//! neither a bias nor GELU's constants may raise the output's rank). When
+//! inference fails, the pass changes nothing.
 
 use anyhow::Result;
 use morsel_runtime::DType;
@@ -26,7 +37,13 @@ use crate::passes::{Report, compact};
 
 /// All fusions, in the order they compose (bias before activation).
 pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
-    Ok(vec![fuse_gelu(g)?, fuse_bias(g)?, fuse_activation(g)?])
+    Ok(vec![
+        fuse_gelu(g)?,
+        fuse_hard_swish(g)?,
+        fold_conv_affine(g)?,
+        fuse_bias(g)?,
+        fuse_activation(g)?,
+    ])
 }
 
 /// Who reads each value: node indices.
@@ -77,6 +94,15 @@ fn is(n: &Node, op: Option<OpId>) -> bool {
     Some(n.op) == op
 }
 
+/// Give every value its real dtype and shape; false when inference fails.
+fn typed(g: &mut Graph) -> bool {
+    g.infer_shapes().is_ok()
+}
+
+fn unchanged(pass: &'static str) -> Result<Report> {
+    Ok(Report { pass, changed: 0 })
+}
+
 /// Remove the marked nodes and the values only they referred to.
 fn drop_nodes(g: &mut Graph, dead: &[bool]) {
     let mut i = 0;
@@ -91,11 +117,11 @@ fn drop_nodes(g: &mut Graph, dead: &[bool]) {
 pub fn fuse_gelu(g: &mut Graph) -> Result<Report> {
     let (erf, div, mul, add) = (op_id("Erf"), op_id("Div"), op_id("Mul"), op_id("Add"));
     let Some(gelu) = op_id("Gelu") else {
-        return Ok(Report {
-            pass: "fuse-gelu",
-            changed: 0,
-        });
+        return unchanged("fuse-gelu");
     };
+    if !typed(g) {
+        return unchanged("fuse-gelu");
+    }
     let producers = g.producers();
     let cons = consumers(g);
     let mut dead = vec![false; g.nodes.len()];
@@ -167,6 +193,9 @@ pub fn fuse_gelu(g: &mut Graph) -> Result<Report> {
                 nodes.push(m2);
                 m2n.outputs[0]
             };
+            // The constants are one-element tensors of any rank: one of rank
+            // above x's broadcasts the result up to it, which Gelu(x) would not.
+            (g.values[out].shape.len() == g.values[x].shape.len()).then_some(())?;
             // x itself may have other readers; every other intermediate has one.
             Some((x, out, nodes))
         })() else {
@@ -202,6 +231,9 @@ pub fn fuse_gelu(g: &mut Graph) -> Result<Report> {
 /// `MatMul(x, W) + b` → `MatMul(x, W, b)` for constant `W` [K, N], `b` [N].
 pub fn fuse_bias(g: &mut Graph) -> Result<Report> {
     let (matmul, add) = (op_id("MatMul"), op_id("Add"));
+    if !typed(g) {
+        return unchanged("fuse-bias");
+    }
     let producers = g.producers();
     let cons = consumers(g);
     let mut dead = vec![false; g.nodes.len()];
@@ -232,8 +264,8 @@ pub fn fuse_bias(g: &mut Graph) -> Result<Report> {
             }
             let n = w.dims[1];
             let ok = bt.dims.last() == Some(&n) && bt.dims.iter().rev().skip(1).all(|&d| d == 1);
-            // A [1, …, N] bias must not raise the output's rank: needs the
-            // output's rank to be known (a 1-D bias never does).
+            // A [1, …, N] bias must not raise the output's rank (a 1-D bias
+            // never does).
             let out_rank = g.values[mm].shape.len();
             (ok && (bt.dims.len() == 1 || bt.dims.len() <= out_rank)).then(|| (mi, bt.clone()))
         };
@@ -304,6 +336,9 @@ pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
         op_id("Conv"),
         op_id("ConvTranspose"),
     ];
+    if !typed(g) {
+        return unchanged("fuse-activation");
+    }
     let producers = g.producers();
     let cons = consumers(g);
     let mut dead = vec![false; g.nodes.len()];
@@ -348,4 +383,225 @@ pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
         pass: "fuse-activation",
         changed,
     })
+}
+
+/// `x·clip(x + 3, 0, 6) / 6` or `x·(clip(x + 3, 0, 6) / 6)` → `HardSwish(x)`.
+pub fn fuse_hard_swish(g: &mut Graph) -> Result<Report> {
+    let (clip, add, mul, div) = (op_id("Clip"), op_id("Add"), op_id("Mul"), op_id("Div"));
+    let Some(hswish) = op_id("HardSwish") else {
+        return Ok(Report {
+            pass: "fuse-hard-swish",
+            changed: 0,
+        });
+    };
+    let producers = g.producers();
+    let cons = consumers(g);
+    let mut dead = vec![false; g.nodes.len()];
+    let mut changed = 0;
+    // `v / 6` or `v · (1/6)`: the other operand.
+    let by_six = |g: &Graph, n: &Node| -> Option<ValueId> {
+        if is(n, div) {
+            let d = n.inputs.get(1).copied()??;
+            near(scalar(g, d)?, 6.0).then_some(())?;
+            n.inputs.first().copied()?
+        } else if is(n, mul) {
+            with_scalar(g, n, 1.0 / 6.0)
+        } else {
+            None
+        }
+    };
+    for ci in 0..g.nodes.len() {
+        if !is(&g.nodes[ci], clip) {
+            continue;
+        }
+        let Some(found) = (|| {
+            let cn = &g.nodes[ci];
+            let lo = scalar(g, cn.inputs.get(1).copied()??)?;
+            let hi = scalar(g, cn.inputs.get(2).copied()??)?;
+            (lo == 0.0 && hi == 6.0).then_some(())?;
+            let c_in = cn.inputs.first().copied()??;
+            only_reader(g, &cons, c_in)?;
+            let ai = producers[c_in]?;
+            if !is(&g.nodes[ai], add) {
+                return None;
+            }
+            let x = with_scalar(g, &g.nodes[ai], 3.0)?;
+            let c_out = cn.outputs[0];
+            let next = only_reader(g, &cons, c_out)?;
+            let nn = &g.nodes[next];
+            let operands = |n: &Node| -> Option<[ValueId; 2]> {
+                Some([n.inputs.first().copied()??, n.inputs.get(1).copied()??])
+            };
+            if is(nn, mul) && operands(nn)?.contains(&x) && operands(nn)?.contains(&c_out) {
+                // (x · clip) / 6
+                let h = nn.outputs[0];
+                let di = only_reader(g, &cons, h)?;
+                (by_six(g, &g.nodes[di])? == h).then_some(())?;
+                Some((x, g.nodes[di].outputs[0], vec![ai, ci, next, di]))
+            } else if by_six(g, nn)? == c_out {
+                // x · (clip / 6)
+                let q = nn.outputs[0];
+                let mi = only_reader(g, &cons, q)?;
+                let mn = &g.nodes[mi];
+                (is(mn, mul) && operands(mn)?.contains(&x) && operands(mn)?.contains(&q))
+                    .then_some(())?;
+                Some((x, mn.outputs[0], vec![ai, ci, next, mi]))
+            } else {
+                None
+            }
+        })() else {
+            continue;
+        };
+        let (x, out, nodes) = found;
+        if nodes.iter().any(|&n| dead[n]) {
+            continue;
+        }
+        let last = *nodes.iter().max().unwrap_or(&ci);
+        for &n in &nodes {
+            dead[n] = true;
+        }
+        dead[last] = false;
+        let name = format!("{}_hard_swish", g.nodes[ci].name);
+        g.nodes[last] = Node {
+            name,
+            op: hswish,
+            attrs: Default::default(),
+            inputs: vec![Some(x)],
+            outputs: vec![out],
+        };
+        changed += 1;
+    }
+    drop_nodes(g, &dead);
+    Ok(Report {
+        pass: "fuse-hard-swish",
+        changed,
+    })
+}
+
+/// A constant that broadcasts over Conv output `[N, M, spatial…]` as a
+/// scalar or per output channel: its `m` values (1 for a scalar).
+fn channel_const(g: &Graph, v: ValueId, m: usize, out_rank: usize) -> Option<Vec<f32>> {
+    let t = g.values[v].konst.as_ref()?;
+    if t.dtype != DType::F32 {
+        return None;
+    }
+    let vals = t.to_f32_vec().ok()?;
+    if vals.len() == 1 {
+        return Some(vals);
+    }
+    // [.., M, 1, …, 1] right-aligned to [N, M, spatial…].
+    let d = &t.dims;
+    let spatial = out_rank.checked_sub(2)?;
+    let ok = vals.len() == m
+        && d.len() > spatial
+        && d.len() <= out_rank
+        && d[d.len() - spatial - 1] == m
+        && d[d.len() - spatial..].iter().all(|&x| x == 1)
+        && d[..d.len() - spatial - 1].iter().all(|&x| x == 1);
+    ok.then_some(vals)
+}
+
+/// `Conv(x) · s + t` (either, both, any order of operands) → Conv with `W·s`
+/// and `B·s + t`, for constant scalar or per-channel `s`, `t`.
+pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
+    let (conv, mul, add) = (op_id("Conv"), op_id("Mul"), op_id("Add"));
+    let mut changed = 0;
+    loop {
+        let producers = g.producers();
+        let cons = consumers(g);
+        let mut hit = None;
+        for (ni, n) in g.nodes.iter().enumerate() {
+            if !is(n, mul) && !is(n, add) {
+                continue;
+            }
+            let (Some(Some(p)), Some(Some(q))) = (n.inputs.first(), n.inputs.get(1)) else {
+                continue;
+            };
+            for (x, c) in [(*p, *q), (*q, *p)] {
+                let Some(ci) = producers[x] else { continue };
+                let cn = &g.nodes[ci];
+                if !is(cn, conv)
+                    || only_reader(g, &cons, x).is_none()
+                    || !cn
+                        .attrs
+                        .string("activation", "")
+                        .unwrap_or_default()
+                        .is_empty()
+                {
+                    continue;
+                }
+                let Some(w) = cn.inputs.get(1).copied().flatten() else {
+                    continue;
+                };
+                let Some(wt) = g.values[w].konst.as_ref() else {
+                    continue;
+                };
+                let bias_ok = match cn.inputs.get(2).copied().flatten() {
+                    None => true,
+                    Some(b) => g.values[b].konst.is_some(),
+                };
+                if wt.dtype != DType::F32 || wt.dims.len() < 3 || !bias_ok {
+                    continue;
+                }
+                let m = wt.dims[0];
+                if let Some(vals) = channel_const(g, c, m, wt.dims.len()) {
+                    hit = Some((ni, ci, vals, is(n, mul)));
+                    break;
+                }
+            }
+            if hit.is_some() {
+                break;
+            }
+        }
+        let Some((ni, ci, vals, is_mul)) = hit else {
+            break;
+        };
+        let cn = &g.nodes[ci];
+        let w = cn.inputs[1].unwrap_or_default();
+        let Some(wt) = g.values[w].konst.clone() else {
+            break;
+        };
+        let m = wt.dims[0];
+        let per = |k: usize| if vals.len() == 1 { vals[0] } else { vals[k] };
+        let mut b: Vec<f32> = match cn.inputs.get(2).copied().flatten() {
+            Some(bv) => konst_f32(g, bv).unwrap_or_else(|| vec![0.0; m]),
+            None => vec![0.0; m],
+        };
+        if b.len() != m {
+            break;
+        }
+        let mut wv = wt.to_f32_vec()?;
+        if is_mul {
+            let each = wv.len() / m.max(1);
+            for (k, chunk) in wv.chunks_mut(each.max(1)).enumerate() {
+                chunk.iter_mut().for_each(|v| *v *= per(k));
+            }
+            b.iter_mut().enumerate().for_each(|(k, v)| *v *= per(k));
+        } else {
+            b.iter_mut().enumerate().for_each(|(k, v)| *v += per(k));
+        }
+        let base = g.nodes[ci].name.clone();
+        let wn = g.fresh_name(&format!("{base}_w_affine"));
+        let new_w = g.add_const(&wn, Tensor::from_slice(&wt.dims, &wv)?);
+        let bn = g.fresh_name(&format!("{base}_b_affine"));
+        let new_b = g.add_const(&bn, Tensor::from_slice(&[m], &b)?);
+        let out = g.nodes[ni].outputs[0];
+        let cn = &mut g.nodes[ci];
+        cn.inputs.resize(3, None);
+        cn.inputs[1] = Some(new_w);
+        cn.inputs[2] = Some(new_b);
+        cn.outputs[0] = out;
+        g.nodes.remove(ni);
+        changed += 1;
+    }
+    compact(g);
+    Ok(Report {
+        pass: "fold-conv-affine",
+        changed,
+    })
+}
+
+fn konst_f32(g: &Graph, v: ValueId) -> Option<Vec<f32>> {
+    let t = g.values[v].konst.as_ref()?;
+    (t.dtype == DType::F32).then(|| t.to_f32_vec().ok())?
 }

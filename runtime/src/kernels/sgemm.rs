@@ -219,11 +219,12 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// One full `MR×NR` tile: `C = init + Σ_k A[r, k]·b[k]`, `C` at `c` with row
-/// stride `ldc`; `A[r, k]` is at `a + aoff[r] + k·astep`.
+/// One full `MR×NR` tile: `C = init + Σ_k A[r, k]·B[k]`, `C` at `c` with row
+/// stride `ldc`; `A[r, k]` is at `a + aoff[r] + k·astep`, row `k` of the
+/// B panel (`NR` floats) at `b + k·bstep`.
 ///
 /// # Safety
-/// Those A addresses for `k < kc` and `kc·NR` floats at `b` are readable;
+/// Those A and B addresses for `k < kc` are readable;
 /// `c` has `MR` rows of `NR` writable floats at stride `ldc`; `Init`
 /// pointers have `NR` / `MR` floats; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
@@ -235,6 +236,7 @@ unsafe fn tile_avx2(
     aoff: &[usize; MR],
     astep: usize,
     b: *const f32,
+    bstep: usize,
     c: *mut f32,
     ldc: usize,
     init: Init,
@@ -275,7 +277,7 @@ unsafe fn tile_avx2(
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
             a = a.add(astep);
-            b = b.add(NR);
+            b = b.add(bstep);
         }
         for (r, row) in acc.iter().enumerate() {
             _mm256_storeu_ps(c.add(r * ldc), row[0]);
@@ -284,19 +286,19 @@ unsafe fn tile_avx2(
     }
 }
 
-/// Portable tile: `acc += Σ_k A[r, k]·b[k]` for `kc` steps, `A[r, k]` at
-/// `a[aoff[r] + k·astep]` (vectorised by LLVM).
+/// Portable tile: `acc += Σ_k A[r, k]·B[k]` for `kc` steps, `A[r, k]` at
+/// `a[aoff[r] + k·astep]`, B's row `k` at `b[k·bstep..]` (vectorised by LLVM).
 #[inline]
 fn tile_generic(
     kc: usize,
     a: &[f32],
     aoff: &[usize; MR],
     astep: usize,
-    b: &[f32],
+    (b, bstep): (&[f32], usize),
     acc: &mut [[f32; NR]; MR],
 ) {
-    for (kk, bv) in b.chunks_exact(NR).take(kc).enumerate() {
-        let bv: &[f32; NR] = bv.try_into().unwrap_or(&[0.0; NR]);
+    for kk in 0..kc {
+        let bv: &[f32; NR] = b[kk * bstep..][..NR].try_into().unwrap_or(&[0.0; NR]);
         for (row, &off) in acc.iter_mut().zip(aoff) {
             let x = a[off + kk * astep];
             for (o, &y) in row.iter_mut().zip(bv) {
@@ -337,13 +339,23 @@ impl PackRhs for Mat<'_> {
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         let panels = nc.div_ceil(NR);
         if self.cs == 1 {
+            let full = nc / NR;
             for kk in 0..kc {
                 let src = &self.data[(k0 + kk) * self.rs + j0..][..nc];
-                for p in 0..panels {
-                    let cols = NR.min(nc - p * NR);
-                    let d = &mut dst[(p * kc + kk) * NR..][..NR];
-                    d[..cols].copy_from_slice(&src[p * NR..p * NR + cols]);
-                    d[cols..].fill(0.0);
+                // Whole panels as fixed-size copies (two vector moves, not a
+                // memcpy call each).
+                for (p, piece) in src.chunks_exact(NR).enumerate() {
+                    let d: &mut [f32; NR] = (&mut dst[(p * kc + kk) * NR..][..NR])
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!());
+                    *d = piece.try_into().unwrap_or_else(|_| unreachable!());
+                }
+                if full < panels {
+                    let cols = nc - full * NR;
+                    let d = &mut dst[(full * kc + kk) * NR..][..NR];
+                    for (j, v) in d.iter_mut().enumerate() {
+                        *v = if j < cols { src[full * NR + j] } else { 0.0 };
+                    }
                 }
             }
         } else {
@@ -370,6 +382,9 @@ impl PackRhs for Mat<'_> {
 /// Columns of B packed per block: KC×NC×4 = 256 KiB stays in L2.
 const NC: usize = 256;
 
+/// Up to this many row panels, a row-major B is read in place.
+const IN_PLACE_MAX_PANELS: usize = 8;
+
 /// Floats of scratch one thread needs to pack B blocks.
 pub fn rhs_block_len() -> usize {
     KC * NC
@@ -382,6 +397,10 @@ enum BSrc<'a> {
     Packed(&'a [f32]),
     /// Packed block by block into per-thread scratch.
     Pack(&'a dyn PackRhs),
+    /// Row-major, read in place (a partial last panel is packed): for
+    /// products with few row panels, where packing costs as much as the
+    /// arithmetic it saves.
+    InPlace(Mat<'a>),
 }
 
 struct Job<'a> {
@@ -418,24 +437,40 @@ impl Job<'_> {
             while k0 < k {
                 let kc = KC.min(k - k0);
                 let (first, last) = (k0 == 0, k0 + kc == k);
-                // Panel p's kc×NR slice for this k block.
-                let (bbase, bstride, boff): (&[f32], usize, usize) = match self.b {
-                    BSrc::Packed(b) => (b, k, k0),
-                    BSrc::Pack(src) => {
-                        src.pack(k0, kc, jb, nc, &mut scratch[..(pe - pb) * kc * NR]);
-                        (&scratch[..], kc, 0)
+                if let BSrc::Pack(src) = self.b {
+                    src.pack(k0, kc, jb, nc, &mut scratch[..(pe - pb) * kc * NR]);
+                }
+                // A partial last panel of an in-place B is packed (into the
+                // scratch, unused otherwise by in-place jobs).
+                let tail_cols = n.saturating_sub((pe - 1) * NR);
+                if let BSrc::InPlace(v) = self.b
+                    && tail_cols < NR
+                {
+                    for kk in 0..kc {
+                        let src = &v.data[(k0 + kk) * v.rs + (pe - 1) * NR..][..tail_cols];
+                        let d = &mut scratch[kk * NR..(kk + 1) * NR];
+                        d[..tail_cols].copy_from_slice(src);
+                        d[tail_cols..].fill(0.0);
                     }
-                };
-                let prel = |p: usize| match self.b {
-                    BSrc::Packed(_) => p,
-                    BSrc::Pack(_) => p - pb,
+                }
+                let scratch: &[f32] = scratch;
+                // Panel p's kc×NR slice for this k block, and its row step.
+                let panel = |p: usize| -> (&[f32], usize) {
+                    match self.b {
+                        BSrc::Packed(b) => (&b[(p * k + k0) * NR..][..kc * NR], NR),
+                        BSrc::Pack(_) => (&scratch[(p - pb) * kc * NR..][..kc * NR], NR),
+                        BSrc::InPlace(_) if (p + 1) * NR > n => (&scratch[..kc * NR], NR),
+                        BSrc::InPlace(v) => {
+                            (&v.data[k0 * v.rs + p * NR..][..(kc - 1) * v.rs + NR], v.rs)
+                        }
+                    }
                 };
                 let mut qb = q0;
                 while qb < q1 {
                     let qe = (qb + MC / MR).min(q1);
                     for p in pb..pe {
                         let (j0, cols) = (p * NR, NR.min(n - p * NR));
-                        let bp = &bbase[(prel(p) * bstride + boff) * NR..][..kc * NR];
+                        let bp = panel(p);
                         for q in qb..qe {
                             let (i0, rows) = (q * MR, MR.min(m - q * MR));
                             let (ap, aoff, astep) = match self.a {
@@ -496,7 +531,7 @@ impl Job<'_> {
         c: OutPtr,
         kc: usize,
         (ap, aoff, astep): (&[f32], &[usize; MR], usize),
-        bp: &[f32],
+        (bp, bstep): (&[f32], usize),
         (i0, rows): (usize, usize),
         (j0, cols): (usize, usize),
         first: bool,
@@ -527,7 +562,19 @@ impl Job<'_> {
             if rows == MR && cols == NR {
                 // SAFETY: AVX2+FMA detected; ap/bp hold kc·MR / kc·NR floats
                 // (sliced by the caller); the full tile is inside C.
-                unsafe { tile_avx2(kc, ap.as_ptr(), aoff, astep, bp.as_ptr(), cp, ldc, init) };
+                unsafe {
+                    tile_avx2(
+                        kc,
+                        ap.as_ptr(),
+                        aoff,
+                        astep,
+                        bp.as_ptr(),
+                        bstep,
+                        cp,
+                        ldc,
+                        init,
+                    )
+                };
             } else {
                 let mut buf = [0f32; MR * NR];
                 if let Init::Load = init {
@@ -545,6 +592,7 @@ impl Job<'_> {
                         aoff,
                         astep,
                         bp.as_ptr(),
+                        bstep,
                         buf.as_mut_ptr(),
                         NR,
                         init,
@@ -575,7 +623,7 @@ impl Job<'_> {
                 }
             }
         }
-        tile_generic(kc, ap, aoff, astep, bp, &mut acc);
+        tile_generic(kc, ap, aoff, astep, (bp, bstep), &mut acc);
         for (r, row) in acc.iter().enumerate().take(rows) {
             // SAFETY: as above.
             let dst = unsafe { std::slice::from_raw_parts_mut(cp.add(r * ldc), cols) };
@@ -692,6 +740,9 @@ pub fn matmul(
         }
     };
     let bsrc = match &b {
+        // Few row panels: each B element is used by few tiles, so reading
+        // it in place beats copying it first.
+        Rhs::View(v) if v.cs == 1 && mp <= IN_PLACE_MAX_PANELS => BSrc::InPlace(*v),
         Rhs::View(v) => BSrc::Pack(v),
         Rhs::Packed(p) => {
             if p.data.len() < packed_b_len(k, n) {
