@@ -202,6 +202,8 @@ pub type Epilogue<'e> = &'e (dyn Fn(&mut [f32]) + Sync);
 
 /// What the micro-kernel starts its accumulators from.
 #[derive(Clone, Copy)]
+// The portable kernel reads biases from the caller's arrays, not the pointers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Init {
     Zero,
     /// The current contents of C (a later k-slice).
@@ -380,7 +382,7 @@ impl PackRhs for Mat<'_> {
 }
 
 /// Columns of B packed per block: KC×NC×4 = 256 KiB stays in L2.
-const NC: usize = 256;
+pub const NC: usize = 256;
 
 /// Up to this many row panels, a row-major B is read in place.
 const IN_PLACE_MAX_PANELS: usize = 8;

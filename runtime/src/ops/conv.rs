@@ -5,14 +5,17 @@
 //! Kernels: a 1×1 stride-1 unpadded conv is one matmul per image and group
 //! straight on the input; a conv with one input channel per group
 //! (depthwise, with any channel multiplier) runs a direct loop; everything
-//! else is im2col into the context's scratch followed by a `gemm` matmul.
+//! else runs the matmul kernel on a virtual im2col matrix that [`Im2col`]
+//! unfolds straight into the kernel's packed panels, block by block. Bias
+//! and activation are applied by the kernel on each finished tile.
 //! 1-D and 2-D problems are treated as 3-D with leading unit axes.
 
 pub(crate) use super::elementwise::Activation;
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
-use crate::kernels::{Mat, matmul};
+use crate::kernels::sgemm::{self, Bias, Lhs, PackRhs, Rhs};
+use crate::kernels::{self, Mat};
 use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result, bail, ensure};
 
@@ -403,13 +406,6 @@ pub(crate) fn finish_rows(y: &mut [f32], len: usize, bias: Option<&[f32]>, act: 
 
 // ---------------------------------------------------------------- Conv
 
-/// Most f32s an im2col buffer may take (16 MiB) before the conv works in
-/// tiles of output rows. Tests use a tiny budget so both paths run.
-#[cfg(not(test))]
-const IM2COL_BUDGET: usize = 1 << 22;
-#[cfg(test)]
-const IM2COL_BUDGET: usize = 600;
-
 #[derive(Debug)]
 struct Conv {
     win: Window,
@@ -571,111 +567,101 @@ impl Op for Conv {
             && geo.stride == [1; 3]
             && geo.pad_begin == [0; 3]
             && geo.pad_end == [0; 3];
-        if pointwise {
-            for ni in 0..n {
-                for gi in 0..g {
-                    let xg = &xs[(ni * c + gi * cg) * in_sp..][..cg * in_sp];
-                    let yg = &mut y[(ni * m + gi * mg) * out_sp..][..mg * out_sp];
-                    let wg = Mat::rows(&ws[gi * mg * k..][..mg * k], mg, k);
-                    matmul(wg, Mat::rows(xg, cg, in_sp), yg, 0.0, threads);
-                    finish_rows(yg, out_sp, bs.map(|b| &b[gi * mg..][..mg]), self.act);
-                }
-            }
-            return Ok(());
-        }
-        // im2col of whole images when it fits the budget; otherwise tiles of
-        // output rows, each multiplied into a scratch tile and copied out.
-        let ow = geo.output[2];
-        let n_rows = geo.output[0] * geo.output[1];
-        let whole = k.checked_mul(out_sp).is_some_and(|v| v <= IM2COL_BUDGET);
-        let tile_rows = if whole {
-            n_rows
-        } else {
-            (IM2COL_BUDGET / k.saturating_mul(ow).max(1)).clamp(1, n_rows)
-        };
-        let tile = tile_rows * ow;
-        let overflow = || Error::Graph("im2col buffer overflows".into());
-        let col_len = k.checked_mul(tile).ok_or_else(overflow)?;
-        let out_len = if whole {
-            0
-        } else {
-            mg.checked_mul(tile).ok_or_else(overflow)?
-        };
-        let scratch = ctx.scratch(col_len.checked_add(out_len).ok_or_else(overflow)?);
-        let (col, out_tile) = scratch.split_at_mut(col_len);
+        let act = self.act;
+        let apply = move |s: &mut [f32]| act.apply(s);
+        let epi: Option<sgemm::Epilogue<'_>> = (act != Activation::None).then_some(&apply);
         for ni in 0..n {
             for gi in 0..g {
                 let xg = &xs[(ni * c + gi * cg) * in_sp..][..cg * in_sp];
                 let wg = Mat::rows(&ws[gi * mg * k..][..mg * k], mg, k);
                 let yg = &mut y[(ni * m + gi * mg) * out_sp..][..mg * out_sp];
-                if whole {
-                    im2col(xg, cg, &geo, 0, n_rows, col);
-                    matmul(wg, Mat::rows(col, k, out_sp), yg, 0.0, threads);
+                let bias = match bs {
+                    Some(b) => Bias::Row(&b[gi * mg..][..mg]),
+                    None => Bias::None,
+                };
+                let unfold = Im2col { x: xg, geo: &geo };
+                let rhs = if pointwise {
+                    Rhs::View(Mat::rows(xg, cg, in_sp))
                 } else {
-                    for r0 in (0..n_rows).step_by(tile_rows) {
-                        let r1 = (r0 + tile_rows).min(n_rows);
-                        let t = (r1 - r0) * ow;
-                        im2col(xg, cg, &geo, r0, r1, &mut col[..k * t]);
-                        let ot = &mut out_tile[..mg * t];
-                        matmul(wg, Mat::rows(&col[..k * t], k, t), ot, 0.0, threads);
-                        for (dst, src) in yg.chunks_exact_mut(out_sp).zip(ot.chunks_exact(t)) {
-                            dst[r0 * ow..r1 * ow].copy_from_slice(src);
-                        }
+                    Rhs::Packer {
+                        k,
+                        n: out_sp,
+                        pack: &unfold,
                     }
-                }
-                finish_rows(yg, out_sp, bs.map(|b| &b[gi * mg..][..mg]), self.act);
+                };
+                kernels::with_scratch(|s| {
+                    sgemm::matmul(Lhs::View(wg), rhs, yg, out_sp, bias, epi, threads, s)
+                })?;
             }
         }
         Ok(())
     }
 }
 
-/// Unfold `cg` input channels into `col` [cg·kD·kH·kW, (r1-r0)·oW] for the
-/// output rows `r0..r1` (a row is one (z, y) pair of the output), zeros where
-/// the window reads padding.
-fn im2col(x: &[f32], cg: usize, g: &Geo, r0: usize, r1: usize, col: &mut [f32]) {
-    let [id, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let [kd, kh, kw] = g.kernel;
-    let [sd, sh, sw] = g.stride;
-    let [dd, dh, dw] = g.dilation;
-    let [pd, ph, pw] = g.pad_begin;
-    let (in_sp, tile) = (g.in_size(), (r1 - r0) * ow);
-    if tile == 0 || in_sp == 0 {
-        col.fill(0.0);
-        return;
-    }
-    let mut rows = col.chunks_exact_mut(tile);
-    for xc in x.chunks_exact(in_sp).take(cg) {
-        for a in 0..kd {
-            for b in 0..kh {
-                for e in 0..kw {
-                    let Some(row) = rows.next() else { return };
-                    let (lo, hi) = valid_range(ow, iw, sw, e * dw, pw);
-                    for (r, dst) in (r0..r1).zip(row.chunks_exact_mut(ow)) {
-                        let (z, yy) = (r / oh, r % oh);
-                        let iz = (z * sd + a * dd).checked_sub(pd).filter(|&v| v < id);
-                        let iy = (yy * sh + b * dh).checked_sub(ph).filter(|&v| v < ih);
-                        let (Some(iz), Some(iy)) = (iz, iy) else {
-                            dst.fill(0.0);
-                            continue;
-                        };
+/// Unfolds `cg` input channels (im2col) straight into the matmul kernel's
+/// packed panels, one `KC × NC` block at a time: no unfolded copy of the
+/// image is ever made. Row `k` of the virtual `[cg·kD·kH·kW, oD·oH·oW]`
+/// matrix is (channel, kernel offset); column `j` an output position; zeros
+/// where the window reads padding.
+struct Im2col<'a> {
+    x: &'a [f32],
+    geo: &'a Geo,
+}
+
+impl PackRhs for Im2col<'_> {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let g = self.geo;
+        let [id, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [_, kh, kw] = g.kernel;
+        let [sd, sh, sw] = g.stride;
+        let [dd, dh, dw] = g.dilation;
+        let [pd, ph, pw] = g.pad_begin;
+        let (in_sp, ksp) = (g.in_size(), g.k_size());
+        let mut row = [0f32; sgemm::NC];
+        let row = &mut row[..nc.min(sgemm::NC)];
+        for kk in 0..kc {
+            let kidx = k0 + kk;
+            let (ch, rem) = (kidx / ksp, kidx % ksp);
+            let (a, rem) = (rem / (kh * kw), rem % (kh * kw));
+            let (b, e) = (rem / kw, rem % kw);
+            let xc = &self.x[ch * in_sp..][..in_sp];
+            let (lo, hi) = valid_range(ow, iw, sw, e * dw, pw);
+            let mut j = j0;
+            while j < j0 + row.len() {
+                let (r, x0) = (j / ow, j % ow);
+                let x1 = ow.min(x0 + (j0 + row.len() - j));
+                let seg = &mut row[j - j0..j - j0 + (x1 - x0)];
+                let (z, yy) = (r / oh, r % oh);
+                let iz = (z * sd + a * dd).checked_sub(pd).filter(|&v| v < id);
+                let iy = (yy * sh + b * dh).checked_sub(ph).filter(|&v| v < ih);
+                match (iz, iy) {
+                    (Some(iz), Some(iy)) if lo < hi => {
                         let src = &xc[(iz * ih + iy) * iw..][..iw];
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        if lo < hi {
-                            let start = lo * sw + e * dw - pw;
-                            if sw == 1 {
-                                dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                            } else {
-                                // Plain indexing: step_by does not inline at low opt-levels.
-                                for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                                    *d = src[start + j * sw];
-                                }
+                        let (v0, v1) = (lo.clamp(x0, x1), hi.clamp(x0, x1));
+                        seg[..v0 - x0].fill(0.0);
+                        seg[v1 - x0..].fill(0.0);
+                        let valid = &mut seg[v0 - x0..v1 - x0];
+                        // v0 >= lo, so the window starts inside the row.
+                        let start = (v0 * sw + e * dw).saturating_sub(pw);
+                        if valid.is_empty() {
+                        } else if sw == 1 {
+                            valid.copy_from_slice(&src[start..start + valid.len()]);
+                        } else {
+                            for (t, d) in valid.iter_mut().enumerate() {
+                                *d = src[start + t * sw];
                             }
                         }
                     }
+                    _ => seg.fill(0.0),
                 }
+                j += x1 - x0;
+            }
+            // Scatter the row into its panels.
+            for (p, piece) in row.chunks(sgemm::NR).enumerate() {
+                let d = &mut dst[(p * kc + kk) * sgemm::NR..][..sgemm::NR];
+                d[..piece.len()].copy_from_slice(piece);
+                d[piece.len()..].fill(0.0);
             }
         }
     }
