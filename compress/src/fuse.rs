@@ -24,8 +24,9 @@
 //! The importer gives node outputs placeholder types (f32, rank 0) until
 //! shape inference, so each pass first infers every value's dtype and shape
 //! (the checks below need them: a fused activation only exists for f32, and
-//! neither a bias nor GELU's constants may raise the output's rank). When
-//! inference fails, the pass changes nothing.
+//! neither a bias nor the "scalar" constants of GELU, HardSwish or a Conv
+//! affine may raise the output's rank). When inference fails, the pass
+//! changes nothing.
 
 use anyhow::Result;
 use morsel_runtime::DType;
@@ -389,11 +390,11 @@ pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
 pub fn fuse_hard_swish(g: &mut Graph) -> Result<Report> {
     let (clip, add, mul, div) = (op_id("Clip"), op_id("Add"), op_id("Mul"), op_id("Div"));
     let Some(hswish) = op_id("HardSwish") else {
-        return Ok(Report {
-            pass: "fuse-hard-swish",
-            changed: 0,
-        });
+        return unchanged("fuse-hard-swish");
     };
+    if !typed(g) {
+        return unchanged("fuse-hard-swish");
+    }
     let producers = g.producers();
     let cons = consumers(g);
     let mut dead = vec![false; g.nodes.len()];
@@ -449,6 +450,11 @@ pub fn fuse_hard_swish(g: &mut Graph) -> Result<Report> {
             } else {
                 None
             }
+            .filter(|(x, out, _)| {
+                // The 3 and 6 are one-element tensors of any rank: one of rank
+                // above x's broadcasts the result up to it.
+                g.values[*out].shape.len() == g.values[*x].shape.len()
+            })
         })() else {
             continue;
         };
@@ -487,7 +493,8 @@ fn channel_const(g: &Graph, v: ValueId, m: usize, out_rank: usize) -> Option<Vec
     }
     let vals = t.to_f32_vec().ok()?;
     if vals.len() == 1 {
-        return Some(vals);
+        // A one-element tensor of rank above the output's would raise it.
+        return (t.dims.len() <= out_rank).then_some(vals);
     }
     // [.., M, 1, …, 1] right-aligned to [N, M, spatial…].
     let d = &t.dims;
