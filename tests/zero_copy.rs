@@ -78,5 +78,30 @@ fn opening_a_64mb_model_does_not_copy_its_weights() {
         grown < file_len / 10,
         "anonymous memory grew by {grown} bytes for a {file_len}-byte file"
     );
+    // Many rows would make MatMul pack its weights (a private copy) unless
+    // the session says not to.
+    let rows = 64;
+    let mut s = model.session(Options {
+        pack_weights: false,
+        ..Options::default()
+    });
+    let input = vec![0.5f32; rows * k];
+    let out = s
+        .run(&[(
+            "x",
+            TensorRef {
+                dtype: DType::F32,
+                dims: &[rows, k],
+                data: morsel::runtime::bytemuck::cast_slice(&input),
+            },
+        )])
+        .unwrap();
+    assert_eq!(out[0].dims, vec![rows, k]);
+    let grown = anon_bytes().saturating_sub(before);
+    eprintln!("{rows} rows, pack_weights off: anonymous memory grew by {grown} bytes");
+    assert!(
+        grown < file_len / 10,
+        "anonymous memory grew by {grown} bytes for a {file_len}-byte file"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -89,6 +89,7 @@ fn run() -> Result<(), String> {
     let mut session = model.session(Options {
         threads: 1,
         memory_limit: budget,
+        ..Options::default()
     });
     if mem {
         let plan = session.plan(&[&dims]).map_err(|e| e.to_string())?;

@@ -23,6 +23,12 @@ pub struct Options {
     pub threads: usize,
     /// Refuse to run when the planned activation memory exceeds this many bytes.
     pub memory_limit: Option<usize>,
+    /// Let MatMul keep a copy of each constant weight packed for its kernel
+    /// (made on first use, shared by all sessions of the model): faster
+    /// for products of many rows, but the copy is private memory next to a
+    /// memory-mapped file. Products of up to 48 rows read weights in place
+    /// either way. Default on.
+    pub pack_weights: bool,
 }
 
 impl Default for Options {
@@ -30,6 +36,7 @@ impl Default for Options {
         Options {
             threads: 1,
             memory_limit: None,
+            pack_weights: true,
         }
     }
 }
@@ -128,7 +135,8 @@ fn round64(n: usize) -> usize {
 
 impl Session {
     pub fn new(model: Model, options: Options) -> Session {
-        let ctx = Ctx::new(options.threads);
+        let mut ctx = Ctx::new(options.threads);
+        ctx.pack_weights = options.pack_weights;
         Session {
             model,
             options,

@@ -64,17 +64,38 @@ pub fn numel(dims: &[usize]) -> Result<usize> {
     })
 }
 
-/// An 8-byte aligned byte buffer, so typed views of f32/i64 data are valid.
+/// One cache line: the unit [`AlignedBuf`] allocates in.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u64; 8]);
+
+// SAFETY: `Line` is 64 bytes of plain integers with no padding (size 64 =
+// alignment 64), so every bit pattern is valid and zero is a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Line` is `Copy`, `repr(C)` and has no padding.
+unsafe impl bytemuck::Pod for Line {}
+
+const ZERO_LINE: Line = Line([0; 8]);
+
+/// A byte buffer aligned to 64 bytes (a cache line): typed views of
+/// f32/i64 data are valid, and SIMD loads of rows that start on a line
+/// never split across two.
 #[derive(Clone, Default)]
 pub struct AlignedBuf {
-    words: Vec<u64>,
+    lines: Vec<Line>,
     len: usize,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
 }
 
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
         AlignedBuf {
-            words: vec![0u64; len.div_ceil(8)],
+            lines: vec![ZERO_LINE; len.div_ceil(64)],
             len,
         }
     }
@@ -85,20 +106,29 @@ impl AlignedBuf {
     }
     /// Grow (never shrink) the capacity and set the length; contents are unspecified.
     pub fn resize(&mut self, len: usize) {
-        let words = len.div_ceil(8);
-        if self.words.len() < words {
-            self.words.resize(words, 0);
+        let lines = len.div_ceil(64);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, ZERO_LINE);
         }
         self.len = len;
     }
     pub fn capacity_bytes(&self) -> usize {
-        self.words.len() * 8
+        self.lines.len() * 64
     }
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
+        &bytemuck::cast_slice(&self.lines)[..self.len]
     }
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+    /// The contents as f32s (`len` must be a multiple of 4 for all of them).
+    pub fn as_f32(&self) -> &[f32] {
+        let whole = self.len / 4 * 4;
+        bytemuck::cast_slice(&self.as_bytes()[..whole])
+    }
+    pub fn as_f32_mut(&mut self) -> &mut [f32] {
+        let whole = self.len / 4 * 4;
+        bytemuck::cast_slice_mut(&mut self.as_bytes_mut()[..whole])
     }
 }
 

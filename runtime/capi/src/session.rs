@@ -83,6 +83,7 @@ pub unsafe extern "C" fn morsel_session_new(
         let session = m.model.session(Options {
             threads: threads.max(1),
             memory_limit: limit,
+            ..Options::default()
         });
         let s = Box::new(MorselSession {
             session,

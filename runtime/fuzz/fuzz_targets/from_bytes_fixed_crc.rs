@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             .zip(&bufs)
             .map(|((n, dt, dims), b)| (n.as_str(), TensorRef { dtype: *dt, dims, data: b }))
             .collect();
-        let mut s = model.session(Options { threads: 1, memory_limit: Some(64 << 20) });
+        let mut s = model.session(Options { threads: 1, memory_limit: Some(64 << 20), ..Options::default() });
         let _ = s.run(&feeds);
     }
 });

@@ -18,6 +18,7 @@
 //! plain triple loop.
 
 use super::Mat;
+use crate::tensor::AlignedBuf;
 use crate::{Error, Result};
 
 /// Rows of a micro-tile.
@@ -26,8 +27,9 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// k-slice: one B micro-panel (KC×NR×4 = 16 KiB) stays in L1.
 const KC: usize = 256;
-/// Rows of A per block: MC×KC×4 = 96 KiB of A stays in L2.
-const MC: usize = 96;
+/// Rows of A per block: MC×KC×4 = 144 KiB of A stays in L2 (and a
+/// 128-token transformer layer is one block, so B streams once).
+const MC: usize = 144;
 
 /// Floats needed to pack a `rows × k` left operand.
 pub fn packed_a_len(rows: usize, k: usize) -> usize {
@@ -44,13 +46,13 @@ pub fn packed_b_len(k: usize, cols: usize) -> usize {
 pub struct PackedB {
     pub k: usize,
     pub n: usize,
-    data: Vec<f32>,
+    data: AlignedBuf,
 }
 
 impl PackedB {
     pub fn new(b: Mat<'_>) -> Result<PackedB> {
-        let mut data = vec![0f32; packed_b_len(b.rows, b.cols)];
-        pack_b(b, &mut data)?;
+        let mut data = AlignedBuf::zeroed(packed_b_len(b.rows, b.cols) * 4);
+        pack_b(b, data.as_f32_mut())?;
         Ok(PackedB {
             k: b.rows,
             n: b.cols,
@@ -58,7 +60,7 @@ impl PackedB {
         })
     }
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.capacity_bytes()
     }
 }
 
@@ -67,13 +69,13 @@ impl PackedB {
 pub struct PackedA {
     pub m: usize,
     pub k: usize,
-    data: Vec<f32>,
+    data: AlignedBuf,
 }
 
 impl PackedA {
     pub fn new(a: Mat<'_>) -> Result<PackedA> {
-        let mut data = vec![0f32; packed_a_len(a.rows, a.cols)];
-        pack_a(a, &mut data)?;
+        let mut data = AlignedBuf::zeroed(packed_a_len(a.rows, a.cols) * 4);
+        pack_a(a, data.as_f32_mut())?;
         Ok(PackedA {
             m: a.rows,
             k: a.cols,
@@ -81,7 +83,7 @@ impl PackedA {
         })
     }
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.capacity_bytes()
     }
 }
 
@@ -385,7 +387,7 @@ impl PackRhs for Mat<'_> {
 pub const NC: usize = 256;
 
 /// Up to this many row panels, a row-major B is read in place.
-const IN_PLACE_MAX_PANELS: usize = 8;
+pub const IN_PLACE_MAX_PANELS: usize = 8;
 
 /// Floats of scratch one thread needs to pack B blocks.
 pub fn rhs_block_len() -> usize {
@@ -725,20 +727,24 @@ pub fn matmul(
     } else {
         rhs_block_len()
     };
-    if scratch.len() < parts * per_thread {
-        scratch.resize(parts * per_thread, 0.0);
+    // Panels start on a cache line, so the kernel's 32-byte loads of a
+    // 64-byte panel row never split across two lines.
+    let need = parts * per_thread + 16;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
     }
-    let sb = &mut scratch[..];
+    let off = scratch.as_ptr().align_offset(64).min(16);
+    let sb = &mut scratch[off..off + parts * per_thread];
     let asrc = match a {
         Lhs::View(v) => {
             check_view(&v, "A")?;
             ASrc::View(v)
         }
         Lhs::Packed(p) => {
-            if p.data.len() < packed_a_len(m, k) {
+            if p.data.as_f32().len() < packed_a_len(m, k) {
                 return bad("packed A too small");
             }
-            ASrc::Packed(&p.data)
+            ASrc::Packed(p.data.as_f32())
         }
     };
     let bsrc = match &b {
@@ -747,10 +753,10 @@ pub fn matmul(
         Rhs::View(v) if v.cs == 1 && mp <= IN_PLACE_MAX_PANELS => BSrc::InPlace(*v),
         Rhs::View(v) => BSrc::Pack(v),
         Rhs::Packed(p) => {
-            if p.data.len() < packed_b_len(k, n) {
+            if p.data.as_f32().len() < packed_b_len(k, n) {
                 return bad("packed B too small");
             }
-            BSrc::Packed(&p.data)
+            BSrc::Packed(p.data.as_f32())
         }
         Rhs::Packer { pack, .. } => BSrc::Pack(*pack),
     };

@@ -452,7 +452,11 @@ impl Op for MatMul {
                     }
                     None => None,
                 };
-                let packed = if self.const_b && b.dims.len() == 2 {
+                // Pack only when enough rows reuse it: up to 48 rows the
+                // kernel reads B in place, and the model stays zero-copy.
+                let rows = numel(g.a_batch)?.saturating_mul(g.m);
+                let worth = rows > sgemm::MR * sgemm::IN_PLACE_MAX_PANELS;
+                let packed = if self.const_b && b.dims.len() == 2 && worth && ctx.pack_weights {
                     if self.packed.get().is_none() {
                         // First run: pack the weight (another thread may
                         // race us; either result is the same).

@@ -67,6 +67,9 @@ impl Fact {
 #[derive(Default)]
 pub struct Ctx {
     pub threads: usize,
+    /// May ops keep packed copies of constant weights (see
+    /// [`crate::session::Options::pack_weights`])?
+    pub pack_weights: bool,
     scratch: Vec<f32>,
 }
 
@@ -74,6 +77,7 @@ impl Ctx {
     pub fn new(threads: usize) -> Ctx {
         Ctx {
             threads: threads.max(1),
+            pack_weights: true,
             scratch: Vec::new(),
         }
     }
