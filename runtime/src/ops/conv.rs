@@ -657,11 +657,24 @@ impl PackRhs for Im2col<'_> {
                 }
                 j += x1 - x0;
             }
-            // Scatter the row into its panels.
-            for (p, piece) in row.chunks(sgemm::NR).enumerate() {
-                let d = &mut dst[(p * kc + kk) * sgemm::NR..][..sgemm::NR];
-                d[..piece.len()].copy_from_slice(piece);
-                d[piece.len()..].fill(0.0);
+            // Scatter the row into its panels (whole panels as fixed-size
+            // copies: two vector moves, not a memcpy call).
+            const NR: usize = sgemm::NR;
+            let mut pieces = row.chunks_exact(NR);
+            for (p, piece) in pieces.by_ref().enumerate() {
+                if let (Ok(d), Ok(piece)) = (
+                    <&mut [f32; NR]>::try_from(&mut dst[(p * kc + kk) * NR..][..NR]),
+                    <&[f32; NR]>::try_from(piece),
+                ) {
+                    *d = *piece;
+                }
+            }
+            let rest = pieces.remainder();
+            if !rest.is_empty() {
+                let p = row.len() / NR;
+                let d = &mut dst[(p * kc + kk) * NR..][..NR];
+                d[..rest.len()].copy_from_slice(rest);
+                d[rest.len()..].fill(0.0);
             }
         }
     }
@@ -704,6 +717,34 @@ fn depthwise(
 }
 
 fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+        unsafe { depthwise_plane_avx2(x, w, bias, y, g) };
+        return;
+    }
+    depthwise_plane_impl(x, w, bias, y, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// The same loop compiled for AVX2 (8 lanes instead of SSE's 4).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_plane_avx2(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
+    depthwise_plane_impl(x, w, bias, y, g)
+}
+
+#[inline(always)]
+fn depthwise_plane_impl(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let [_, kh, kw] = g.kernel;

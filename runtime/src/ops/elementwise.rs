@@ -1,12 +1,18 @@
 //! Elementwise ops: unary activations and math, broadcasting binary
 //! arithmetic and comparisons, variadic Max/Min, and Where.
+//!
+//! Hot loops never `match` per element: each op picks its closure once and
+//! hands it to a generic loop (`map`, `zip_broadcast`), so every op gets its
+//! own loop that LLVM can vectorise. Transcendentals come from
+//! [`kernels::math`](crate::kernels::math); `Unary::f32` keeps the scalar
+//! definitions the tests check them against.
 
 use super::broadcast::{broadcast_dims, broadcast_shapes, broadcast_strides, for_each_run};
 use super::{Ctx, Fact, Op, opt, req};
 use crate::dtype::{DType, Element};
 use crate::graph::Attrs;
-use crate::kernels::generic;
-use crate::tensor::{TensorMut, TensorRef};
+use crate::kernels::{generic, math};
+use crate::tensor::{TensorMut, TensorRef, dims_str, numel};
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------- unary
@@ -26,10 +32,21 @@ pub enum Unary {
     Erf,
     Abs,
     Reciprocal,
+    /// Exact GELU: `x·½·(1 + erf(x/√2))`.
+    Gelu,
+    /// GELU's tanh approximation: `x·½·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+}
+
+/// `f` over a slice in place: one loop per closure, vectorised where `f` is
+/// simple enough.
+#[inline(always)]
+fn map(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+    xs.iter_mut().for_each(|x| *x = f(*x));
 }
 
 impl Unary {
-    #[inline]
+    /// The scalar definition (the reference for [`Unary::apply_f32`]).
     pub fn f32(self, x: f32) -> f32 {
         match self {
             Unary::Relu => x.max(0.0),
@@ -51,6 +68,11 @@ impl Unary {
             Unary::Erf => generic::erf(x),
             Unary::Abs => x.abs(),
             Unary::Reciprocal => 1.0 / x,
+            Unary::Gelu => x * 0.5 * (1.0 + generic::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Unary::GeluTanh => {
+                let u = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                x * 0.5 * (1.0 + u.tanh())
+            }
         }
     }
 
@@ -67,8 +89,21 @@ impl Unary {
     /// Apply to a whole f32 slice (the fused-activation entry point too).
     pub fn apply_f32(self, xs: &mut [f32]) {
         match self {
-            Unary::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            _ => xs.iter_mut().for_each(|x| *x = self.f32(*x)),
+            Unary::Relu => map(xs, |x| x.max(0.0)),
+            Unary::LeakyRelu(a) => map(xs, |x| if x < 0.0 { a * x } else { x }),
+            Unary::Sigmoid => math::sigmoid(xs),
+            Unary::Tanh => math::tanh(xs),
+            Unary::HardSigmoid(a, b) => map(xs, |x| (a * x + b).clamp(0.0, 1.0)),
+            Unary::HardSwish => map(xs, |x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Unary::Neg => map(xs, |x| -x),
+            Unary::Exp => math::exp(xs),
+            Unary::Log => map(xs, f32::ln),
+            Unary::Sqrt => map(xs, f32::sqrt),
+            Unary::Erf => math::erf(xs),
+            Unary::Abs => map(xs, f32::abs),
+            Unary::Reciprocal => map(xs, |x| 1.0 / x),
+            Unary::Gelu => math::gelu(xs),
+            Unary::GeluTanh => math::gelu_tanh(xs),
         }
     }
 }
@@ -104,8 +139,16 @@ impl Op for Unary {
         let x = req(inputs, 0)?;
         match x.dtype {
             DType::F32 => {
-                let y = outputs[0].f32()?;
-                y.copy_from_slice(x.f32()?);
+                let (xs, y) = (x.f32()?, outputs[0].f32()?);
+                if xs.len() != y.len() || xs.len() != numel(x.dims)? {
+                    return Err(Error::Graph(format!(
+                        "{self:?}: {} input values for shape {}, {} outputs",
+                        xs.len(),
+                        dims_str(x.dims),
+                        y.len()
+                    )));
+                }
+                y.copy_from_slice(xs);
                 self.apply_f32(y);
                 Ok(())
             }
@@ -170,6 +213,16 @@ pub fn build_abs(_: &Attrs) -> Result<Box<dyn Op>> {
 pub fn build_reciprocal(_: &Attrs) -> Result<Box<dyn Op>> {
     unary(Unary::Reciprocal)
 }
+/// Gelu (opset 20): attribute `approximate` is "none" (erf) or "tanh".
+pub fn build_gelu(a: &Attrs) -> Result<Box<dyn Op>> {
+    match a.string("approximate", "none")?.as_str() {
+        "none" => unary(Unary::Gelu),
+        "tanh" => unary(Unary::GeluTanh),
+        other => Err(Error::Graph(format!(
+            "Gelu: attribute 'approximate' must be \"none\" or \"tanh\", is \"{other}\""
+        ))),
+    }
+}
 
 // ---------------------------------------------------------------- fused activation
 //
@@ -183,11 +236,14 @@ pub enum Activation {
     Unary(Unary),
     /// Exact GELU: `x·½·(1 + erf(x/√2))`.
     Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
     /// `min(max(x, lo), hi)`.
     Clip(f32, f32),
 }
 
-const ACTIVATIONS: &str = "relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, gelu, clip";
+const ACTIVATIONS: &str =
+    "relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, gelu, gelu_tanh, clip";
 
 impl Activation {
     /// From `activation` / `activation_alpha` / `activation_beta`.
@@ -206,6 +262,7 @@ impl Activation {
             "hard_sigmoid" => Activation::Unary(Unary::HardSigmoid(alpha(0.2)?, beta(0.5)?)),
             "hard_swish" => Activation::Unary(Unary::HardSwish),
             "gelu" => Activation::Gelu,
+            "gelu_tanh" => Activation::GeluTanh,
             "clip" => Activation::Clip(alpha(f32::NEG_INFINITY)?, beta(f32::INFINITY)?),
             other => {
                 return Err(Error::Unsupported(format!(
@@ -221,10 +278,9 @@ impl Activation {
         match self {
             Activation::None => {}
             Activation::Unary(u) => u.apply_f32(xs),
-            Activation::Gelu => xs.iter_mut().for_each(|x| {
-                *x = *x * 0.5 * (1.0 + generic::erf(*x * std::f32::consts::FRAC_1_SQRT_2))
-            }),
-            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+            Activation::Gelu => math::gelu(xs),
+            Activation::GeluTanh => math::gelu_tanh(xs),
+            Activation::Clip(lo, hi) => map(xs, |x| x.max(lo).min(hi)),
         }
     }
 }
@@ -296,63 +352,61 @@ impl BinOp {
 }
 
 /// Arithmetic that never panics: integer division by zero gives 0, integer
-/// overflow wraps.
+/// overflow wraps. One function per op, so each op gets its own loop.
 trait Arith: Element {
-    fn apply(op: BinOp, a: Self, b: Self) -> Self;
+    const TWO: Self;
+    fn add(a: Self, b: Self) -> Self;
+    fn sub(a: Self, b: Self) -> Self;
+    fn mul(a: Self, b: Self) -> Self;
+    fn div(a: Self, b: Self) -> Self;
+    fn pow(a: Self, b: Self) -> Self;
+    fn max(a: Self, b: Self) -> Self;
+    fn min(a: Self, b: Self) -> Self;
 }
 
-impl Arith for f32 {
-    #[inline]
-    fn apply(op: BinOp, a: f32, b: f32) -> f32 {
-        match op {
-            BinOp::Add => a + b,
-            BinOp::Sub => a - b,
-            BinOp::Mul => a * b,
-            BinOp::Div => a / b,
-            BinOp::Pow => a.powf(b),
-            BinOp::Max => {
-                if a.is_nan() || b.is_nan() {
-                    f32::NAN
-                } else {
-                    a.max(b)
-                }
-            }
-            BinOp::Min => {
-                if a.is_nan() || b.is_nan() {
-                    f32::NAN
-                } else {
-                    a.min(b)
-                }
-            }
-            BinOp::Equal | BinOp::Less | BinOp::Greater => 0.0,
+/// `impl Arith` from one expression per op over operands `a` and `b`.
+#[rustfmt::skip]
+macro_rules! arith {
+    ($t:ty, two: $two:expr, |$a:ident, $b:ident| {
+        add: $add:expr, sub: $sub:expr, mul: $mul:expr, div: $div:expr,
+        pow: $pow:expr, max: $max:expr, min: $min:expr $(,)?
+    }) => {
+        #[allow(unused_comparisons)]
+        impl Arith for $t {
+            const TWO: $t = $two;
+            #[inline(always)] fn add($a: $t, $b: $t) -> $t { $add }
+            #[inline(always)] fn sub($a: $t, $b: $t) -> $t { $sub }
+            #[inline(always)] fn mul($a: $t, $b: $t) -> $t { $mul }
+            #[inline(always)] fn div($a: $t, $b: $t) -> $t { $div }
+            #[inline(always)] fn pow($a: $t, $b: $t) -> $t { $pow }
+            #[inline(always)] fn max($a: $t, $b: $t) -> $t { $max }
+            #[inline(always)] fn min($a: $t, $b: $t) -> $t { $min }
         }
-    }
+    };
 }
+
+// Max/Min give NaN if either operand is NaN (numpy's maximum, as ONNX's reference).
+arith!(f32, two: 2.0, |a, b| {
+    add: a + b,
+    sub: a - b,
+    mul: a * b,
+    div: a / b,
+    pow: a.powf(b),
+    max: if a > b || a.is_nan() { a } else { b },
+    min: if a < b || a.is_nan() { a } else { b },
+});
 
 macro_rules! int_arith {
     ($t:ty) => {
-        impl Arith for $t {
-            #[inline]
-            #[allow(unused_comparisons)]
-            fn apply(op: BinOp, a: $t, b: $t) -> $t {
-                match op {
-                    BinOp::Add => a.wrapping_add(b),
-                    BinOp::Sub => a.wrapping_sub(b),
-                    BinOp::Mul => a.wrapping_mul(b),
-                    BinOp::Div => a.checked_div(b).unwrap_or(0),
-                    BinOp::Pow => {
-                        if b < 0 {
-                            0
-                        } else {
-                            a.wrapping_pow(b.min(u32::MAX as $t) as u32)
-                        }
-                    }
-                    BinOp::Max => a.max(b),
-                    BinOp::Min => a.min(b),
-                    BinOp::Equal | BinOp::Less | BinOp::Greater => 0,
-                }
-            }
-        }
+        arith!($t, two: 2, |a, b| {
+            add: a.wrapping_add(b),
+            sub: a.wrapping_sub(b),
+            mul: a.wrapping_mul(b),
+            div: a.checked_div(b).unwrap_or(0),
+            pow: if b < 0 { 0 } else { a.wrapping_pow(u32::try_from(b).unwrap_or(u32::MAX)) },
+            max: Ord::max(a, b),
+            min: Ord::min(a, b),
+        });
     };
 }
 int_arith!(i64);
@@ -365,60 +419,106 @@ struct Binary {
     op: BinOp,
 }
 
+/// `o = f(x, y)` with `x` (dims `xd`) and `y` (dims `yd`) broadcast to the
+/// output. Whole-tensor and scalar cases get plain loops; the rest goes run
+/// by run along the innermost dim.
+#[inline(always)]
+fn zip_broadcast<T: Copy, U: Copy>(
+    (x, xd): (&[T], &[usize]),
+    (y, yd): (&[T], &[usize]),
+    o: &mut [U],
+    f: impl Fn(T, T) -> U + Copy,
+) -> Result<()> {
+    let od = broadcast_dims(&[xd, yd])?;
+    let n = numel(&od)?;
+    if x.len() != numel(xd)? || y.len() != numel(yd)? || o.len() != n {
+        return Err(Error::Graph(format!(
+            "elementwise: {} and {} values for shapes {} and {}, {} outputs for {}",
+            x.len(),
+            y.len(),
+            dims_str(xd),
+            dims_str(yd),
+            o.len(),
+            dims_str(&od)
+        )));
+    }
+    // An input with as many values as the output is laid out like it.
+    match (x.len() == n, y.len() == n) {
+        (true, true) => {
+            for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
+                *o = f(a, b);
+            }
+            return Ok(());
+        }
+        (true, false) if y.len() == 1 => {
+            let b = y[0];
+            for (o, &a) in o.iter_mut().zip(x) {
+                *o = f(a, b);
+            }
+            return Ok(());
+        }
+        (false, true) if x.len() == 1 => {
+            let a = x[0];
+            for (o, &b) in o.iter_mut().zip(y) {
+                *o = f(a, b);
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let (sx, sy) = (broadcast_strides(xd, &od), broadcast_strides(yd, &od));
+    for_each_run(&od, [&sx, &sy], |start, [ox, oy], [ix, iy], len| {
+        let o = &mut o[start..start + len];
+        match (ix, iy) {
+            (1, 1) => {
+                for ((o, &a), &b) in o.iter_mut().zip(&x[ox..ox + len]).zip(&y[oy..oy + len]) {
+                    *o = f(a, b);
+                }
+            }
+            (1, 0) => {
+                let b = y[oy];
+                for (o, &a) in o.iter_mut().zip(&x[ox..ox + len]) {
+                    *o = f(a, b);
+                }
+            }
+            (0, 1) => {
+                let a = x[ox];
+                for (o, &b) in o.iter_mut().zip(&y[oy..oy + len]) {
+                    *o = f(a, b);
+                }
+            }
+            _ => {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = f(x[ox + j * ix], y[oy + j * iy]);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 fn binary_kernel<T: Arith>(
     op: BinOp,
     a: TensorRef<'_>,
     b: TensorRef<'_>,
     out: &mut TensorMut<'_>,
 ) -> Result<()> {
-    let (x, y) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+    let (x, y) = ((a.as_slice::<T>()?, a.dims), (b.as_slice::<T>()?, b.dims));
     let o = out.as_slice_mut::<T>()?;
-    if a.dims == b.dims {
-        for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-            *o = T::apply(op, x, y);
-        }
-        return Ok(());
+    match op {
+        BinOp::Add => zip_broadcast(x, y, o, T::add),
+        BinOp::Sub => zip_broadcast(x, y, o, T::sub),
+        BinOp::Mul => zip_broadcast(x, y, o, T::mul),
+        BinOp::Div => zip_broadcast(x, y, o, T::div),
+        // x² is common (variance) and exact as a product
+        BinOp::Pow if y.0 == [T::TWO] => zip_broadcast(x, y, o, |p, _| T::mul(p, p)),
+        BinOp::Pow => zip_broadcast(x, y, o, T::pow),
+        BinOp::Max => zip_broadcast(x, y, o, T::max),
+        BinOp::Min => zip_broadcast(x, y, o, T::min),
+        BinOp::Equal | BinOp::Less | BinOp::Greater => Err(Error::Graph(format!(
+            "{op:?} is a comparison, not arithmetic"
+        ))),
     }
-    if y.len() == 1 && x.len() == o.len() {
-        let y = y[0];
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = T::apply(op, x, y);
-        }
-        return Ok(());
-    }
-    let od = broadcast_dims(&[a.dims, b.dims])?;
-    let (sa, sb) = (
-        broadcast_strides(a.dims, &od),
-        broadcast_strides(b.dims, &od),
-    );
-    for_each_run(&od, [&sa, &sb], |start, [oa, ob], [ia, ib], len| {
-        let o = &mut o[start..start + len];
-        match (ia, ib) {
-            (1, 1) => {
-                for ((o, &x), &y) in o.iter_mut().zip(&x[oa..oa + len]).zip(&y[ob..ob + len]) {
-                    *o = T::apply(op, x, y);
-                }
-            }
-            (1, 0) => {
-                let y = y[ob];
-                for (o, &x) in o.iter_mut().zip(&x[oa..oa + len]) {
-                    *o = T::apply(op, x, y);
-                }
-            }
-            (0, 1) => {
-                let x = x[oa];
-                for (o, &y) in o.iter_mut().zip(&y[ob..ob + len]) {
-                    *o = T::apply(op, x, y);
-                }
-            }
-            _ => {
-                for (j, o) in o.iter_mut().enumerate() {
-                    *o = T::apply(op, x[oa + j * ia], y[ob + j * ib]);
-                }
-            }
-        }
-    });
-    Ok(())
 }
 
 fn compare_kernel<T: Element>(
@@ -427,24 +527,14 @@ fn compare_kernel<T: Element>(
     b: TensorRef<'_>,
     out: &mut TensorMut<'_>,
 ) -> Result<()> {
-    let (x, y) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
-    let od = broadcast_dims(&[a.dims, b.dims])?;
-    let (sa, sb) = (
-        broadcast_strides(a.dims, &od),
-        broadcast_strides(b.dims, &od),
-    );
+    let (x, y) = ((a.as_slice::<T>()?, a.dims), (b.as_slice::<T>()?, b.dims));
     let o: &mut [u8] = out.data;
-    for_each_run(&od, [&sa, &sb], |start, [oa, ob], [ia, ib], len| {
-        for j in 0..len {
-            let (p, q) = (x[oa + j * ia], y[ob + j * ib]);
-            o[start + j] = match op {
-                BinOp::Equal => p == q,
-                BinOp::Less => p < q,
-                _ => p > q,
-            } as u8;
-        }
-    });
-    Ok(())
+    match op {
+        BinOp::Equal => zip_broadcast(x, y, o, |p, q| (p == q) as u8),
+        BinOp::Less => zip_broadcast(x, y, o, |p, q| (p < q) as u8),
+        BinOp::Greater => zip_broadcast(x, y, o, |p, q| (p > q) as u8),
+        _ => Err(Error::Graph(format!("{op:?} is not a comparison"))),
+    }
 }
 
 impl Op for Binary {
@@ -489,7 +579,7 @@ impl Op for Binary {
                 d => Err(Error::Unsupported(format!("{:?} on {d}", self.op))),
             };
         }
-        if self.op == BinOp::Pow && b.dtype != DType::F32 {
+        if self.op == BinOp::Pow && a.dtype == DType::F32 && b.dtype != DType::F32 {
             let exp = b.to_f32_vec()?;
             let bt = TensorRef {
                 dtype: DType::F32,
@@ -568,58 +658,57 @@ impl Op for Variadic {
     ) -> Result<()> {
         let ins: Vec<TensorRef<'_>> = inputs.iter().flatten().copied().collect();
         let out = &mut outputs[0];
-        let dims = out.dims.to_vec();
-        // Fold pairwise into the output: out = in0 (broadcast), then out = op(out, in_i).
-        let dtype = out.dtype;
-        let mut acc = crate::tensor::AlignedBuf::zeroed(out.data.len());
-        {
-            let mut first = TensorMut {
-                dtype,
-                dims: &dims,
-                data: acc.as_bytes_mut(),
-            };
-            let zero_like = vec![0u8; ins[0].data.len()];
-            let zero = TensorRef {
-                dtype,
-                dims: ins[0].dims,
-                data: &zero_like,
-            };
-            // in0 + 0 broadcast to the output shape
-            Binary { op: BinOp::Add }.eval(
-                &mut Ctx::new(1),
-                &[Some(ins[0]), Some(zero)],
-                std::slice::from_mut(&mut first),
-            )?;
+        match out.dtype {
+            DType::F32 => variadic_kernel::<f32>(self.op, &ins, out),
+            DType::I64 => variadic_kernel::<i64>(self.op, &ins, out),
+            DType::I32 => variadic_kernel::<i32>(self.op, &ins, out),
+            DType::U8 => variadic_kernel::<u8>(self.op, &ins, out),
+            DType::I8 => variadic_kernel::<i8>(self.op, &ins, out),
+            d => Err(Error::Unsupported(format!("{:?} on {d}", self.op))),
         }
-        if ins.len() == 1 {
-            out.data.copy_from_slice(acc.as_bytes());
-            return Ok(());
-        }
-        for (k, t) in ins.iter().enumerate().skip(1) {
-            let prev = TensorRef {
-                dtype,
-                dims: &dims,
-                data: acc.as_bytes(),
-            };
-            let mut next = crate::tensor::AlignedBuf::zeroed(out.data.len());
-            {
-                let mut o = TensorMut {
-                    dtype,
-                    dims: &dims,
-                    data: next.as_bytes_mut(),
-                };
-                Binary { op: self.op }.eval(
-                    &mut Ctx::new(1),
-                    &[Some(prev), Some(*t)],
-                    std::slice::from_mut(&mut o),
-                )?;
-            }
-            acc = next;
-            let _ = k;
-        }
-        out.data.copy_from_slice(acc.as_bytes());
-        Ok(())
     }
+}
+
+fn variadic_kernel<T: Arith>(
+    op: BinOp,
+    ins: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+) -> Result<()> {
+    match op {
+        BinOp::Max => fold_inputs(ins, out, T::max),
+        BinOp::Min => fold_inputs(ins, out, T::min),
+        _ => Err(Error::Graph(format!("{op:?} is not variadic"))),
+    }
+}
+
+/// `f` folded over the inputs, broadcasting as it goes.
+fn fold_inputs<T: Element>(
+    ins: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+    f: impl Fn(T, T) -> T + Copy,
+) -> Result<()> {
+    let Some((first, rest)) = ins.split_first() else {
+        return Err(Error::Graph("Max/Min needs an input".into()));
+    };
+    let mut acc: Vec<T> = first.as_slice::<T>()?.to_vec();
+    let mut dims: Vec<usize> = first.dims.to_vec();
+    for t in rest {
+        let nd = broadcast_dims(&[&dims, t.dims])?;
+        let mut next = vec![T::default(); numel(&nd)?];
+        zip_broadcast((&acc, &dims), (t.as_slice::<T>()?, t.dims), &mut next, f)?;
+        (acc, dims) = (next, nd.to_vec());
+    }
+    let out_dims = out.dims;
+    let o = out.as_slice_mut::<T>()?;
+    if dims != out_dims || o.len() != acc.len() {
+        return Err(Error::Graph(format!(
+            "Max/Min: inputs broadcast to {}, output is {}",
+            dims_str(&dims),
+            dims_str(out_dims)
+        )));
+    }
+    o.copy_from_slice(&acc);
+    Ok(())
 }
 
 pub fn build_max(_: &Attrs) -> Result<Box<dyn Op>> {
@@ -657,32 +746,74 @@ impl Op for Where {
     ) -> Result<()> {
         let (c, x, y) = (*req(inputs, 0)?, *req(inputs, 1)?, *req(inputs, 2)?);
         let out = &mut outputs[0];
-        let od: super::broadcast::Dims = out.dims.iter().copied().collect();
-        let es = x.dtype.size();
-        let (sc, sx, sy) = (
-            broadcast_strides(c.dims, &od),
-            broadcast_strides(x.dims, &od),
-            broadcast_strides(y.dims, &od),
-        );
-        let o: &mut [u8] = out.data;
-        for_each_run(
-            &od,
-            [&sc, &sx, &sy],
-            |start, [oc, ox, oy], [ic, ix, iy], len| {
-                for j in 0..len {
-                    let src = if c.data[oc + j * ic] != 0 {
-                        &x.data[(ox + j * ix) * es..][..es]
-                    } else {
-                        &y.data[(oy + j * iy) * es..][..es]
-                    };
-                    o[(start + j) * es..][..es].copy_from_slice(src);
-                }
-            },
-        );
-        Ok(())
+        match x.dtype.size() {
+            1 => where_kernel::<u8>(c, x, y, out),
+            2 => where_kernel::<u16>(c, x, y, out),
+            4 => where_kernel::<u32>(c, x, y, out),
+            8 => where_kernel::<u64>(c, x, y, out),
+            _ => Err(Error::Unsupported(format!("Where on {}", x.dtype))),
+        }
     }
+}
+
+/// Where over elements of one size: `T` is the plain integer of that size,
+/// so one loop serves every dtype.
+fn where_kernel<T: bytemuck::Pod>(
+    c: TensorRef<'_>,
+    x: TensorRef<'_>,
+    y: TensorRef<'_>,
+    out: &mut TensorMut<'_>,
+) -> Result<()> {
+    let cast_err = |e| Error::Graph(format!("Where: misaligned data: {e:?}"));
+    let xs: &[T] = bytemuck::try_cast_slice(x.data).map_err(cast_err)?;
+    let ys: &[T] = bytemuck::try_cast_slice(y.data).map_err(cast_err)?;
+    let o: &mut [T] = bytemuck::try_cast_slice_mut(out.data).map_err(cast_err)?;
+    let cs: &[u8] = c.data;
+    let od = broadcast_dims(&[c.dims, x.dims, y.dims])?;
+    if od.as_slice() != out.dims
+        || o.len() != numel(&od)?
+        || cs.len() != numel(c.dims)?
+        || xs.len() != numel(x.dims)?
+        || ys.len() != numel(y.dims)?
+    {
+        return Err(Error::Graph(format!(
+            "Where: data does not match shapes {}, {} and {} (output {})",
+            dims_str(c.dims),
+            dims_str(x.dims),
+            dims_str(y.dims),
+            dims_str(out.dims)
+        )));
+    }
+    let (sc, sx, sy) = (
+        broadcast_strides(c.dims, &od),
+        broadcast_strides(x.dims, &od),
+        broadcast_strides(y.dims, &od),
+    );
+    for_each_run(&od, [&sc, &sx, &sy], |start, [oc, ox, oy], steps, len| {
+        let o = &mut o[start..start + len];
+        if steps == [1, 1, 1] {
+            let (cr, xr, yr) = (&cs[oc..oc + len], &xs[ox..ox + len], &ys[oy..oy + len]);
+            for (((o, &k), &a), &b) in o.iter_mut().zip(cr).zip(xr).zip(yr) {
+                *o = if k != 0 { a } else { b };
+            }
+        } else {
+            let [ic, ix, iy] = steps;
+            for (j, o) in o.iter_mut().enumerate() {
+                *o = if cs[oc + j * ic] != 0 {
+                    xs[ox + j * ix]
+                } else {
+                    ys[oy + j * iy]
+                };
+            }
+        }
+    });
+    Ok(())
 }
 
 pub fn build_where(_: &Attrs) -> Result<Box<dyn Op>> {
     Ok(Box::new(Where))
 }
+
+#[cfg(test)]
+#[path = "tests/elementwise.rs"]
+mod tests;

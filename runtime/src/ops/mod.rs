@@ -160,6 +160,7 @@ registry! {
     41 "Erf" => elementwise::build_erf,
     42 "Abs" => elementwise::build_abs,
     43 "Reciprocal" => elementwise::build_reciprocal,
+    44 "Gelu" => elementwise::build_gelu,
     50 "Softmax" => norm::build_softmax,
     51 "BatchNormalization" => norm::build_batch_norm,
     60 "Conv" => conv::build_conv,

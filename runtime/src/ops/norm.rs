@@ -6,6 +6,7 @@
 use super::{Ctx, Fact, Op, axis, expect_dtype, req};
 use crate::dtype::DType;
 use crate::graph::{Attr, Attrs};
+use crate::kernels::math;
 use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result};
 
@@ -50,16 +51,30 @@ impl Softmax {
     }
 }
 
-/// Numerically stable softmax of one contiguous row.
+/// Numerically stable softmax of one contiguous row: subtract the max,
+/// exponentiate and sum in one vectorised pass, scale by the reciprocal.
 fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0f32;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - max).exp();
-        sum += *o;
-    }
+    let max = fold_max(x);
+    let sum = math::exp_shift_sum(x, max, y);
     let inv = 1.0 / sum;
     y.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Max of a row, eight lanes (NaN-ignoring like `f32::max`; a NaN input
+/// still makes its whole row NaN through the exponentials).
+fn fold_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lanes[k] = lanes[k].max(c[k]);
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    lanes.iter().fold(m, |m, &v| m.max(v))
 }
 
 /// Softmax over the rows of an `[n, inner]` block, per column, walking rows
@@ -73,9 +88,12 @@ fn softmax_columns(x: &[f32], y: &mut [f32], inner: usize, max: &mut [f32], sum:
         }
     }
     for (orow, row) in y.chunks_exact_mut(inner).zip(x.chunks_exact(inner)) {
-        for (((o, &v), &m), s) in orow.iter_mut().zip(row).zip(max.iter()).zip(sum.iter_mut()) {
-            *o = (v - m).exp();
-            *s += *o;
+        for ((o, &v), &m) in orow.iter_mut().zip(row).zip(max.iter()) {
+            *o = v - m;
+        }
+        math::exp(orow);
+        for (s, &o) in sum.iter_mut().zip(orow.iter()) {
+            *s += o;
         }
     }
     sum.iter_mut().for_each(|s| *s = 1.0 / *s);
