@@ -441,7 +441,36 @@ fn conv_affine_grouped_relu() {
     );
 }
 
+/// LayerNorm spelled out with Pow and γ, β: one LayerNormalization.
+#[test]
+fn layer_norm_pow_affine() {
+    check("layer_norm_pow_affine", &[("LayerNormalization", 1)], &[]);
+}
+
+/// LayerNorm spelled out with Mul(d, d), no γ or β.
+#[test]
+fn layer_norm_mul_plain() {
+    check("layer_norm_mul_plain", &[("LayerNormalization", 1)], &[]);
+}
+
 // ---------------------------------------------------------------- negative
+
+/// The same pattern over axis 0 is not a LayerNormalization.
+#[test]
+fn neg_layer_norm_axis0() {
+    check(
+        "neg_layer_norm_axis0",
+        &[
+            ("Add", 1),
+            ("Div", 1),
+            ("Pow", 1),
+            ("ReduceMean", 2),
+            ("Sqrt", 1),
+            ("Sub", 1),
+        ],
+        &[],
+    );
+}
 
 /// The MatMul's and the Conv's outputs are graph outputs: no bias or
 /// activation may be fused into them.
@@ -612,5 +641,5 @@ fn every_fixture_is_tested() {
             n += 1;
         }
     }
-    assert_eq!(n, 43, "fixtures in tests/fusion");
+    assert_eq!(n, 46, "fixtures in tests/fusion");
 }

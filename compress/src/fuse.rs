@@ -1,6 +1,10 @@
 //! Fusion passes: rewrite the primitive-op spellings that exporters emit
 //! into the fused forms the runtime's kernels run in one pass.
 //!
+//! - [`fuse_layer_norm`]: `(x - mean(x))/sqrt(mean((x - mean(x))²) + ε)·γ + β`
+//!   over the last axis, as older exporters (opset < 17, Paddle's p2o) spell
+//!   it in ReduceMean/Sub/Pow/Add/Sqrt/Div/Mul/Add, becomes one
+//!   `LayerNormalization`.
 //! - [`fuse_gelu`]: `x·½·(1 + erf(x/√2))` in its usual orders (Div by √2 or
 //!   Mul by 1/√2; the ½ on either side) becomes one `Gelu`.
 //! - [`fuse_hard_swish`]: `x·clip(x + 3, 0, 6)/6` (MobileNetV3 and PP-OCR
@@ -39,6 +43,7 @@ use crate::passes::{Report, compact};
 /// All fusions, in the order they compose (bias before activation).
 pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
     Ok(vec![
+        fuse_layer_norm(g)?,
         fuse_gelu(g)?,
         fuse_hard_swish(g)?,
         fold_conv_affine(g)?,
@@ -611,4 +616,204 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
 fn konst_f32(g: &Graph, v: ValueId) -> Option<Vec<f32>> {
     let t = g.values[v].konst.as_ref()?;
     (t.dtype == DType::F32).then(|| t.to_f32_vec().ok())?
+}
+
+/// The constant i64 axes input of a Reduce node, if it is exactly the last
+/// axis of a rank-`rank` input and keepdims is on.
+fn reduces_last_axis(g: &Graph, n: &Node, rank: usize) -> bool {
+    let Some(Some(a)) = n.inputs.get(1) else {
+        return false;
+    };
+    let Some(t) = g.values[*a].konst.as_ref() else {
+        return false;
+    };
+    let Ok(axes) = t.to_i64_vec() else {
+        return false;
+    };
+    n.attrs.int("keepdims", 1).unwrap_or(0) == 1
+        && axes.len() == 1
+        && (axes[0] == -1 || axes[0] == rank as i64 - 1)
+}
+
+/// The spelled-out LayerNorm over the last axis → `LayerNormalization`.
+pub fn fuse_layer_norm(g: &mut Graph) -> Result<Report> {
+    let (rmean, sub, pow, mul, add, sqrt, div) = (
+        op_id("ReduceMean"),
+        op_id("Sub"),
+        op_id("Pow"),
+        op_id("Mul"),
+        op_id("Add"),
+        op_id("Sqrt"),
+        op_id("Div"),
+    );
+    let Some(ln) = op_id("LayerNormalization") else {
+        return unchanged("fuse-layer-norm");
+    };
+    if !typed(g) {
+        return unchanged("fuse-layer-norm");
+    }
+    let producers = g.producers();
+    let cons = consumers(g);
+    let mut dead = vec![false; g.nodes.len()];
+    let mut replace: Vec<(
+        usize,
+        ValueId,
+        ValueId,
+        Option<Vec<f32>>,
+        Option<Vec<f32>>,
+        f32,
+    )> = Vec::new();
+    for si in 0..g.nodes.len() {
+        if !is(&g.nodes[si], sub) {
+            continue;
+        }
+        let Some(found) = (|| {
+            let sn = &g.nodes[si];
+            let (x, m) = (sn.inputs.first().copied()??, sn.inputs.get(1).copied()??);
+            let rank = g.values[x].shape.len();
+            if g.values[x].dtype != DType::F32 || rank == 0 {
+                return None;
+            }
+            let mi = producers[m]?;
+            let mn = &g.nodes[mi];
+            if !is(mn, rmean)
+                || mn.inputs.first().copied()?? != x
+                || !reduces_last_axis(g, mn, rank)
+            {
+                return None;
+            }
+            // d = x - mean is read by the square and by the division.
+            let d = sn.outputs[0];
+            if g.outputs.contains(&d) || cons[d].len() != 2 {
+                return None;
+            }
+            let (mut sq, mut dv) = (None, None);
+            for &c in &cons[d] {
+                let cn = &g.nodes[c];
+                let ins = [cn.inputs.first().copied()??, cn.inputs.get(1).copied()??];
+                if is(cn, pow) && ins[0] == d && scalar(g, ins[1]) == Some(2.0) {
+                    sq = Some(c);
+                } else if is(cn, mul) && ins == [d, d] {
+                    sq = Some(c);
+                } else if is(cn, div) && ins[0] == d {
+                    dv = Some(c);
+                }
+            }
+            let (sq, dv) = (sq?, dv?);
+            let v = only_reader(g, &cons, g.nodes[sq].outputs[0])?;
+            let vn = &g.nodes[v];
+            if !is(vn, rmean) || !reduces_last_axis(g, vn, rank) {
+                return None;
+            }
+            let ai = only_reader(g, &cons, vn.outputs[0])?;
+            let an = &g.nodes[ai];
+            if !is(an, add) {
+                return None;
+            }
+            let other = |n: &Node, v: ValueId| -> Option<ValueId> {
+                let ins = [n.inputs.first().copied()??, n.inputs.get(1).copied()??];
+                if ins[0] == v {
+                    Some(ins[1])
+                } else if ins[1] == v {
+                    Some(ins[0])
+                } else {
+                    None
+                }
+            };
+            let eps = scalar(g, other(an, vn.outputs[0])?)?;
+            let qi = only_reader(g, &cons, an.outputs[0])?;
+            let qn = &g.nodes[qi];
+            if !is(qn, sqrt) || g.nodes[dv].inputs.get(1).copied()?? != qn.outputs[0] {
+                return None;
+            }
+            only_reader(g, &cons, qn.outputs[0])?;
+            let mut nodes = vec![mi, si, sq, v, ai, qi, dv];
+            let mut out = g.nodes[dv].outputs[0];
+            // Optional ·γ then +β, constants of the last dim's size.
+            let per_channel = |c: ValueId| -> Option<Vec<f32>> {
+                let t = g.values[c].konst.as_ref()?;
+                (t.dtype == DType::F32 && t.dims.len() == 1).then(|| t.to_f32_vec().ok())?
+            };
+            let mut gamma = None;
+            let mut beta = None;
+            if let Some(r) = only_reader(g, &cons, out) {
+                let rn = &g.nodes[r];
+                if is(rn, mul)
+                    && let Some(gv) = other(rn, out).and_then(per_channel)
+                {
+                    gamma = Some(gv);
+                    nodes.push(r);
+                    out = rn.outputs[0];
+                }
+            }
+            if gamma.is_some()
+                && let Some(r) = only_reader(g, &cons, out)
+            {
+                let rn = &g.nodes[r];
+                if is(rn, add)
+                    && let Some(bv) = other(rn, out).and_then(per_channel)
+                {
+                    beta = Some(bv);
+                    nodes.push(r);
+                    out = rn.outputs[0];
+                }
+            }
+            // Without γ the size comes from the shape.
+            if gamma.is_none()
+                && !matches!(
+                    g.values[x].shape.last(),
+                    Some(morsel_runtime::tensor::Dim::Known(_))
+                )
+            {
+                return None;
+            }
+            Some((nodes, x, out, gamma, beta, eps))
+        })() else {
+            continue;
+        };
+        let (nodes, x, out, gamma, beta, eps) = found;
+        if nodes.iter().any(|&n| dead[n]) {
+            continue;
+        }
+        let last = *nodes.iter().max().unwrap_or(&si);
+        for &n in &nodes {
+            dead[n] = true;
+        }
+        dead[last] = false;
+        replace.push((last, x, out, gamma, beta, eps));
+    }
+    let changed = replace.len();
+    for (last, x, out, gamma, beta, eps) in replace {
+        let c = match (&gamma, g.values[x].shape.last()) {
+            (Some(gv), _) => gv.len(),
+            (None, Some(morsel_runtime::tensor::Dim::Known(c))) => *c,
+            _ => continue,
+        };
+        let name = format!("{}_layer_norm", g.nodes[last].name);
+        let gn = g.fresh_name(&format!("{name}_scale"));
+        let gv = gamma.unwrap_or_else(|| vec![1.0; c]);
+        let scale = g.add_const(&gn, Tensor::from_slice(&[c], &gv)?);
+        let bias = match beta {
+            Some(bv) => {
+                let bn = g.fresh_name(&format!("{name}_bias"));
+                Some(g.add_const(&bn, Tensor::from_slice(&[c], &bv)?))
+            }
+            None => None,
+        };
+        let mut attrs = morsel_runtime::graph::Attrs::default();
+        attrs.set("axis", Attr::Int(-1));
+        attrs.set("epsilon", Attr::Float(eps));
+        g.nodes[last] = Node {
+            name,
+            op: ln,
+            attrs,
+            inputs: vec![Some(x), Some(scale), bias],
+            outputs: vec![out],
+        };
+    }
+    drop_nodes(g, &dead);
+    Ok(Report {
+        pass: "fuse-layer-norm",
+        changed,
+    })
 }

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod fuse;
+pub mod layers;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
+pub mod quantize;
 
 use std::path::Path;
 
@@ -61,7 +63,7 @@ pub fn convert(path: &Path) -> Result<Graph> {
     );
     g.metadata.insert(
         "recipe".into(),
-        r#"{"steps":["import","fold-constants","fold-batchnorm","fuse-gelu","fuse-hard-swish","fold-conv-affine","fuse-bias","fuse-activation","eliminate-dead"]}"#.into(),
+        r#"{"steps":["import","fold-constants","fold-batchnorm","fuse-layer-norm","fuse-gelu","fuse-hard-swish","fold-conv-affine","fuse-bias","fuse-activation","eliminate-dead"]}"#.into(),
     );
     Ok(g)
 }

@@ -411,7 +411,44 @@ def neg_int_matmul_relu(b: B):
     return b.model([y]), [y]
 
 
+def layer_norm(b: B, x: str, square: str, affine: bool, axes=(-1,), eps=1e-5) -> str:
+    """LayerNorm spelled out as opset < 17 exporters (and Paddle's p2o) write it."""
+    m = b.op("ReduceMean", [x], axes=list(axes))
+    d = b.op("Sub", [x, m])
+    sq = b.op("Pow", [d, b.scalar(2.0)]) if square == "pow" else b.op("Mul", [d, d])
+    v = b.op("ReduceMean", [sq], axes=list(axes))
+    s = b.op("Sqrt", [b.op("Add", [v, b.scalar(eps)])])
+    y = b.op("Div", [d, s])
+    if affine:
+        n = b.feeds[x].shape[-1]
+        y = b.op("Mul", [y, b.const(b.randn(n), "gamma")])
+        y = b.op("Add", [b.const(b.randn(n), "beta"), y])
+    return y
+
+
+def layer_norm_pow_affine(b: B):
+    x = b.input("x", b.randn(2, 5, 24, scale=3.0) + 1.5)
+    y = layer_norm(b, x, "pow", affine=True)
+    return b.model([y]), [y]
+
+
+def layer_norm_mul_plain(b: B):
+    x = b.input("x", b.randn(7, 33, scale=0.2))
+    y = layer_norm(b, x, "mul", affine=False, eps=1e-6)
+    return b.model([y]), [y]
+
+
+def neg_layer_norm_axis0(b: B):
+    x = b.input("x", b.randn(6, 4))
+    y = layer_norm(b, x, "pow", affine=False, axes=(0,))
+    return b.model([y]), [y]
+
+
 CASES = {
+    # LayerNorm spelled out: one LayerNormalization.
+    "layer_norm_pow_affine": layer_norm_pow_affine,
+    "layer_norm_mul_plain": layer_norm_mul_plain,
+    "neg_layer_norm_axis0": neg_layer_norm_axis0,
     # GELU spelled out after MatMul+bias: everything becomes one MatMul(x, W, b) with gelu.
     "gelu_product_div_linear": gelu_after_linear("product", div=True),
     "gelu_half_x_div_linear": gelu_after_linear("half_x", div=True),
