@@ -635,6 +635,16 @@ fn reduces_last_axis(g: &Graph, n: &Node, rank: usize) -> bool {
         && (axes[0] == -1 || axes[0] == rank as i64 - 1)
 }
 
+/// A LayerNorm found: (position of its last node, x, output, γ, β, ε).
+type LnFound = (
+    usize,
+    ValueId,
+    ValueId,
+    Option<Vec<f32>>,
+    Option<Vec<f32>>,
+    f32,
+);
+
 /// The spelled-out LayerNorm over the last axis → `LayerNormalization`.
 pub fn fuse_layer_norm(g: &mut Graph) -> Result<Report> {
     let (rmean, sub, pow, mul, add, sqrt, div) = (
@@ -655,14 +665,7 @@ pub fn fuse_layer_norm(g: &mut Graph) -> Result<Report> {
     let producers = g.producers();
     let cons = consumers(g);
     let mut dead = vec![false; g.nodes.len()];
-    let mut replace: Vec<(
-        usize,
-        ValueId,
-        ValueId,
-        Option<Vec<f32>>,
-        Option<Vec<f32>>,
-        f32,
-    )> = Vec::new();
+    let mut replace: Vec<LnFound> = Vec::new();
     for si in 0..g.nodes.len() {
         if !is(&g.nodes[si], sub) {
             continue;
@@ -691,9 +694,9 @@ pub fn fuse_layer_norm(g: &mut Graph) -> Result<Report> {
             for &c in &cons[d] {
                 let cn = &g.nodes[c];
                 let ins = [cn.inputs.first().copied()??, cn.inputs.get(1).copied()??];
-                if is(cn, pow) && ins[0] == d && scalar(g, ins[1]) == Some(2.0) {
-                    sq = Some(c);
-                } else if is(cn, mul) && ins == [d, d] {
+                let squares = (is(cn, pow) && ins[0] == d && scalar(g, ins[1]) == Some(2.0))
+                    || (is(cn, mul) && ins == [d, d]);
+                if squares {
                     sq = Some(c);
                 } else if is(cn, div) && ins[0] == d {
                     dv = Some(c);
