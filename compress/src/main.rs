@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use morsel_compress::npy;
+use morsel_compress::quantize::{self, QuantOptions};
 use morsel_runtime::format::writer::{FloatStorage, to_bytes, write_atomic};
 use morsel_runtime::tensor::{Dim, Tensor, dims_str, shape_str};
 use morsel_runtime::{DType, Model, Options};
@@ -30,6 +31,12 @@ enum Weights {
     Bf16,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Quantize {
+    /// Dynamic int8: weights int8 per output channel, activations per row at run time.
+    Int8,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Import an ONNX model and write it as a .morsel file.
@@ -40,6 +47,31 @@ enum Cmd {
         /// How to store f32 weights.
         #[arg(long, value_enum, default_value = "f32")]
         weights: Weights,
+    },
+    /// Compress a model (.onnx or .morsel) into a .morsel file; with --data,
+    /// measure the compressed model against the f32 one and record the error.
+    Compress {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_enum)]
+        quantize: Quantize,
+        /// .npz with the model's inputs by name, to measure the error on.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
+        #[arg(long, value_delimiter = ',')]
+        keep_float: Vec<String>,
+        /// Weights with fewer elements than this stay f32.
+        #[arg(long, default_value_t = 4096)]
+        min_size: usize,
+        /// Rows of --data per run.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Show a model's inputs, outputs, ops, parameters, sizes and metadata.
     Inspect {
@@ -105,6 +137,32 @@ fn main() {
             output,
             weights,
         } => convert(&input, &output, weights),
+        Cmd::Compress {
+            input,
+            output,
+            quantize,
+            data,
+            keep_float,
+            min_size,
+            batch,
+            threads,
+            json,
+        } => {
+            let Quantize::Int8 = quantize;
+            let opts = QuantOptions {
+                keep_float,
+                min_size,
+            };
+            compress(
+                &input,
+                &output,
+                &opts,
+                data.as_deref(),
+                batch,
+                threads,
+                json,
+            )
+        }
         Cmd::Inspect { model, json } => inspect(&model, json),
         Cmd::Run {
             model,
@@ -166,6 +224,177 @@ fn convert(input: &Path, output: &Path, weights: Weights) -> Result<()> {
     Ok(())
 }
 
+fn compress(
+    input: &Path,
+    output: &Path,
+    opts: &QuantOptions,
+    data: Option<&Path>,
+    batch: usize,
+    threads: usize,
+    as_json: bool,
+) -> Result<()> {
+    let t = Instant::now();
+    let mut g = if morsel_compress::is_onnx(input) {
+        morsel_compress::convert(input)?
+    } else {
+        Model::open(input)
+            .with_context(|| format!("opening {}", input.display()))?
+            .graph()
+            .clone()
+    };
+    let quantized = ["QMatMul", "QGather"];
+    if g.nodes
+        .iter()
+        .any(|n| quantized.contains(&morsel_runtime::ops::op_name(n.op)))
+    {
+        bail!("{} is already quantized", input.display());
+    }
+    let reference = g.clone();
+    let f32_len = to_bytes(&reference, FloatStorage::F32)
+        .map_err(|e| anyhow!("{e}"))?
+        .len();
+    let report = quantize::quantize_dynamic(&mut g, opts)?;
+    quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
+    let error = match data {
+        None => None,
+        Some(d) => {
+            // Measure the model as it will be read back from the file.
+            let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
+            let q = Model::from_bytes(&bytes).map_err(|e| anyhow!("the int8 model: {e}"))?;
+            let f = Model::from_graph(reference).map_err(|e| anyhow!("the f32 model: {e}"))?;
+            let (feed, _) = load_feed(&f, d)?;
+            Some(quantize::measure_error(&f, &q, &feed, batch, threads)?)
+        }
+    };
+    let meta = quantize::metadata_json(&report, opts, error.as_deref());
+    g.metadata.insert("quantization".into(), meta.to_string());
+    let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
+    Model::from_bytes(&bytes)
+        .map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;
+    write_atomic(output, &bytes)?;
+    let ratio = f32_len as f64 / bytes.len().max(1) as f64;
+    if as_json {
+        let mut j = meta;
+        j["file"] = json!(output.display().to_string());
+        j["file_bytes"] = json!(bytes.len());
+        j["f32_file_bytes"] = json!(f32_len);
+        j["size_ratio"] = json!(ratio);
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    let mib = |b: usize| b as f64 / 1048576.0;
+    let (wb, wa) = report.weight_bytes();
+    println!(
+        "int8 dynamic quantization of {}: {} layers to int8, {} kept in f32; their weights {:.1} MiB -> {:.1} MiB",
+        input.display(),
+        report.converted.len(),
+        report.kept.len(),
+        mib(wb),
+        mib(wa)
+    );
+    println!("converted (weight relative error ‖W−Ŵ‖/‖W‖):");
+    for c in &report.converted {
+        println!(
+            "  {:<56} {:>7} -> {:<8} {:>12}  {:.2e}",
+            c.node,
+            c.from,
+            c.to,
+            dims_str(&c.shape),
+            c.weight_rel_error
+        );
+    }
+    if !report.kept.is_empty() {
+        println!("kept in f32:");
+        for k in &report.kept {
+            println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason);
+        }
+    }
+    match (&error, data) {
+        (Some(e), Some(d)) => {
+            println!(
+                "error of the int8 model vs the f32 model on {}:",
+                d.display()
+            );
+            println!(
+                "  {:<24} {:>11} {:>11} {:>10} {:>12} {:>12} {:>8}",
+                "output",
+                "max|diff|",
+                "mean|diff|",
+                "cosine",
+                "min sample",
+                "mean sample",
+                "samples"
+            );
+            for o in e {
+                println!(
+                    "  {:<24} {:>11.3e} {:>11.3e} {:>10.6} {:>12.6} {:>12.6} {:>8}",
+                    o.name,
+                    o.max_abs_diff,
+                    o.mean_abs_diff,
+                    o.cosine,
+                    o.min_row_cosine,
+                    o.mean_row_cosine,
+                    o.samples
+                );
+            }
+            println!("  (sample = one row of the leading dim; its cosine is over that row)");
+        }
+        _ => println!(
+            "error: not measured (pass --data inputs.npz to measure it against the f32 model)"
+        ),
+    }
+    println!(
+        "wrote {} ({} bytes, {:.1} MiB; the f32 .morsel is {} bytes: {ratio:.2}x smaller) in {:.2}s",
+        output.display(),
+        bytes.len(),
+        mib(bytes.len()),
+        f32_len,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Inputs by name.
+type Feed = Vec<(String, Tensor)>;
+
+/// The inputs in a `.npz` for `model` (by input name, or `x` for a
+/// one-input model) and its labels (`y` or `labels`) if any.
+fn load_feed(model: &Model, data: &Path) -> Result<(Feed, Option<Vec<i64>>)> {
+    let g = model.graph();
+    let arrays = npy::read_npz(data)?;
+    let input_names: Vec<String> = g.inputs.iter().map(|&i| g.values[i].name.clone()).collect();
+    let mut feed = Vec::new();
+    let mut labels: Option<Vec<i64>> = None;
+    for (k, l) in arrays {
+        if k == "y" || k == "labels" {
+            labels = Some(
+                l.tensor
+                    .to_i64_vec()
+                    .map_err(|e| anyhow!("labels '{k}': {e}"))?,
+            );
+        } else if input_names.contains(&k) {
+            let t = adapt_dtype(model, &k, l)?;
+            feed.push((k, t));
+        } else if k == "x" && input_names.len() == 1 {
+            let name = input_names[0].clone();
+            let t = adapt_dtype(model, &name, l)?;
+            feed.push((name, t));
+        }
+    }
+    if feed.len() != input_names.len() {
+        bail!(
+            "{}: needs arrays for the model's inputs ({}) — found {}",
+            data.display(),
+            input_names.join(", "),
+            feed.iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok((feed, labels))
+}
+
 fn inspect(path: &Path, as_json: bool) -> Result<()> {
     let model = morsel_compress::load_any(path)?;
     let g = model.graph();
@@ -177,7 +406,7 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         .values
         .iter()
         .filter_map(|v| v.konst.as_ref())
-        .filter(|t| t.dtype.is_float())
+        .filter(|t| t.dtype.is_float() || t.dtype == DType::I8)
         .map(|t| t.numel())
         .sum();
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -188,6 +417,7 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         let store: morsel_runtime::format::reader::Store = std::sync::Arc::new(bytes);
         morsel_runtime::format::reader::encoding_sizes(store).map_err(|e| anyhow!("{e}"))?
     };
+    let layers = morsel_compress::layers::layers(g);
     // Peak activation memory, planned before running (symbolic dims = 1).
     let dims1: Vec<Vec<usize>> = g
         .inputs
@@ -222,6 +452,7 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
             "ops": ops,
             "parameters": params,
             "bytes_by_encoding": encodings,
+            "layers": layers.iter().map(|l| l.to_json()).collect::<Vec<_>>(),
             "planned_activation_bytes": planned.as_ref().ok().map(|p| p.0),
             "metadata": g.metadata,
         });
@@ -251,18 +482,64 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         println!("  {op:<20} {n}");
     }
     if !encodings.is_empty() {
-        println!("tensor bytes by encoding:");
+        println!("tensor bytes by encoding and dtype:");
         for (e, n) in &encodings {
             println!("  {e:<20} {n}");
+        }
+    }
+    if !layers.is_empty() {
+        println!(
+            "layers with weights ({}; bytes include int8 scales):",
+            layers.len()
+        );
+        for l in &layers {
+            println!(
+                "  {:<50} {:<8} {:<18} {:>9} B  {}; {}",
+                l.node, l.op, l.weight, l.weight_bytes, l.encoding, l.compute
+            );
         }
     }
     if !g.metadata.is_empty() {
         println!("metadata:");
         for (k, v) in &g.metadata {
-            println!("  {k}: {v}");
+            match (k.as_str(), serde_json::from_str::<serde_json::Value>(v)) {
+                ("quantization", Ok(q)) => print_quantization(&q),
+                _ => println!("  {k}: {v}"),
+            }
         }
     }
     Ok(())
+}
+
+/// The `quantization` metadata in short (`inspect --json` has all of it).
+fn print_quantization(q: &serde_json::Value) {
+    let s = |k: &str| q[k].as_str().unwrap_or("?").to_string();
+    println!(
+        "  quantization: {}, {} layers converted, {} kept in f32 (inspect --json lists them)",
+        s("method"),
+        q["nodes_converted"],
+        q["nodes_kept_float"],
+    );
+    println!("    weights: {}", s("weights"));
+    println!("    activations: {}", s("activations"));
+    match &q["error"] {
+        serde_json::Value::Array(outs) => {
+            for o in outs {
+                let f = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "    measured vs f32, {} on {} samples: max|diff| {:.3e}, mean|diff| {:.3e}, cosine {:.6} (per sample: min {:.6}, mean {:.6})",
+                    o["output"].as_str().unwrap_or("?"),
+                    o["samples"],
+                    f("max_abs_diff"),
+                    f("mean_abs_diff"),
+                    f("cosine"),
+                    f("min_sample_cosine"),
+                    f("mean_sample_cosine"),
+                );
+            }
+        }
+        e => println!("    error: {}", e.as_str().unwrap_or("?")),
+    }
 }
 
 /// Parse `name=path` arguments against the model's inputs.
@@ -599,38 +876,7 @@ fn eval(
     as_json: bool,
 ) -> Result<()> {
     let model = morsel_compress::load_any(path)?;
-    let g = model.graph();
-    let arrays = npy::read_npz(data)?;
-    let input_names: Vec<String> = g.inputs.iter().map(|&i| g.values[i].name.clone()).collect();
-    let mut feed = Vec::new();
-    let mut labels: Option<Vec<i64>> = None;
-    for (k, l) in arrays {
-        if k == "y" || k == "labels" {
-            labels = Some(
-                l.tensor
-                    .to_i64_vec()
-                    .map_err(|e| anyhow!("labels '{k}': {e}"))?,
-            );
-        } else if input_names.contains(&k) {
-            let t = adapt_dtype(&model, &k, l)?;
-            feed.push((k, t));
-        } else if k == "x" && input_names.len() == 1 {
-            let name = input_names[0].clone();
-            let t = adapt_dtype(&model, &name, l)?;
-            feed.push((name, t));
-        }
-    }
-    if feed.len() != input_names.len() {
-        bail!(
-            "{}: needs arrays for the model's inputs ({}) — found {}",
-            data.display(),
-            input_names.join(", "),
-            feed.iter()
-                .map(|(k, _)| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    let (feed, labels) = load_feed(&model, data)?;
     let t = Instant::now();
     let (out, dims) = run_batched(&model, &feed, batch, threads)?;
     let secs = t.elapsed().as_secs_f64();

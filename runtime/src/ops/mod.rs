@@ -19,6 +19,8 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod qgather;
+pub mod qmatmul;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -200,6 +202,8 @@ registry! {
     120 "ArgMax" => reduce::build_arg_max,
     121 "ArgMin" => reduce::build_arg_min,
     122 "LayerNormalization" => layer_norm::build_layer_norm,
+    130 "QMatMul" => qmatmul::build_qmatmul,
+    131 "QGather" => qgather::build_qgather,
 }
 
 pub fn lookup(id: OpId) -> Option<&'static OpDef> {

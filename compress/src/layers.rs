@@ -1,0 +1,72 @@
+//! Per-layer weight encodings, for `morsel inspect`: every node that holds
+//! a constant weight (MatMul, Gemm, Conv, ConvTranspose, Gather over a
+//! constant table, and the int8 QMatMul/QGather), what its weight is
+//! stored as, and what arithmetic it runs in. Layers that run in f32 say so.
+
+use morsel_runtime::graph::Graph;
+use morsel_runtime::ops::op_name;
+use morsel_runtime::tensor::dims_str;
+use serde_json::{Value as Json, json};
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub node: String,
+    pub op: &'static str,
+    /// The weight: `dtype [dims]`.
+    pub weight: String,
+    pub weight_bytes: usize,
+    /// How the weight is encoded and how the layer computes.
+    pub encoding: &'static str,
+    pub compute: &'static str,
+}
+
+impl Layer {
+    pub fn to_json(&self) -> Json {
+        json!({"node": self.node, "op": self.op, "weight": self.weight, "weight_bytes": self.weight_bytes,
+               "encoding": self.encoding, "compute": self.compute})
+    }
+}
+
+/// The weight-bearing layers of `g`, in graph order.
+pub fn layers(g: &Graph) -> Vec<Layer> {
+    let mut out = Vec::new();
+    for n in &g.nodes {
+        let op = op_name(n.op);
+        let (slot, encoding, compute) = match op {
+            "QMatMul" => (
+                1,
+                "int8 per output channel",
+                "int8×int8→i32 compute, f32 out",
+            ),
+            "QGather" => (0, "int8 per row", "rows dequantized to f32"),
+            "MatMul" | "Gemm" => (1, "f32", "f32 compute"),
+            "Conv" | "ConvTranspose" => (1, "f32", "f32 compute (no int8 Conv yet)"),
+            "Gather" => (0, "f32", "f32 rows"),
+            _ => continue,
+        };
+        let Some(w) = n.inputs.get(slot).copied().flatten() else {
+            continue;
+        };
+        let Some(t) = g.values[w].konst.as_ref() else {
+            continue;
+        };
+        if op == "Gather" && !t.dtype.is_float() {
+            continue; // shape bookkeeping, not a weight
+        }
+        let mut bytes = t.data.len();
+        if matches!(op, "QMatMul" | "QGather") {
+            if let Some(s) = n.inputs.get(slot + 1).copied().flatten() {
+                bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
+            }
+        }
+        out.push(Layer {
+            node: n.name.clone(),
+            op,
+            weight: format!("{} {}", t.dtype, dims_str(&t.dims)),
+            weight_bytes: bytes,
+            encoding,
+            compute,
+        });
+    }
+    out
+}

@@ -1,0 +1,745 @@
+//! Dynamic int8 quantization: weights become int8 at compress time,
+//! activations are quantized at run time.
+//!
+//! [`quantize_dynamic`] rewrites, in place:
+//! - `MatMul(A, W[, bias])` with a constant f32 2-D `W` `[K, N]` (with the
+//!   bias input and `activation` attributes the fusion passes add) and
+//!   `Gemm(A, B[, C])` with a constant `B` (`transB` is transposed here,
+//!   `alpha` folded into the weight, `beta·C` into the bias when `C` is
+//!   `[N]`, `[1, N]` or a scalar) into `QMatMul(A, Wq, W_scale[, bias])`:
+//!   `Wq` int8 `[K, N]`, symmetric per output channel, `scale_j =
+//!   max_k |W[k][j]| / 127`, values `round_half_even(W/scale)` clamped to
+//!   `[-127, 127]`. The runtime quantizes each row of `A` when it runs
+//!   (asymmetric, over the row's range) and multiplies int8×int8 into i32
+//!   (runtime/src/ops/qmatmul.rs).
+//! - `Gather(table, indices)` along axis 0 of a constant f32 table (an
+//!   embedding) into `QGather(Tq, scale, indices)`, symmetric per row.
+//!
+//! Weights smaller than [`QuantOptions::min_size`] stay f32 (quantizing
+//! their activations costs more than the int8 product saves, and they weigh
+//! nothing), as do nodes named in [`QuantOptions::keep_float`]. The
+//! [`QuantReport`] lists every node converted (with the weight's relative
+//! quantization error) and every weight-bearing node left in f32 with the
+//! reason. [`measure_error`] runs the f32 and the int8 model on the same
+//! data and compares their outputs.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use morsel_runtime::graph::{Attrs, Graph, Node, ValueId};
+use morsel_runtime::ops::{OpId, op_id, op_name};
+use morsel_runtime::tensor::{Tensor, dims_str};
+use morsel_runtime::{DType, Model, Options};
+use serde_json::{Value as Json, json};
+
+use crate::passes::compact;
+
+/// What [`quantize_dynamic`] converts.
+#[derive(Debug, Clone)]
+pub struct QuantOptions {
+    /// Node names left in f32.
+    pub keep_float: Vec<String>,
+    /// Weights with fewer elements than this stay f32.
+    pub min_size: usize,
+}
+
+impl Default for QuantOptions {
+    fn default() -> QuantOptions {
+        QuantOptions {
+            keep_float: Vec::new(),
+            min_size: 4096,
+        }
+    }
+}
+
+/// One node turned int8.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub node: String,
+    /// The op it was (`MatMul`, `Gemm`, `Gather`).
+    pub from: &'static str,
+    /// The op it is now (`QMatMul`, `QGather`).
+    pub to: &'static str,
+    /// The int8 weight's shape: `[K, N]`, or `[rows, width]` for a table.
+    pub shape: [usize; 2],
+    /// `‖W − dequant(Wq)‖ / ‖W‖` (Frobenius).
+    pub weight_rel_error: f64,
+    pub f32_bytes: usize,
+    /// int8 values plus f32 scales.
+    pub int8_bytes: usize,
+}
+
+/// One weight-bearing node left in f32, and why.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QuantReport {
+    pub converted: Vec<Converted>,
+    pub kept: Vec<Kept>,
+}
+
+impl QuantReport {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "converted": self.converted.iter().map(|c| json!({
+                "node": c.node, "from": c.from, "to": c.to, "shape": c.shape,
+                "weight_rel_error": c.weight_rel_error,
+                "f32_bytes": c.f32_bytes, "int8_bytes": c.int8_bytes,
+            })).collect::<Vec<_>>(),
+            "kept_float": self.kept.iter().map(|k| json!({
+                "node": k.node, "op": k.op, "reason": k.reason,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Weight bytes of the converted nodes, before and after.
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        self.converted
+            .iter()
+            .fold((0, 0), |(a, b), c| (a + c.f32_bytes, b + c.int8_bytes))
+    }
+}
+
+/// Symmetric int8 of `w` (`rows×cols`, row-major) with one scale per
+/// column (`per_col`) or per row: `(values, scales, relative error)`.
+fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_col: bool) -> (Vec<i8>, Vec<f32>, f64) {
+    let groups = if per_col { cols } else { rows };
+    let at = |g: usize, i: usize| if per_col { i * cols + g } else { g * cols + i };
+    let len = if per_col { rows } else { cols };
+    let mut q = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; groups];
+    let (mut err, mut norm) = (0f64, 0f64);
+    for g in 0..groups {
+        let m = (0..len).map(|i| w[at(g, i)].abs()).fold(0f32, f32::max);
+        let s = m / 127.0;
+        scales[g] = s;
+        for i in 0..len {
+            let x = w[at(g, i)];
+            let v = if s == 0.0 {
+                0
+            } else {
+                (x / s).round_ties_even().clamp(-127.0, 127.0) as i8
+            };
+            q[at(g, i)] = v;
+            err += (x as f64 - v as f64 * s as f64).powi(2);
+            norm += (x as f64).powi(2);
+        }
+    }
+    let rel = if norm > 0.0 { (err / norm).sqrt() } else { 0.0 };
+    (q, scales, rel)
+}
+
+/// Where a QMatMul's bias comes from.
+enum Bias {
+    None,
+    Value(ValueId),
+    New(Vec<f32>),
+}
+
+/// A MatMul/Gemm to convert: the activation, the weight `[K, N]` as f32
+/// (already transposed and scaled), and the bias.
+struct LinearPlan {
+    a: ValueId,
+    /// The f32 weight value and how it was changed (for sharing).
+    key: (ValueId, bool, u32),
+    w: Vec<f32>,
+    k: usize,
+    n: usize,
+    bias: Bias,
+}
+
+fn const_f32<'g>(g: &'g Graph, v: Option<ValueId>, what: &str) -> Result<&'g Tensor, String> {
+    let Some(v) = v else {
+        return Err(format!("no {what}"));
+    };
+    let Some(t) = g.values[v].konst.as_ref() else {
+        return Err(format!(
+            "{what} '{}' is not a constant (an activation × activation product)",
+            g.values[v].name
+        ));
+    };
+    if t.dtype != DType::F32 {
+        return Err(format!("{what} is {}, not f32", t.dtype));
+    }
+    Ok(t)
+}
+
+fn finite(w: &[f32]) -> Result<(), String> {
+    if w.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err("the weight has NaN or infinite values".into())
+    }
+}
+
+fn big_enough(k: usize, n: usize, min: usize) -> Result<(), String> {
+    if k.saturating_mul(n) < min {
+        return Err(format!(
+            "{k}×{n} = {} weights, under the minimum {min}: int8 would not pay",
+            k * n
+        ));
+    }
+    Ok(())
+}
+
+fn plan_matmul(g: &Graph, n: &Node, min: usize) -> Result<LinearPlan, String> {
+    let a = n.inputs.first().copied().flatten().ok_or("no A input")?;
+    let b = n.inputs.get(1).copied().flatten();
+    let t = const_f32(g, b, "B")?;
+    let [k, cols] = t.dims[..] else {
+        return Err(format!("B is {}, not a 2-D weight", dims_str(&t.dims)));
+    };
+    big_enough(k, cols, min)?;
+    let w = t.to_f32_vec().map_err(|e| e.to_string())?;
+    finite(&w)?;
+    let bias = match n.inputs.get(2).copied().flatten() {
+        None => Bias::None,
+        Some(v) => {
+            let val = &g.values[v];
+            if val.dtype != DType::F32 || val.shape.len() != 1 {
+                return Err(format!("the bias is not f32 [N] ({})", g.describe_value(v)));
+            }
+            Bias::Value(v)
+        }
+    };
+    Ok(LinearPlan {
+        a,
+        key: (b.unwrap_or(usize::MAX), false, 1f32.to_bits()),
+        w,
+        k,
+        n: cols,
+        bias,
+    })
+}
+
+fn plan_gemm(g: &Graph, n: &Node, min: usize) -> Result<LinearPlan, String> {
+    let flag = |key: &str| n.attrs.int(key, 0).map_err(|e| e.to_string());
+    let alpha = n.attrs.float("alpha", 1.0).map_err(|e| e.to_string())?;
+    let beta = n.attrs.float("beta", 1.0).map_err(|e| e.to_string())?;
+    if flag("transA")? != 0 {
+        return Err("transA = 1 (A transposed) is not supported by QMatMul".into());
+    }
+    let trans_b = flag("transB")? != 0;
+    let a = n.inputs.first().copied().flatten().ok_or("no A input")?;
+    let b = n.inputs.get(1).copied().flatten();
+    let t = const_f32(g, b, "B")?;
+    let [r, c] = t.dims[..] else {
+        return Err(format!("B is {}, not 2-D", dims_str(&t.dims)));
+    };
+    let (k, cols) = if trans_b { (c, r) } else { (r, c) };
+    big_enough(k, cols, min)?;
+    let raw = t.to_f32_vec().map_err(|e| e.to_string())?;
+    let mut w = if trans_b {
+        let mut w = vec![0f32; k * cols];
+        for j in 0..cols {
+            for p in 0..k {
+                w[p * cols + j] = raw[j * k + p];
+            }
+        }
+        w
+    } else {
+        raw
+    };
+    if alpha != 1.0 {
+        w.iter_mut().for_each(|x| *x *= alpha);
+    }
+    finite(&w)?;
+    let bias = match n.inputs.get(2).copied().flatten() {
+        None => Bias::None,
+        Some(_) if beta == 0.0 => Bias::None,
+        Some(cv) => {
+            let ct = const_f32(g, Some(cv), "C")?;
+            let vals = ct.to_f32_vec().map_err(|e| e.to_string())?;
+            let row_like = ct.dims.iter().rev().skip(1).all(|&d| d == 1) && ct.dims.len() <= 2;
+            let b: Vec<f32> = if row_like && vals.len() == cols {
+                vals.iter().map(|x| beta * x).collect()
+            } else if row_like && vals.len() == 1 {
+                vec![beta * vals[0]; cols]
+            } else {
+                return Err(format!(
+                    "C is {}: only a [N] (or [1, N], or scalar) C folds into a bias",
+                    dims_str(&ct.dims)
+                ));
+            };
+            finite(&b)?;
+            Bias::New(b)
+        }
+    };
+    Ok(LinearPlan {
+        a,
+        key: (b.unwrap_or(usize::MAX), trans_b, alpha.to_bits()),
+        w,
+        k,
+        n: cols,
+        bias,
+    })
+}
+
+/// A Gather to convert: `(table, rows, width)` as f32. `Ok(None)` for a
+/// Gather that is not a weight lookup (data not a constant f32 table).
+fn plan_gather(g: &Graph, n: &Node, min: usize) -> Result<Option<(ValueId, usize, usize)>, String> {
+    let Some(d) = n.inputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    let Some(t) = g.values[d].konst.as_ref() else {
+        return Ok(None);
+    };
+    if t.dtype != DType::F32 {
+        return Ok(None);
+    }
+    if t.dims.len() < 2 {
+        return Err(format!(
+            "the table is {}, not 2-D or more",
+            dims_str(&t.dims)
+        ));
+    }
+    let axis = n.attrs.int("axis", 0).map_err(|e| e.to_string())?;
+    if axis != 0 && axis != -(t.dims.len() as i64) {
+        return Err(format!("axis {axis}: only rows (axis 0) are quantized"));
+    }
+    let rows = t.dims[0];
+    let width: usize = t.dims[1..].iter().product();
+    big_enough(rows, width, min)?;
+    Ok(Some((d, rows, width)))
+}
+
+fn op_is(n: &Node, id: Option<OpId>) -> bool {
+    Some(n.op) == id
+}
+
+/// Quantize every eligible MatMul, Gemm and embedding Gather (module docs).
+/// Errors: a `keep_float` name that is no node of the graph, or a graph that
+/// does not type-check afterwards.
+pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantReport> {
+    let unknown: Vec<&str> = opts
+        .keep_float
+        .iter()
+        .filter(|k| !g.nodes.iter().any(|n| &n.name == *k))
+        .map(|k| k.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "--keep-float: no node named {} in the graph (`morsel inspect` lists the layers)",
+            unknown
+                .iter()
+                .map(|k| format!("'{k}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let ids = |name: &str| op_id(name).ok_or_else(|| anyhow!("this runtime has no {name} op"));
+    let (matmul, gemm, gather) = (op_id("MatMul"), op_id("Gemm"), op_id("Gather"));
+    let (conv, conv_t) = (op_id("Conv"), op_id("ConvTranspose"));
+    let (qmatmul, qgather) = (ids("QMatMul")?, ids("QGather")?);
+    let mut report = QuantReport::default();
+    // Weights already quantized (shared by several nodes): key -> (q, scale).
+    let mut done: HashMap<(ValueId, bool, u32), (ValueId, ValueId)> = HashMap::new();
+    for i in 0..g.nodes.len() {
+        let node = &g.nodes[i];
+        let (name, op) = (node.name.clone(), op_name(node.op));
+        let keep = |report: &mut QuantReport, reason: String| {
+            report.kept.push(Kept {
+                node: name.clone(),
+                op: op.to_string(),
+                reason,
+            })
+        };
+        let is_linear = op_is(node, matmul) || op_is(node, gemm);
+        if op_is(node, conv) || op_is(node, conv_t) {
+            let w = node.inputs.get(1).copied().flatten();
+            if w.is_some_and(|w| g.values[w].konst.is_some()) {
+                keep(
+                    &mut report,
+                    "int8 Conv is not implemented yet: runs in f32".into(),
+                );
+            }
+            continue;
+        }
+        if op_is(node, gather) {
+            let plan = match plan_gather(g, node, opts.min_size) {
+                Ok(None) => continue,
+                Ok(Some(p)) if !opts.keep_float.contains(&name) => p,
+                Ok(Some(_)) => {
+                    keep(&mut report, "named in --keep-float".into());
+                    continue;
+                }
+                Err(reason) => {
+                    keep(&mut report, reason);
+                    continue;
+                }
+            };
+            let (d, rows, width) = plan;
+            let (q, s) = match done.get(&(d, false, 0)) {
+                Some(&ids) => ids,
+                None => {
+                    let t = g.values[d].konst.as_ref().context("table vanished")?;
+                    let w = t.to_f32_vec()?;
+                    if let Err(reason) = finite(&w) {
+                        keep(&mut report, reason);
+                        continue;
+                    }
+                    let (qv, sv, rel) = quantize_weight(&w, rows, width, false);
+                    let base = g.values[d].name.clone();
+                    let qt = Tensor::from_slice(&t.dims, &qv)?;
+                    let (qn, sn) = (
+                        g.fresh_name(&format!("{base}.int8")),
+                        g.fresh_name(&format!("{base}.scale")),
+                    );
+                    let q = g.add_const(&qn, qt);
+                    let s = g.add_const(&sn, Tensor::from_slice(&[rows], &sv)?);
+                    report.converted.push(Converted {
+                        node: name.clone(),
+                        from: "Gather",
+                        to: "QGather",
+                        shape: [rows, width],
+                        weight_rel_error: rel,
+                        f32_bytes: rows * width * 4,
+                        int8_bytes: rows * width + rows * 4,
+                    });
+                    done.insert((d, false, 0), (q, s));
+                    (q, s)
+                }
+            };
+            let n = &mut g.nodes[i];
+            let idx = n.inputs.get(1).copied().flatten();
+            n.op = qgather;
+            n.inputs = vec![Some(q), Some(s), idx];
+            n.attrs = Attrs::new();
+            continue;
+        }
+        if !is_linear {
+            continue;
+        }
+        let plan = if op_is(node, matmul) {
+            plan_matmul(g, node, opts.min_size)
+        } else {
+            plan_gemm(g, node, opts.min_size)
+        };
+        let plan = match plan {
+            Ok(p) if !opts.keep_float.contains(&name) => p,
+            Ok(_) => {
+                keep(&mut report, "named in --keep-float".into());
+                continue;
+            }
+            Err(reason) => {
+                keep(&mut report, reason);
+                continue;
+            }
+        };
+        let mut attrs = Attrs::new();
+        for key in ["activation", "activation_alpha", "activation_beta"] {
+            if let Some(v) = node.attrs.get(key) {
+                attrs.set(key, v.clone());
+            }
+        }
+        let from = op;
+        let LinearPlan {
+            a,
+            key,
+            w,
+            k,
+            n: cols,
+            bias,
+        } = plan;
+        let (q, s) = match done.get(&key) {
+            Some(&ids) => ids,
+            None => {
+                let (qv, sv, rel) = quantize_weight(&w, k, cols, true);
+                let base = g.values[key.0].name.clone();
+                let (qn, sn) = (
+                    g.fresh_name(&format!("{base}.int8")),
+                    g.fresh_name(&format!("{base}.scale")),
+                );
+                let q = g.add_const(&qn, Tensor::from_slice(&[k, cols], &qv)?);
+                let s = g.add_const(&sn, Tensor::from_slice(&[cols], &sv)?);
+                report.converted.push(Converted {
+                    node: name.clone(),
+                    from: if from == "Gemm" { "Gemm" } else { "MatMul" },
+                    to: "QMatMul",
+                    shape: [k, cols],
+                    weight_rel_error: rel,
+                    f32_bytes: k * cols * 4,
+                    int8_bytes: k * cols + cols * 4,
+                });
+                done.insert(key, (q, s));
+                (q, s)
+            }
+        };
+        let bias = match bias {
+            Bias::None => None,
+            Bias::Value(v) => Some(v),
+            Bias::New(b) => {
+                let bn = g.fresh_name(&format!("{name}.bias"));
+                Some(g.add_const(&bn, Tensor::from_slice(&[cols], &b)?))
+            }
+        };
+        let n = &mut g.nodes[i];
+        n.op = qmatmul;
+        n.inputs = vec![Some(a), Some(q), Some(s)];
+        if let Some(b) = bias {
+            n.inputs.push(Some(b));
+        }
+        n.attrs = attrs;
+    }
+    compact(g);
+    g.infer_shapes()
+        .map_err(|e| anyhow!("the quantized graph does not type-check: {e}"))?;
+    Ok(report)
+}
+
+/// How far one output of the int8 model is from the f32 model's.
+#[derive(Debug, Clone)]
+pub struct OutputError {
+    pub name: String,
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    /// Over the whole output, flattened.
+    pub cosine: f64,
+    /// Per sample (rows of the leading dim): min and mean cosine.
+    pub min_row_cosine: f64,
+    pub mean_row_cosine: f64,
+    /// Largest |value| of the f32 output, for scale.
+    pub max_abs_ref: f64,
+    pub samples: usize,
+}
+
+impl OutputError {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "output": self.name, "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff, "cosine": self.cosine,
+            "min_sample_cosine": self.min_row_cosine, "mean_sample_cosine": self.mean_row_cosine,
+            "max_abs_f32": self.max_abs_ref, "samples": self.samples,
+        })
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += x as f64 * y as f64;
+        na += (x as f64).powi(2);
+        nb += (y as f64).powi(2);
+    }
+    if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        d / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// Rows `[lo, hi)` of the leading dim.
+fn rows_of(t: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
+    let per = t.dims[1..].iter().product::<usize>() * t.dtype.size();
+    let mut dims = t.dims.clone();
+    dims[0] = hi - lo;
+    let bytes = t
+        .data
+        .as_bytes()
+        .get(lo * per..hi * per)
+        .context("rows out of range")?;
+    Ok(Tensor::new(
+        t.dtype,
+        dims,
+        morsel_runtime::tensor::Blob::owned(morsel_runtime::tensor::AlignedBuf::from_bytes(bytes)),
+    )?)
+}
+
+/// Run `reference` (f32) and `quantized` on `data` (inputs by name; when
+/// they share a leading dim, in batches of `batch` rows of it — or of the
+/// model's own leading dim when that is fixed) and compare every output.
+pub fn measure_error(
+    reference: &Model,
+    quantized: &Model,
+    data: &[(String, Tensor)],
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<OutputError>> {
+    let g = reference.graph();
+    let names: Vec<String> = g
+        .outputs
+        .iter()
+        .map(|&o| g.values[o].name.clone())
+        .collect();
+    let lead: Vec<usize> = data
+        .iter()
+        .map(|(_, t)| t.dims.first().copied().unwrap_or(1))
+        .collect();
+    let total = lead.first().copied().unwrap_or(1);
+    let batched = !data.is_empty()
+        && data.iter().all(|(_, t)| !t.dims.is_empty())
+        && lead.iter().all(|&l| l == total);
+    if data.is_empty() {
+        bail!("no input data to measure the error on");
+    }
+    let opts = Options {
+        threads,
+        ..Options::default()
+    };
+    let (mut s_ref, mut s_q) = (reference.session(opts.clone()), quantized.session(opts));
+    #[derive(Default, Clone)]
+    struct Acc {
+        max: f64,
+        sum: f64,
+        count: usize,
+        dot: f64,
+        na: f64,
+        nb: f64,
+        row_min: f64,
+        row_sum: f64,
+        rows: usize,
+        max_ref: f64,
+    }
+    let mut acc = vec![
+        Acc {
+            row_min: f64::INFINITY,
+            ..Acc::default()
+        };
+        names.len()
+    ];
+    // A model with a fixed leading dim takes batches of exactly that size.
+    let fixed: Vec<Option<usize>> = g
+        .inputs
+        .iter()
+        .map(|&i| g.values[i].shape.first().and_then(|d| d.known()))
+        .collect();
+    let batch = match fixed.first() {
+        Some(&Some(d)) if fixed.iter().all(|&f| f == Some(d)) => d,
+        _ => batch,
+    };
+    let step = if batched { batch.max(1) } else { total.max(1) };
+    let mut lo = 0;
+    while lo < total.max(1) {
+        let hi = if batched {
+            (lo + step).min(total)
+        } else {
+            total.max(1)
+        };
+        let feed: Vec<(String, Tensor)> = if batched {
+            data.iter()
+                .map(|(k, t)| Ok((k.clone(), rows_of(t, lo, hi)?)))
+                .collect::<Result<_>>()?
+        } else {
+            data.to_vec()
+        };
+        let refs: Vec<(&str, _)> = feed.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
+        let a = s_ref
+            .run(&refs)
+            .map_err(|e| anyhow!("running the f32 model: {e}"))?;
+        let b = s_q
+            .run(&refs)
+            .map_err(|e| anyhow!("running the int8 model: {e}"))?;
+        for ((x, y), s) in a.iter().zip(&b).zip(acc.iter_mut()) {
+            let (xv, yv) = (x.to_f32_vec()?, y.to_f32_vec()?);
+            if xv.len() != yv.len() {
+                bail!(
+                    "an output is {} in f32 and {} in int8",
+                    dims_str(&x.dims),
+                    dims_str(&y.dims)
+                );
+            }
+            for (&p, &q) in xv.iter().zip(&yv) {
+                let d = (p as f64 - q as f64).abs();
+                s.max = s.max.max(d);
+                s.sum += d;
+                s.dot += p as f64 * q as f64;
+                s.na += (p as f64).powi(2);
+                s.nb += (q as f64).powi(2);
+                s.max_ref = s.max_ref.max((p as f64).abs());
+            }
+            s.count += xv.len();
+            let rows = if x.dims.len() >= 2 { x.dims[0] } else { 1 };
+            let per = xv.len().checked_div(rows).unwrap_or(0).max(1);
+            for (p, q) in xv.chunks(per).zip(yv.chunks(per)) {
+                let c = cosine(p, q);
+                s.row_min = s.row_min.min(c);
+                s.row_sum += c;
+                s.rows += 1;
+            }
+        }
+        lo = hi;
+    }
+    Ok(names
+        .into_iter()
+        .zip(acc)
+        .map(|(name, s)| OutputError {
+            name,
+            max_abs_diff: s.max,
+            mean_abs_diff: s.sum / s.count.max(1) as f64,
+            cosine: if s.na == 0.0 && s.nb == 0.0 {
+                1.0
+            } else {
+                s.dot / (s.na.sqrt() * s.nb.sqrt())
+            },
+            min_row_cosine: s.row_min,
+            mean_row_cosine: s.row_sum / s.rows.max(1) as f64,
+            max_abs_ref: s.max_ref,
+            samples: s.rows,
+        })
+        .collect())
+}
+
+/// The `quantization` metadata entry: method, report, measured error.
+pub fn metadata_json(
+    report: &QuantReport,
+    opts: &QuantOptions,
+    error: Option<&[OutputError]>,
+) -> Json {
+    let (before, after) = report.weight_bytes();
+    let mut j = json!({
+        "method": "int8-dynamic",
+        "weights": "int8 symmetric, per output channel (QMatMul) or per row (QGather); round half to even; [-127, 127]",
+        "activations": "int8 asymmetric per row (scale and zero point from the row's range), quantized at run time",
+        "compute": "int8×int8→i32, one f32 rescale per output (+ bias, activation)",
+        "min_size": opts.min_size,
+        "keep_float": opts.keep_float,
+        "nodes_converted": report.converted.len(),
+        "nodes_kept_float": report.kept.len(),
+        "weight_bytes_f32": before,
+        "weight_bytes_int8": after,
+    });
+    let r = report.to_json();
+    j["converted"] = r["converted"].clone();
+    j["kept_float"] = r["kept_float"].clone();
+    j["error"] = match error {
+        Some(e) => Json::Array(e.iter().map(|o| o.to_json()).collect()),
+        None => Json::String("not measured (no --data given)".into()),
+    };
+    j
+}
+
+/// Append a step to the `recipe` metadata (a JSON object with `steps`).
+pub fn add_recipe_step(g: &mut Graph, step: &str) {
+    let mut recipe: Json = g
+        .metadata
+        .get("recipe")
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_else(|| json!({"steps": []}));
+    if let Some(steps) = recipe.get_mut("steps").and_then(|s| s.as_array_mut()) {
+        steps.push(Json::String(step.into()));
+    } else {
+        recipe["steps"] = json!([step]);
+    }
+    g.metadata.insert("recipe".into(), recipe.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_quantize_per_column_with_ties_to_even() {
+        // column 0: max 127 → scale 1; 2.5 rounds to 2, -0.5 to -0 (ties to even)
+        let w = [127.0f32, 1.0, 2.5, 0.0, -0.5, 0.0];
+        let (q, s, _) = quantize_weight(&w, 3, 2, true);
+        assert_eq!(s, [1.0, 1.0 / 127.0]);
+        assert_eq!(q, [127, 127, 2, 0, 0, 0]);
+        let (q, s, rel) = quantize_weight(&[0.0; 4], 2, 2, false);
+        assert_eq!((q, s, rel), (vec![0; 4], vec![0.0; 2], 0.0));
+    }
+}

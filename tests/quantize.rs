@@ -1,0 +1,515 @@
+//! Dynamic int8 quantization end to end: the compressor's
+//! `quantize_dynamic` pass (compress/src/quantize.rs) and the runtime's
+//! `QMatMul`/`QGather` (runtime/src/ops/qmatmul.rs, qgather.rs), on small
+//! graphs against their f32 originals, through `.morsel` bytes, and on
+//! all-MiniLM-L6-v2 (the fixtures of tests/real_models.rs; `make models`).
+//!
+//! The error bound on random graphs. For `y_j = Σ_k a_k·w_kj` with
+//! activations rounded to steps `s_a = range(a)/255` (asymmetric rows) and
+//! weights to `s_w = max|w_·j|/127`, the rounding errors are uniform in
+//! ±s/2 (variance s²/12) and independent, so `E[err²] ≈ Σ_k (w_kj²·s_a² +
+//! a_k²·s_w²)/12`. With `a`, `w` uniform in [-1, 1] (E[x²] = 1/3, s_a ≈
+//! 2/255, s_w ≈ 1/127) and `E[y²] = K/9`, the relative RMS error is
+//! `√((s_a² + s_w²)/4)` ≈ 0.56%, whatever K (measured: 0.52–0.56% on the
+//! larger shapes). The tests allow 2% relative Frobenius error: room for
+//! small shapes, where a row's range and a column's max vary more, and for
+//! bias and activation.
+//!
+//! `cargo test --release --test quantize -- --nocapture`
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use morsel::compress::quantize::{QuantOptions, QuantReport, measure_error, quantize_dynamic};
+use morsel::runtime::ErrorKind;
+use morsel::runtime::format::writer::{FloatStorage, to_bytes};
+use morsel::runtime::graph::{Attr, Attrs, Graph, Node};
+use morsel::runtime::ops::{op_id, op_name};
+use morsel::runtime::tensor::Dim;
+use morsel::{DType, Model, Options, Tensor};
+
+// ---------------------------------------------------------------- helpers
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+fn t(dims: &[usize], v: &[f32]) -> Tensor {
+    Tensor::from_slice(dims, v).unwrap()
+}
+
+/// A one-node graph: `x` [lead..., K] through `op` with constant inputs.
+fn one_node(
+    op: &str,
+    lead: &[usize],
+    k: usize,
+    consts: Vec<(&str, Tensor)>,
+    attrs: Attrs,
+) -> Graph {
+    let mut g = Graph::default();
+    let mut shape: Vec<Dim> = lead.iter().map(|&d| Dim::Known(d)).collect();
+    shape.push(Dim::Known(k));
+    let x = g.add_value("x", DType::F32, shape);
+    g.inputs.push(x);
+    let mut inputs = vec![Some(x)];
+    for (name, c) in consts {
+        inputs.push(Some(g.add_const(name, c)));
+    }
+    let y = g.add_value("y", DType::F32, vec![]);
+    g.nodes.push(Node {
+        name: "layer".into(),
+        op: op_id(op).unwrap(),
+        attrs,
+        inputs,
+        outputs: vec![y],
+    });
+    g.outputs.push(y);
+    g.infer_shapes().unwrap();
+    g
+}
+
+fn run(g: &Graph, x: &Tensor) -> Vec<f32> {
+    let m = Model::from_graph(g.clone()).unwrap();
+    let out = m.run(&[("x", x.view())]).unwrap();
+    out[0].to_f32_vec().unwrap()
+}
+
+fn rel_frobenius(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let e: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    let n: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    (e / n).sqrt()
+}
+
+fn ops(g: &Graph) -> Vec<&'static str> {
+    g.nodes.iter().map(|n| op_name(n.op)).collect()
+}
+
+fn act(name: &str) -> Attrs {
+    if name.is_empty() {
+        Attrs::new()
+    } else {
+        Attrs::new().with("activation", Attr::Str(name.into()))
+    }
+}
+
+/// No weight-size floor, so small test matrices are converted.
+fn all() -> QuantOptions {
+    QuantOptions {
+        min_size: 0,
+        ..QuantOptions::default()
+    }
+}
+
+// ---------------------------------------------------------------- MatMul
+
+#[test]
+fn qmatmul_matches_f32_matmul_within_the_int8_bound() {
+    let mut rng = Rng(1);
+    let shapes: &[(&[usize], usize, usize)] = &[
+        (&[1], 1, 1),
+        (&[5], 7, 3),
+        (&[2, 3], 33, 17),
+        (&[128], 384, 384),
+        (&[37], 1536, 384),
+        (&[3, 1, 11], 64, 129),
+        (&[], 50, 20),
+    ];
+    for &(lead, k, n) in shapes {
+        for (bias, activation) in [(false, ""), (true, ""), (true, "relu"), (true, "gelu")] {
+            let mut consts = vec![("w", t(&[k, n], &rng.vec(k * n)))];
+            if bias {
+                consts.push(("b", t(&[n], &rng.vec(n))));
+            }
+            let mut g = one_node("MatMul", lead, k, consts, act(activation));
+            let rows: usize = lead.iter().product();
+            let mut xd = lead.to_vec();
+            xd.push(k);
+            let x = t(&xd, &rng.vec(rows * k));
+            let want = run(&g, &x);
+            let r = quantize_dynamic(&mut g, &all()).unwrap();
+            assert_eq!(ops(&g), ["QMatMul"], "{lead:?}×{k}×{n}");
+            assert_eq!(r.converted.len(), 1);
+            let got = run(&g, &x);
+            let e = rel_frobenius(&got, &want);
+            println!("{lead:?}×{k}×{n} bias={bias} act={activation:?}: relative error {e:.2e}");
+            assert!(e < 0.02, "{lead:?}×{k}×{n}: relative error {e}");
+        }
+    }
+}
+
+#[test]
+fn gemm_folds_trans_b_alpha_and_beta_c() {
+    let mut rng = Rng(2);
+    let (m, k, n) = (9, 40, 24);
+    let x = t(&[m, k], &rng.vec(m * k));
+    for (trans_b, alpha, beta, c_dims) in [
+        (0, 1.0, 1.0, vec![n]),
+        (1, 0.5, 2.0, vec![1, n]),
+        (1, 1.0, 0.0, vec![n]),
+        (0, 1.5, -1.0, vec![]),
+    ] {
+        let bd = if trans_b == 1 { [n, k] } else { [k, n] };
+        let cn: usize = c_dims.iter().product();
+        let attrs = Attrs::new()
+            .with("transB", Attr::Int(trans_b))
+            .with("alpha", Attr::Float(alpha))
+            .with("beta", Attr::Float(beta))
+            .with("activation", Attr::Str("tanh".into()));
+        let mut g = one_node(
+            "Gemm",
+            &[m],
+            k,
+            vec![
+                ("b", t(&bd, &rng.vec(k * n))),
+                ("c", t(&c_dims, &rng.vec(cn))),
+            ],
+            attrs,
+        );
+        let want = run(&g, &x);
+        quantize_dynamic(&mut g, &all()).unwrap();
+        assert_eq!(ops(&g), ["QMatMul"]);
+        let e = rel_frobenius(&run(&g, &x), &want);
+        println!("Gemm transB={trans_b} alpha={alpha} beta={beta} C{c_dims:?}: {e:.2e}");
+        assert!(e < 0.02, "relative error {e}");
+    }
+}
+
+#[test]
+fn unsupported_layers_stay_float_and_say_why() {
+    let mut rng = Rng(3);
+    let (m, k, n) = (4, 8, 6);
+    // Gemm with a full [M, N] C, Gemm with transA, a tiny MatMul (default
+    // min size), a MatMul named in keep_float.
+    let full_c = one_node(
+        "Gemm",
+        &[m],
+        k,
+        vec![
+            ("b", t(&[k, n], &rng.vec(k * n))),
+            ("c", t(&[m, n], &rng.vec(m * n))),
+        ],
+        Attrs::new(),
+    );
+    let trans_a = {
+        let mut g = Graph::default();
+        let x = g.add_value("x", DType::F32, vec![Dim::Known(k), Dim::Known(m)]);
+        g.inputs.push(x);
+        let b = g.add_const("b", t(&[k, n], &rng.vec(k * n)));
+        let y = g.add_value("y", DType::F32, vec![]);
+        g.nodes.push(Node {
+            name: "layer".into(),
+            op: op_id("Gemm").unwrap(),
+            attrs: Attrs::new().with("transA", Attr::Int(1)),
+            inputs: vec![Some(x), Some(b)],
+            outputs: vec![y],
+        });
+        g.outputs.push(y);
+        g
+    };
+    let tiny = one_node(
+        "MatMul",
+        &[m],
+        k,
+        vec![("w", t(&[k, n], &rng.vec(k * n)))],
+        Attrs::new(),
+    );
+    let cases: Vec<(Graph, QuantOptions, &str)> = vec![
+        (full_c, all(), "C is [4, 6]"),
+        (trans_a, all(), "transA"),
+        (
+            tiny.clone(),
+            QuantOptions::default(),
+            "under the minimum 4096",
+        ),
+        (
+            tiny,
+            QuantOptions {
+                keep_float: vec!["layer".into()],
+                min_size: 0,
+            },
+            "keep-float",
+        ),
+    ];
+    for (mut g, opts, why) in cases {
+        let before = ops(&g);
+        let r: QuantReport = quantize_dynamic(&mut g, &opts).unwrap();
+        assert_eq!(ops(&g), before);
+        assert!(r.converted.is_empty());
+        assert_eq!(r.kept.len(), 1);
+        assert_eq!(r.kept[0].node, "layer");
+        assert!(r.kept[0].reason.contains(why), "{}", r.kept[0].reason);
+    }
+    // A keep_float name that is no node is an error, not silently ignored.
+    let mut g = one_node(
+        "MatMul",
+        &[m],
+        k,
+        vec![("w", t(&[k, n], &rng.vec(k * n)))],
+        Attrs::new(),
+    );
+    let e = quantize_dynamic(
+        &mut g,
+        &QuantOptions {
+            keep_float: vec!["nope".into()],
+            min_size: 0,
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("'nope'"), "{e}");
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn bad_inputs_give_errors_not_panics() {
+    let mut rng = Rng(4);
+    let (k, n) = (16, 8);
+    let mut g = one_node(
+        "MatMul",
+        &[3],
+        k,
+        vec![("w", t(&[k, n], &rng.vec(k * n)))],
+        Attrs::new(),
+    );
+    quantize_dynamic(&mut g, &all()).unwrap();
+    let m = Model::from_graph(g.clone()).unwrap();
+    let mut s = m.session(Options::default());
+    // Wrong K, wrong dtype, wrong rank: all errors naming the problem.
+    let bad = [
+        t(&[3, k + 1], &vec![0.5; 3 * (k + 1)]),
+        Tensor::from_slice(&[3, k], &vec![1i64; 3 * k]).unwrap(),
+        Tensor::scalar(1f32),
+    ];
+    for x in &bad {
+        let e = s.run(&[("x", x.view())]).unwrap_err();
+        println!("{x:?}: {e}");
+        assert!(
+            matches!(e.kind(), ErrorKind::Input | ErrorKind::Graph),
+            "{e}"
+        );
+    }
+    // A graph where the weight is not i8, or the scale has the wrong
+    // length: refused when the model is planned, not a panic.
+    for (wq, scale) in [
+        (t(&[k, n], &vec![1.0; k * n]), t(&[n], &vec![1.0; n])),
+        (
+            Tensor::from_slice(&[k, n], &vec![1i8; k * n]).unwrap(),
+            t(&[n + 1], &vec![1.0; n + 1]),
+        ),
+    ] {
+        let mut g = Graph::default();
+        let x = g.add_value("x", DType::F32, vec![Dim::Known(2), Dim::Known(k)]);
+        g.inputs.push(x);
+        let (w, sc) = (g.add_const("w", wq), g.add_const("s", scale));
+        let y = g.add_value("y", DType::F32, vec![]);
+        g.nodes.push(Node {
+            name: "q".into(),
+            op: op_id("QMatMul").unwrap(),
+            attrs: Attrs::new(),
+            inputs: vec![Some(x), Some(w), Some(sc)],
+            outputs: vec![y],
+        });
+        g.outputs.push(y);
+        let e = match Model::from_graph(g) {
+            Err(e) => e,
+            Ok(m) => m.run(&[("x", t(&[2, k], &[0.1; 32]).view())]).unwrap_err(),
+        };
+        println!("{e}");
+        assert!(e.to_string().contains("node 'q' (QMatMul)"), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------- file
+
+#[test]
+fn round_trip_through_morsel_bytes() {
+    let mut rng = Rng(5);
+    let (vocab, width, n) = (100, 64, 48);
+    // Embedding lookup then a linear layer with bias and GELU.
+    let mut g = Graph::default();
+    let ids = g.add_value("ids", DType::I64, vec![Dim::Known(2), Dim::Known(5)]);
+    g.inputs.push(ids);
+    let table = g.add_const("table", t(&[vocab, width], &rng.vec(vocab * width)));
+    let w = g.add_const("w", t(&[width, n], &rng.vec(width * n)));
+    let b = g.add_const("b", t(&[n], &rng.vec(n)));
+    let e = g.add_value("e", DType::F32, vec![]);
+    let y = g.add_value("y", DType::F32, vec![]);
+    g.nodes.push(Node {
+        name: "embed".into(),
+        op: op_id("Gather").unwrap(),
+        attrs: Attrs::new(),
+        inputs: vec![Some(table), Some(ids)],
+        outputs: vec![e],
+    });
+    g.nodes.push(Node {
+        name: "dense".into(),
+        op: op_id("MatMul").unwrap(),
+        attrs: act("gelu"),
+        inputs: vec![Some(e), Some(w), Some(b)],
+        outputs: vec![y],
+    });
+    g.outputs.push(y);
+    g.infer_shapes().unwrap();
+    let idv: Vec<i64> = vec![0, 99, -1, 5, 7, 42, 42, 3, 64, 1];
+    let x = Tensor::from_slice(&[2, 5], &idv).unwrap();
+    let f32_model = Model::from_graph(g.clone()).unwrap();
+    let want = f32_model.run(&[("ids", x.view())]).unwrap()[0]
+        .to_f32_vec()
+        .unwrap();
+    let r = quantize_dynamic(&mut g, &all()).unwrap();
+    assert_eq!(ops(&g), ["QGather", "QMatMul"]);
+    assert_eq!(r.converted.len(), 2);
+    let direct = Model::from_graph(g.clone()).unwrap();
+    let bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let read = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(ops(read.graph()), ["QGather", "QMatMul"]);
+    let a = direct.run(&[("ids", x.view())]).unwrap()[0]
+        .to_f32_vec()
+        .unwrap();
+    let b = read.run(&[("ids", x.view())]).unwrap()[0]
+        .to_f32_vec()
+        .unwrap();
+    assert_eq!(a, b, "the file must run bit for bit like the graph");
+    let e = rel_frobenius(&b, &want);
+    println!("embedding + dense, after the round trip: relative error {e:.2e}");
+    assert!(e < 0.02, "{e}");
+    // The weights are stored as i8 (and only the scales and bias as f32).
+    let store: morsel::runtime::format::reader::Store = std::sync::Arc::new(bytes.clone());
+    let sizes = morsel::runtime::format::reader::encoding_sizes(store).unwrap();
+    println!("bytes by encoding: {sizes:?}");
+    assert_eq!(sizes.get("raw i8"), Some(&(vocab * width + width * n)));
+    assert_eq!(sizes.get("raw f32"), Some(&((vocab + n + n) * 4)));
+    // measure_error agrees with a direct comparison.
+    let err = measure_error(&f32_model, &read, &[("ids".into(), x.clone())], 1, 1).unwrap();
+    assert_eq!(err.len(), 1);
+    let direct_max = want
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!((err[0].max_abs_diff - direct_max).abs() < 1e-9);
+    assert_eq!(err[0].samples, 2);
+    assert!(err[0].min_row_cosine > 0.99, "{:?}", err[0]);
+}
+
+// ---------------------------------------------------------------- MiniLM
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("MORSEL_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/models"))
+}
+
+/// A fixture file, or a failure that says how to make it (as in real_models.rs).
+fn fixture(rel: &str) -> PathBuf {
+    let p = models_dir().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make models` to fetch the real-model fixtures and make their \
+         ONNX Runtime references (tests/models/README.md)",
+        p.display()
+    );
+    p
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn embeddings(model: &Model, data: &[(String, Tensor)]) -> (Vec<f32>, usize) {
+    let feeds: Vec<(&str, _)> = data.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
+    let out = model
+        .session(Options {
+            threads: 2,
+            ..Options::default()
+        })
+        .run(&feeds)
+        .expect("run MiniLM");
+    let g = model.graph();
+    let i = g
+        .outputs
+        .iter()
+        .position(|&o| g.values[o].name == "sentence_embedding")
+        .expect("a sentence_embedding output");
+    (out[i].to_f32_vec().unwrap(), out[i].dims[1])
+}
+
+fn cosines(a: &[f32], b: &[f32], dim: usize) -> (f64, f64) {
+    let c: Vec<f64> = a
+        .chunks(dim)
+        .zip(b.chunks(dim))
+        .map(|(x, y)| cosine(x, y))
+        .collect();
+    let min = c.iter().copied().fold(f64::INFINITY, f64::min);
+    (min, c.iter().sum::<f64>() / c.len() as f64)
+}
+
+#[test]
+fn minilm_int8_is_smaller_and_keeps_its_embeddings() {
+    let onnx = fixture("minilm/model.onnx");
+    let data = npz(&fixture("minilm/inputs.npz"));
+    let sentences = data[0].1.dims[0];
+    assert!(sentences >= 20, "{sentences} sentences");
+    let mut g = morsel::compress::convert(Path::new(&onnx)).expect("import MiniLM");
+    let f32_bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let f32_model = Model::from_bytes(&f32_bytes).unwrap();
+    let report = quantize_dynamic(&mut g, &QuantOptions::default()).unwrap();
+    let int8_bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let int8_model = Model::from_bytes(&int8_bytes).unwrap();
+
+    // Every weight matrix but the 2×384 token-type table is int8; the
+    // attention products (activation × activation) stay f32.
+    let kept: Vec<&str> = report.kept.iter().map(|k| k.reason.as_str()).collect();
+    println!(
+        "converted {} layers, kept {} in f32",
+        report.converted.len(),
+        kept.len()
+    );
+    assert_eq!(report.converted.len(), 38);
+    assert!(
+        kept.iter()
+            .all(|r| r.contains("not a constant") || r.contains("under the minimum")),
+        "{kept:?}"
+    );
+    let ratio = f32_bytes.len() as f64 / int8_bytes.len() as f64;
+    println!(
+        "MiniLM .morsel: f32 {} bytes, int8 {} bytes: {ratio:.2}x smaller",
+        f32_bytes.len(),
+        int8_bytes.len()
+    );
+    assert!(ratio >= 3.8, "int8 file only {ratio:.2}x smaller");
+
+    let (ef, dim) = embeddings(&f32_model, &data);
+    let (eq, _) = embeddings(&int8_model, &data);
+    let (min, mean) = cosines(&eq, &ef, dim);
+    println!("MiniLM int8 vs f32, {sentences} sentences: cosine min {min:.5}, mean {mean:.5}");
+    let ort = npy(&fixture("minilm/ref_sentence_embedding.npy"))
+        .to_f32_vec()
+        .unwrap();
+    let (omin, omean) = cosines(&eq, &ort, dim);
+    println!("MiniLM int8 vs ONNX Runtime f32: cosine min {omin:.5}, mean {omean:.5}");
+    let (fmin, _) = cosines(&ef, &ort, dim);
+    println!("(MiniLM f32 vs ONNX Runtime f32: cosine min {fmin:.6})");
+    assert!(min >= 0.99, "int8 vs f32: min cosine {min}");
+    assert!(omin >= 0.99, "int8 vs ONNX Runtime: min cosine {omin}");
+}
