@@ -23,7 +23,13 @@ includes the Python interpreter, numpy and onnxruntime (that baseline, measured
 after the imports, is printed and saved too).
 
     .venv/bin/python benches/side_by_side.py [--runs 20] [--warmup 3] [--rounds 4]
-        [--threads 1,2] [--models minilm,det,rec,cls] [--json out.json] [--markdown]
+        [--threads 1,2] [--models minilm,det,rec,cls] [--json out.json] [--markdown] [--int8]
+
+With --int8, both sides run dynamic int8: Morsel the file from `morsel compress
+--quantize int8` (target/bench/NAME.int8.morsel), ORT the model from
+onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)
+(target/bench/NAME.ort_int8.onnx); Morsel f32 runs as a third side in the same
+interleaved rounds, so the table has int8 vs ORT int8 and int8 vs Morsel f32.
 
 Needs `make models` (target/models/) and target/release/morsel (`make bench`
 builds it). On a shared machine the load average is printed: others' work slows
@@ -153,6 +159,41 @@ def morsel_round(morsel: Path, model: Path, npz: Path, warmup: int, runs: int, t
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def run_tool(cmd: list[str], summary_lines: int = 1) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        sys.exit(f"error: `{shlex.join(cmd)}` failed (status {r.returncode}):\n{r.stderr.strip()}")
+    for line in r.stdout.strip().splitlines()[-summary_lines:]:
+        print(f"  {line}", flush=True)
+
+
+def is_stale(out: Path, *sources: Path) -> bool:
+    return not out.exists() or any(out.stat().st_mtime < s.stat().st_mtime for s in sources)
+
+
+def prepare_int8(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path]:
+    """Morsel's int8 file (`morsel compress --quantize int8`) and ORT's
+    (`quantize_dynamic`, QInt8 weights), made once into target/bench/."""
+    _, _, onnx, _, _ = CASES[name]
+    BENCH.mkdir(parents=True, exist_ok=True)
+    mine = BENCH / f"{name}.int8.morsel"
+    if reconvert or is_stale(mine, onnx, morsel):
+        run_tool([str(morsel), "compress", str(onnx), "-o", str(mine), "--quantize", "int8"])
+    theirs = BENCH / f"{name}.ort_int8.onnx"
+    if reconvert or is_stale(theirs, onnx):
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" warning
+        tmp = theirs.with_suffix(".tmp.onnx")
+        quantize_dynamic(str(onnx), str(tmp), weight_type=QuantType.QInt8)
+        tmp.replace(theirs)
+        print(f"  wrote {theirs.relative_to(ROOT)} ({theirs.stat().st_size} bytes) with onnxruntime "
+              f"quantize_dynamic(weight_type=QInt8)", flush=True)
+    return mine, theirs
+
+
 def prepare(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path]:
     """Convert the model once into target/bench/ and write its one-example input .npz there."""
     import numpy as np
@@ -160,14 +201,8 @@ def prepare(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path]:
     _, _, onnx, src, keep = CASES[name]
     BENCH.mkdir(parents=True, exist_ok=True)
     out = BENCH / f"{name}.morsel"
-    stale = (not out.exists() or out.stat().st_mtime < onnx.stat().st_mtime
-             or out.stat().st_mtime < morsel.stat().st_mtime)
-    if reconvert or stale:
-        cmd = [str(morsel), "convert", str(onnx), "-o", str(out)]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if r.returncode != 0:
-            sys.exit(f"error: `{shlex.join(cmd)}` failed (status {r.returncode}):\n{r.stderr.strip()}")
-        print(f"  {r.stdout.strip()}", flush=True)
+    if reconvert or is_stale(out, onnx, morsel):
+        run_tool([str(morsel), "convert", str(onnx), "-o", str(out)])
     if keep is None:
         return out, src
     npz = BENCH / f"{name}_inputs_b{keep}.npz"
@@ -241,6 +276,9 @@ def main() -> int:
     ap.add_argument("--reconvert", action="store_true", help="convert the .onnx files again even if target/bench/ is fresh")
     ap.add_argument("--json", help="also write every row (with per-round numbers) as JSON here")
     ap.add_argument("--markdown", action="store_true", help="also print a README-ready markdown table")
+    ap.add_argument("--int8", action="store_true",
+                    help="dynamic int8 on both sides (Morsel `compress --quantize int8`, ORT quantize_dynamic), "
+                         "with Morsel f32 as a third side")
     a = ap.parse_args()
 
     names = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -284,6 +322,10 @@ def main() -> int:
 
     print("converting into target/bench/ (when stale):", flush=True)
     prepared = {n: prepare(n, a.morsel, a.reconvert) for n in names}
+    if a.int8:
+        int8_files = {n: prepare_int8(n, a.morsel, a.reconvert) for n in names}
+        return run_int8(a, names, threads, rounds, per_round, prepared, int8_files, command, load0, started, rev,
+                        ort_version)
 
     rows = []
     hdr = (f"{'model':8} {'input':13} {'thr':>3} {'Morsel ms':>10} {'ORT ms':>9} {'ratio':>6} {'rounds':>9}   "
@@ -376,6 +418,95 @@ def main() -> int:
                    cpus=os.cpu_count(), load_average_start=load0, load_average_end=load1,
                    morsel_revision=rev, onnxruntime=ort_version, runs=a.runs, warmup=a.warmup, rounds=rounds,
                    rows=rows)
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"wrote {a.json}")
+    return 0
+
+
+def run_int8(a, names, threads, rounds, per_round, prepared, int8_files, command, load0, started, rev,
+             ort_version) -> int:
+    """--int8: Morsel int8, Morsel f32 and ORT int8 in interleaved rounds (the order rotates)."""
+    rows = []
+    hdr = (f"{'model':8} {'input':13} {'thr':>3} {'int8 ms':>8} {'f32 ms':>8} {'ORT i8 ms':>9} "
+           f"{'int8/f32':>8} {'rounds':>9} {'int8/ORT':>8} {'rounds':>9}   {'int8 MiB':>8} {'ORT i8 MiB':>10}")
+    print()
+    print(hdr)
+    print("-" * len(hdr), flush=True)
+    for n in names:
+        label, shape, _, _, _ = CASES[n]
+        f32_file, npz = prepared[n]
+        int8_file, ort_file = int8_files[n]
+        for t in threads:
+            child = OrtChild(ort_file, npz, t)
+            q_rounds, f_rounds, o_rounds = [], [], []
+            o_peak = None
+            sides = ["int8", "f32", "ort"]
+            try:
+                for i in range(rounds):
+                    for side in sides[i % 3:] + sides[:i % 3]:
+                        if side == "int8":
+                            q_rounds.append(morsel_round(a.morsel, int8_file, npz, a.warmup, per_round, t))
+                        elif side == "f32":
+                            f_rounds.append(morsel_round(a.morsel, f32_file, npz, a.warmup, per_round, t))
+                        else:
+                            r = child.round(a.warmup, per_round)
+                            o_rounds.append(r["times_ms"])
+                            o_peak = r["peak_rss_bytes"]
+            finally:
+                child.close()
+            q_med = median([r["median_ms"] for r in q_rounds])
+            f_med = median([r["median_ms"] for r in f_rounds])
+            o_med = median([median(ts) for ts in o_rounds])
+            vs_f32 = [q["median_ms"] / f["median_ms"] for q, f in zip(q_rounds, f_rounds)]
+            vs_ort = [q["median_ms"] / median(o) for q, o in zip(q_rounds, o_rounds)]
+            q_rss = max((r["peak_rss_bytes"] or 0) for r in q_rounds) or None
+            row = dict(
+                model=label, key=n, input=shape, threads=t,
+                int8_median_ms=q_med, f32_median_ms=f_med, ort_int8_median_ms=o_med,
+                int8_over_f32=q_med / f_med, int8_over_ort_int8=q_med / o_med,
+                paired_round_ratios_vs_f32=vs_f32, paired_round_ratios_vs_ort_int8=vs_ort,
+                int8_round_medians_ms=[r["median_ms"] for r in q_rounds],
+                f32_round_medians_ms=[r["median_ms"] for r in f_rounds],
+                ort_int8_round_medians_ms=[median(ts) for ts in o_rounds],
+                int8_peak_rss_bytes=q_rss, ort_int8_peak_rss_bytes=o_peak,
+                int8_file=str(int8_file.relative_to(ROOT)), int8_file_bytes=int8_file.stat().st_size,
+                f32_file_bytes=f32_file.stat().st_size,
+                ort_int8_file=str(ort_file.relative_to(ROOT)), ort_int8_file_bytes=ort_file.stat().st_size,
+                inputs=str(npz), timed_runs_per_side=per_round * rounds, warmup_per_round=a.warmup, rounds=rounds,
+            )
+            rows.append(row)
+            print(f"{label:8} {shape:13} {t:>3} {q_med:>8.2f} {f_med:>8.2f} {o_med:>9.2f} "
+                  f"{row['int8_over_f32']:>8.2f} {spread(vs_f32):>9} {row['int8_over_ort_int8']:>8.2f} "
+                  f"{spread(vs_ort):>9}   {fmt_mib(q_rss):>8} {fmt_mib(o_peak):>10}", flush=True)
+    load1 = os.getloadavg()
+    print("-" * len(hdr))
+    print("int8 = Morsel `compress --quantize int8`; f32 = Morsel `convert`; ORT i8 = onnxruntime quantize_dynamic")
+    print("(QInt8 weights). Ratios below 1: Morsel int8 is faster. rounds = range of the paired per-round ratios.")
+    print(f"load average at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    busy = max(load0[0], load1[0])
+    if busy > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: the machine was busy (load average up to {busy:.1f} on {os.cpu_count()} cpus): others' work "
+              f"slows every side unevenly; rerun when it is idle to quote numbers")
+    if a.markdown:
+        print()
+        print(f"Measured {started:%Y-%m-%d} on {cpu_name()} ({os.cpu_count()} cpus, load average "
+              f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), Morsel {rev}, onnxruntime {ort_version}; "
+              f"{rounds} interleaved rounds of {a.warmup} warm-up + {per_round} timed runs each side, median of "
+              f"round medians. `{command}`:")
+        print()
+        print("| model | input | threads | Morsel int8 ms | Morsel f32 ms | ORT int8 ms | int8/f32 | int8/ORT int8 |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['model']} | {r['input']} | {r['threads']} | {r['int8_median_ms']:.2f} | "
+                  f"{r['f32_median_ms']:.2f} | {r['ort_int8_median_ms']:.2f} | {r['int8_over_f32']:.2f} | "
+                  f"{r['int8_over_ort_int8']:.2f} |")
+    if a.json:
+        doc = dict(command=command, date=started.isoformat(timespec="seconds"), cpu=cpu_name(),
+                   cpus=os.cpu_count(), load_average_start=load0, load_average_end=load1,
+                   morsel_revision=rev, onnxruntime=ort_version, runs=a.runs, warmup=a.warmup, rounds=rounds,
+                   mode="int8", rows=rows)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -292,7 +292,14 @@ fn compress(
         mib(wb),
         mib(wa)
     );
-    println!("converted (weight relative error ‖W−Ŵ‖/‖W‖):");
+    if report.converted.is_empty() {
+        println!(
+            "note: no layer was converted (int8 covers MatMul, Gemm and embedding Gathers with constant f32 weights of at least --min-size {} elements)",
+            opts.min_size
+        );
+    } else {
+        println!("converted (weight relative error ‖W−Ŵ‖/‖W‖):");
+    }
     for c in &report.converted {
         println!(
             "  {:<56} {:>7} -> {:<8} {:>12}  {:.2e}",
