@@ -119,3 +119,27 @@ fn a_long_chain_of_ops_allocates_nothing_per_op() {
     eprintln!("60 nodes, {per_run} allocations in a warm run");
     assert!(per_run <= 4, "60 nodes made {per_run} allocations");
 }
+
+#[test]
+fn int8_warm_runs_allocate_only_their_outputs() {
+    let _one = serial();
+    use morsel::compress::quantize::{QuantOptions, quantize_dynamic};
+    use morsel::runtime::format::writer::{FloatStorage, to_bytes};
+    // The digits CNN with both Gemms as QMatMul: quantized activations and
+    // i32 results live in per-thread scratch that the first run grows.
+    let mut g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
+    let opts = QuantOptions {
+        min_size: 0,
+        ..QuantOptions::default()
+    };
+    assert_eq!(quantize_dynamic(&mut g, &opts).unwrap().converted.len(), 2);
+    let model = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
+    let x = npy(&digits_dir().join("sample_input.npy"));
+    let per_run = warm_run_allocations(&model, &[("x", x.view())]);
+    let budget = 1 + 3 * model.graph().outputs.len();
+    eprintln!("int8 digits: {per_run} allocations in a warm run (budget {budget})");
+    assert!(
+        per_run <= budget,
+        "a warm int8 run made {per_run} allocations (budget {budget})"
+    );
+}
