@@ -109,6 +109,36 @@ fn unchanged(pass: &'static str) -> Result<Report> {
     Ok(Report { pass, changed: 0 })
 }
 
+/// A one-input node.
+fn unary(name: String, op: OpId, x: ValueId, out: ValueId) -> Node {
+    Node {
+        name,
+        op,
+        attrs: Default::default(),
+        inputs: vec![Some(x)],
+        outputs: vec![out],
+    }
+}
+
+/// Replace a matched pattern's `nodes` by `node`, which takes the place of
+/// the pattern's last node (its inputs are computed before that), marking
+/// the others dead. False, changing nothing, when a node of the pattern is
+/// already part of another.
+fn collapse(g: &mut Graph, dead: &mut [bool], nodes: &[usize], node: Node) -> bool {
+    let Some(&last) = nodes.iter().max() else {
+        return false;
+    };
+    if nodes.iter().any(|&n| dead[n]) {
+        return false;
+    }
+    for &n in nodes {
+        dead[n] = true;
+    }
+    dead[last] = false;
+    g.nodes[last] = node;
+    true
+}
+
 /// Remove the marked nodes and the values only they referred to.
 fn drop_nodes(g: &mut Graph, dead: &[bool]) {
     let mut i = 0;
@@ -208,24 +238,10 @@ pub fn fuse_gelu(g: &mut Graph) -> Result<Report> {
             continue;
         };
         let (x, out, nodes) = found;
-        if nodes.iter().any(|&n| dead[n]) {
-            continue;
-        }
-        // The fused node sits where the last node of the pattern was.
-        let last = *nodes.iter().max().unwrap_or(&e);
-        for &n in &nodes {
-            dead[n] = true;
-        }
-        dead[last] = false;
         let name = format!("{}_gelu", g.nodes[e].name);
-        g.nodes[last] = Node {
-            name,
-            op: gelu,
-            attrs: Default::default(),
-            inputs: vec![Some(x)],
-            outputs: vec![out],
-        };
-        changed += 1;
+        if collapse(g, &mut dead, &nodes, unary(name, gelu, x, out)) {
+            changed += 1;
+        }
     }
     drop_nodes(g, &dead);
     Ok(Report {
@@ -464,23 +480,10 @@ pub fn fuse_hard_swish(g: &mut Graph) -> Result<Report> {
             continue;
         };
         let (x, out, nodes) = found;
-        if nodes.iter().any(|&n| dead[n]) {
-            continue;
-        }
-        let last = *nodes.iter().max().unwrap_or(&ci);
-        for &n in &nodes {
-            dead[n] = true;
-        }
-        dead[last] = false;
         let name = format!("{}_hard_swish", g.nodes[ci].name);
-        g.nodes[last] = Node {
-            name,
-            op: hswish,
-            attrs: Default::default(),
-            inputs: vec![Some(x)],
-            outputs: vec![out],
-        };
-        changed += 1;
+        if collapse(g, &mut dead, &nodes, unary(name, hswish, x, out)) {
+            changed += 1;
+        }
     }
     drop_nodes(g, &dead);
     Ok(Report {
