@@ -717,13 +717,15 @@ fn depthwise(
 }
 
 fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        unsafe { depthwise_plane_avx2(x, w, bias, y, g) };
-        return;
-    }
-    depthwise_plane_impl(x, w, bias, y, g)
+    crate::kernels::with_scratch(|buf| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            unsafe { depthwise_plane_avx2(x, w, bias, y, g, buf) };
+            return;
+        }
+        depthwise_plane_impl(x, w, bias, y, g, buf)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -739,12 +741,27 @@ fn has_avx2_fma() -> bool {
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_plane_avx2(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
-    depthwise_plane_impl(x, w, bias, y, g)
+unsafe fn depthwise_plane_avx2(
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    g: &Geo,
+    buf: &mut Vec<f32>,
+) {
+    depthwise_plane_impl(x, w, bias, y, g, buf)
 }
 
 #[inline(always)]
-fn depthwise_plane_impl(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
+/// `buf`: scratch for the zero-padded plane (grown as needed, reused).
+fn depthwise_plane_impl(
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    g: &Geo,
+    buf: &mut Vec<f32>,
+) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let [_, kh, kw] = g.kernel;
@@ -758,6 +775,61 @@ fn depthwise_plane_impl(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo)
             (0, 0)
         }
     });
+    // Stride 1 along x: copy the plane once into a zero-padded buffer, then
+    // every output column reads all its taps in place, 32 or 8 columns at a
+    // time with the sums in registers (one vector load + multiply-add per
+    // tap; several independent sums so the adds' latency does not bound it).
+    if sw == 1 && kh <= 16 && ow >= 8 {
+        let pwid = ow + (kw - 1) * dw;
+        let prows = (oh - 1) * sh + (kh - 1) * dh + 1;
+        {
+            if buf.len() < pwid * prows {
+                buf.resize(pwid * prows, 0.0);
+            }
+            let plane = &mut buf[..pwid * prows];
+            for (r, prow) in plane.chunks_exact_mut(pwid).enumerate() {
+                prow.fill(0.0);
+                if let Some(iy) = r.checked_sub(ph).filter(|&v| v < ih) {
+                    // Input column ix sits at padded column ix + pw; the
+                    // ones past the last window are never read.
+                    if pw < pwid {
+                        let n = iw.min(pwid - pw);
+                        prow[pw..pw + n].copy_from_slice(&x[iy * iw..][..n]);
+                    }
+                }
+            }
+            let plane: &[f32] = plane;
+            for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+                let rows: [&[f32]; 16] = std::array::from_fn(|b| {
+                    if b < kh {
+                        &plane[(yy * sh + b * dh) * pwid..][..pwid]
+                    } else {
+                        &[]
+                    }
+                });
+                let rows = &rows[..kh];
+                let mut x0 = 0;
+                while x0 + 32 <= ow {
+                    dw_chunk::<32>(rows, w, kw, dw, bias, x0, row);
+                    x0 += 32;
+                }
+                while x0 + 8 <= ow {
+                    dw_chunk::<8>(rows, w, kw, dw, bias, x0, row);
+                    x0 += 8;
+                }
+                for (xx, o) in row.iter_mut().enumerate().skip(x0) {
+                    let mut acc = bias;
+                    for (b, prow) in rows.iter().enumerate() {
+                        for e in 0..kw {
+                            acc += w[b * kw + e] * prow[xx + e * dw];
+                        }
+                    }
+                    *o = acc;
+                }
+            }
+        }
+        return;
+    }
     for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
         row.fill(bias);
         for b in 0..kh {
@@ -788,6 +860,33 @@ fn depthwise_plane_impl(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo)
             }
         }
     }
+}
+
+/// `N` output columns from `x0` of one depthwise row, from zero-padded
+/// input rows (column `x` reads `rows[b][x + e·dw]`).
+#[inline(always)]
+fn dw_chunk<const N: usize>(
+    rows: &[&[f32]],
+    w: &[f32],
+    kw: usize,
+    dw: usize,
+    bias: f32,
+    x0: usize,
+    row: &mut [f32],
+) {
+    let mut acc = [bias; N];
+    for (b, src) in rows.iter().enumerate() {
+        for e in 0..kw {
+            let wv = w[b * kw + e];
+            let s0 = x0 + e * dw;
+            if let Ok(v) = <&[f32; N]>::try_from(&src[s0..s0 + N]) {
+                for (a, &v) in acc.iter_mut().zip(v) {
+                    *a += wv * v;
+                }
+            }
+        }
+    }
+    row[x0..x0 + N].copy_from_slice(&acc);
 }
 
 #[cfg(test)]

@@ -359,6 +359,35 @@ fn cases() -> Vec<Case> {
             "SAME_UPPER",
         ),
         case(&[1, 3, 9], &[2, 3, 3], 1, &[2], &[], &[], "SAME_LOWER"),
+        // Depthwise rows wide enough for the 8-column register path, with
+        // padding edges, a channel multiplier, stride 2 along y, dilation 2.
+        case(
+            &[1, 4, 9, 37],
+            &[4, 1, 5, 5],
+            4,
+            &[],
+            &[2, 2, 2, 2],
+            &[],
+            "",
+        ),
+        case(
+            &[2, 3, 6, 29],
+            &[6, 1, 3, 3],
+            3,
+            &[2, 1],
+            &[1, 1, 1, 1],
+            &[1, 2],
+            "",
+        ),
+        case(
+            &[1, 2, 5, 40],
+            &[2, 1, 3, 3],
+            2,
+            &[],
+            &[0, 0, 0, 0],
+            &[],
+            "",
+        ),
     ]
 }
 
