@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use morsel::compress::quantize::{QuantOptions, QuantReport, measure_error, quantize_dynamic};
@@ -410,24 +410,6 @@ fn round_trip_through_morsel_bytes() {
 }
 
 // ---------------------------------------------------------------- MiniLM
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("MORSEL_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/models"))
-}
-
-/// A fixture file, or a failure that says how to make it (as in real_models.rs).
-fn fixture(rel: &str) -> PathBuf {
-    let p = models_dir().join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: run `make models` to fetch the real-model fixtures and make their \
-         ONNX Runtime references (tests/models/README.md)",
-        p.display()
-    );
-    p
-}
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();

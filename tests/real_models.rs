@@ -11,29 +11,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use morsel::runtime::format::writer::{FloatStorage, to_bytes};
 use morsel::{Model, Options, Tensor};
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("MORSEL_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/models"))
-}
-
-/// A fixture file, or a failure that says how to make it.
-fn fixture(rel: &str) -> PathBuf {
-    let p = models_dir().join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: run `make models` to fetch the real-model fixtures and make their \
-         ONNX Runtime references (tests/models/README.md)",
-        p.display()
-    );
-    p
-}
 
 /// Import the ONNX file and go through the `.morsel` bytes, as users do.
 fn load(onnx: &Path) -> Model {

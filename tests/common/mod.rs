@@ -43,3 +43,22 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Where `make models` puts the real-model fixtures (`MORSEL_MODELS_DIR` overrides).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("MORSEL_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/models"))
+}
+
+/// A real-model fixture file, or a failure that says how to make it.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = models_dir().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make models` to fetch the real-model fixtures and make their \
+         ONNX Runtime references (tests/models/README.md)",
+        p.display()
+    );
+    p
+}
