@@ -3,6 +3,7 @@
 
 mod bytes;
 pub mod reader;
+pub mod sparse;
 #[cfg(feature = "write")]
 pub mod writer;
 
@@ -29,6 +30,10 @@ pub enum Encoding {
     Raw,
     F16,
     BF16,
+    /// Bitmask of nonzero elements, then those elements ([`sparse`]).
+    SparseBitmask,
+    /// Per-row counts and column indices, then the nonzero elements ([`sparse`]).
+    SparseCsr,
 }
 
 impl Encoding {
@@ -37,6 +42,8 @@ impl Encoding {
             Encoding::Raw => 0,
             Encoding::F16 => 1,
             Encoding::BF16 => 2,
+            Encoding::SparseBitmask => 32,
+            Encoding::SparseCsr => 33,
         }
     }
     pub fn name(self) -> &'static str {
@@ -44,6 +51,8 @@ impl Encoding {
             Encoding::Raw => "raw",
             Encoding::F16 => "f16",
             Encoding::BF16 => "bf16",
+            Encoding::SparseBitmask => "sparse-bitmask",
+            Encoding::SparseCsr => "sparse-csr",
         }
     }
     pub fn from_id(id: u16) -> Option<Encoding> {
@@ -51,6 +60,8 @@ impl Encoding {
             0 => Some(Encoding::Raw),
             1 => Some(Encoding::F16),
             2 => Some(Encoding::BF16),
+            32 => Some(Encoding::SparseBitmask),
+            33 => Some(Encoding::SparseCsr),
             _ => None,
         }
     }

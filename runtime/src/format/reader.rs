@@ -27,7 +27,8 @@ fn fmt_err(msg: impl Into<String>) -> Error {
 }
 
 /// Parse and validate a whole file held in `store`. Constant tensors with
-/// the raw encoding point into `store`; other encodings are decoded.
+/// the raw encoding point into `store`; other encodings (f16, bf16, sparse)
+/// are decoded into owned memory.
 pub fn read(store: Store) -> Result<Graph> {
     let bytes: &[u8] = (*store).as_ref();
     let sections = locate(bytes)?;
@@ -252,15 +253,19 @@ fn read_tensors(
         let count = numel(&dims)
             .map_err(|_| fmt_err(format!("tensor {ti} dims {} overflow", dims_str(&dims))))?;
         let stored_size = match enc {
-            Encoding::Raw => dtype.size(),
-            Encoding::F16 | Encoding::BF16 => 2,
+            Encoding::Raw => Some(dtype.size()),
+            Encoding::F16 | Encoding::BF16 => Some(2),
+            // Checked exactly while decoding.
+            Encoding::SparseBitmask | Encoding::SparseCsr => None,
         };
-        if count.checked_mul(stored_size) != Some(len) {
-            return Err(fmt_err(format!(
-                "tensor {ti} ({dtype} {}) should have {} bytes, has {len}",
-                dims_str(&dims),
-                count.saturating_mul(stored_size)
-            )));
+        if let Some(size) = stored_size {
+            if count.checked_mul(size) != Some(len) {
+                return Err(fmt_err(format!(
+                    "tensor {ti} ({dtype} {}) should have {} bytes, has {len}",
+                    dims_str(&dims),
+                    count.saturating_mul(size)
+                )));
+            }
         }
         encodings.push((enc, dtype, len));
         let start = data_off + offset;
@@ -294,6 +299,21 @@ fn read_tensors(
                     })
                     .collect();
                 Tensor::from_slice(&dims, &vals)?
+            }
+            Encoding::SparseBitmask | Encoding::SparseCsr => {
+                let decoded = if enc == Encoding::SparseBitmask {
+                    sparse::decode_bitmask(raw, count, dtype.size())
+                } else {
+                    sparse::decode_csr(raw, &dims, dtype.size())
+                };
+                let buf = decoded.map_err(|e| {
+                    fmt_err(format!(
+                        "tensor {ti} ({dtype} {}, {}): {e}",
+                        dims_str(&dims),
+                        enc.name()
+                    ))
+                })?;
+                Tensor::new(dtype, dims, Blob::owned(buf))?
             }
         };
         out.push(tensor);
