@@ -9,9 +9,12 @@
 
 pub mod fuse;
 pub mod layers;
+pub mod lowrank;
+pub mod measure;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
+pub mod prune;
 pub mod quantize;
 
 use std::path::Path;

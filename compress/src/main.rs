@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use morsel_compress::lowrank::{self, LowRankOptions, Rank};
+use morsel_compress::measure::{self, Feed, Summary, argmax_rows, run_batched};
 use morsel_compress::npy;
+use morsel_compress::prune::{self, PruneOptions, Score};
 use morsel_compress::quantize::{self, QuantOptions};
 use morsel_runtime::format::writer::{FloatStorage, to_bytes, write_atomic};
 use morsel_runtime::tensor::{Dim, Tensor, dims_str, shape_str};
@@ -37,6 +40,87 @@ enum Quantize {
     Int8,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum PruneScope {
+    /// One magnitude threshold across all layers.
+    Global,
+    /// The same ratio in every layer.
+    Layer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChannelScore {
+    /// L1 norm of the channel's weights.
+    L1,
+    /// L2 norm of the channel's weights.
+    L2,
+    /// Mean |activation| on --data times the norm of the weights reading it.
+    Activation,
+}
+
+#[derive(clap::Args)]
+struct CompressArgs {
+    input: PathBuf,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Remove this share of the output channels (Conv) and neurons
+    /// (MatMul/Gemm) of every layer whose channels can be removed, e.g. 0.5.
+    #[arg(long)]
+    prune_channels: Option<f32>,
+    /// How channels are ranked for --prune-channels.
+    #[arg(long, value_enum, default_value = "l2")]
+    channel_score: ChannelScore,
+    /// Zero this share of the weights, smallest magnitudes first, e.g. 0.8.
+    #[arg(long)]
+    prune: Option<f32>,
+    #[arg(long, value_enum, default_value = "global")]
+    prune_scope: PruneScope,
+    /// Ratio for one layer, `NODE=RATIO` (repeatable; `morsel inspect` lists the layers).
+    #[arg(long = "prune-layer")]
+    prune_layer: Vec<String>,
+    /// Ratio for the first and last weight layers (default 0: they stay dense).
+    #[arg(long)]
+    prune_ends: Option<f32>,
+    /// N:M semi-structured pruning: keep N of every M weights along each
+    /// output's inputs, e.g. `2:4`.
+    #[arg(long)]
+    n_m: Option<String>,
+    /// Low-rank factorization keeping this share of each weight's squared
+    /// singular values, e.g. 0.95.
+    #[arg(long, conflicts_with = "rank_ratio")]
+    low_rank: Option<f64>,
+    /// Low-rank factorization keeping this share of each weight's full rank.
+    #[arg(long)]
+    rank_ratio: Option<f64>,
+    /// Layers (node names, comma-separated) low-rank leaves alone.
+    #[arg(long, value_delimiter = ',')]
+    keep_full_rank: Vec<String>,
+    #[arg(long, value_enum)]
+    quantize: Option<Quantize>,
+    /// .npz with the model's inputs by name (and labels `y`), to measure on.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
+    #[arg(long, value_delimiter = ',')]
+    keep_float: Vec<String>,
+    /// Weights with fewer elements than this stay f32 (int8) or full rank.
+    #[arg(long, default_value_t = 4096)]
+    min_size: usize,
+    /// Rows of --data per run.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Rows of --data (or of random input) the latency is measured on.
+    #[arg(long, default_value_t = 1)]
+    latency_batch: usize,
+    /// Runs the latency is the median of (0: do not time).
+    #[arg(long, default_value_t = 20)]
+    latency_runs: usize,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Import an ONNX model and write it as a .morsel file.
@@ -48,31 +132,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "f32")]
         weights: Weights,
     },
-    /// Compress a model (.onnx or .morsel) into a .morsel file; with --data,
-    /// measure the compressed model against the f32 one and record the error.
-    Compress {
-        input: PathBuf,
-        #[arg(short, long)]
-        output: PathBuf,
-        #[arg(long, value_enum)]
-        quantize: Quantize,
-        /// .npz with the model's inputs by name, to measure the error on.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
-        #[arg(long, value_delimiter = ',')]
-        keep_float: Vec<String>,
-        /// Weights with fewer elements than this stay f32.
-        #[arg(long, default_value_t = 4096)]
-        min_size: usize,
-        /// Rows of --data per run.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Compress a model (.onnx or .morsel) into a .morsel file: structured
+    /// pruning, then magnitude or N:M pruning, then low-rank factorization,
+    /// then int8 (each optional, in that order). With --data, measure the
+    /// result against the original (accuracy, agreement, error, latency).
+    Compress(CompressArgs),
     /// Show a model's inputs, outputs, ops, parameters, sizes and metadata.
     Inspect {
         model: PathBuf,
@@ -137,32 +201,7 @@ fn main() {
             output,
             weights,
         } => convert(&input, &output, weights),
-        Cmd::Compress {
-            input,
-            output,
-            quantize,
-            data,
-            keep_float,
-            min_size,
-            batch,
-            threads,
-            json,
-        } => {
-            let Quantize::Int8 = quantize;
-            let opts = QuantOptions {
-                keep_float,
-                min_size,
-            };
-            compress(
-                &input,
-                &output,
-                &opts,
-                data.as_deref(),
-                batch,
-                threads,
-                json,
-            )
-        }
+        Cmd::Compress(args) => compress(&args),
         Cmd::Inspect { model, json } => inspect(&model, json),
         Cmd::Run {
             model,
@@ -224,16 +263,17 @@ fn convert(input: &Path, output: &Path, weights: Weights) -> Result<()> {
     Ok(())
 }
 
-fn compress(
-    input: &Path,
-    output: &Path,
-    opts: &QuantOptions,
-    data: Option<&Path>,
-    batch: usize,
-    threads: usize,
-    as_json: bool,
-) -> Result<()> {
+fn compress(a: &CompressArgs) -> Result<()> {
     let t = Instant::now();
+    let input = a.input.as_path();
+    let output = a.output.as_path();
+    let wants_prune = a.prune.is_some() || a.n_m.is_some() || a.prune_channels.is_some();
+    let wants_low_rank = a.low_rank.is_some() || a.rank_ratio.is_some();
+    if !wants_prune && !wants_low_rank && a.quantize.is_none() {
+        bail!(
+            "nothing to do: pass one or more of --prune-channels, --prune, --n-m, --low-rank/--rank-ratio, --quantize int8"
+        );
+    }
     let mut g = if morsel_compress::is_onnx(input) {
         morsel_compress::convert(input)?
     } else {
@@ -247,46 +287,420 @@ fn compress(
         .iter()
         .any(|n| quantized.contains(&morsel_runtime::ops::op_name(n.op)))
     {
-        bail!("{} is already quantized", input.display());
+        bail!(
+            "{} is already quantized: compress the f32 model instead",
+            input.display()
+        );
     }
     let reference = g.clone();
     let f32_len = to_bytes(&reference, FloatStorage::F32)
         .map_err(|e| anyhow!("{e}"))?
         .len();
-    let report = quantize::quantize_dynamic(&mut g, opts)?;
-    quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
-    let error = match data {
+    let ref_model =
+        Model::from_graph(reference.clone()).map_err(|e| anyhow!("the f32 model: {e}"))?;
+    let data = match &a.data {
+        Some(d) => Some(load_feed(&ref_model, d)?),
         None => None,
-        Some(d) => {
-            // Measure the model as it will be read back from the file.
-            let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
-            let q = Model::from_bytes(&bytes).map_err(|e| anyhow!("the int8 model: {e}"))?;
-            let f = Model::from_graph(reference).map_err(|e| anyhow!("the f32 model: {e}"))?;
-            let (feed, _) = load_feed(&f, d)?;
-            Some(quantize::measure_error(&f, &q, &feed, batch, threads)?)
+    };
+    let mut steps: Vec<serde_json::Value> = Vec::new();
+    let say = |s: String| {
+        if !a.json {
+            println!("{s}");
         }
     };
-    let meta = quantize::metadata_json(&report, opts, error.as_deref());
-    g.metadata.insert("quantization".into(), meta.to_string());
+
+    // 1. Structured pruning.
+    if let Some(ratio) = a.prune_channels {
+        let (groups, not) = prune::channel_groups(&mut g)?;
+        if groups.is_empty() {
+            bail!(
+                "--prune-channels: no layer's channels can be removed ({})",
+                not.iter()
+                    .map(|n| format!("{}: {}", n.node, n.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let (score, score_name) = match a.channel_score {
+            ChannelScore::L1 => (Score::L1, "l1"),
+            ChannelScore::L2 => (Score::L2, "l2"),
+            ChannelScore::Activation => {
+                let (feed, _) = data
+                    .as_ref()
+                    .context("--channel-score activation needs --data")?;
+                (
+                    Score::Activation(activation_stats(&g, &groups, feed, a.threads)?),
+                    "activation",
+                )
+            }
+        };
+        let keeps = prune::select_channels(&g, &groups, ratio, &score)?;
+        say(format!(
+            "structured pruning ({:.0}% of channels, ranked by {score_name}): {} layers",
+            ratio * 100.0,
+            groups.len()
+        ));
+        let mut layers = Vec::new();
+        for (gr, k) in groups.iter().zip(&keeps) {
+            let name = g.nodes[gr.producer].name.clone();
+            say(format!(
+                "  {:<56} {:>5} -> {:<5} channels",
+                name,
+                gr.channels,
+                k.len()
+            ));
+            layers.push(json!({"node": name, "channels": gr.channels, "kept": k.len()}));
+        }
+        for n in &not {
+            say(format!("  kept whole: {:<45} {}", n.node, n.reason));
+        }
+        prune::remove_channels(&mut g, &groups, &keeps)?;
+        let step = format!("prune-channels({ratio},{score_name})");
+        quantize::add_recipe_step(&mut g, &step);
+        steps.push(json!({"step": step, "layers": layers,
+            "not_prunable": not.iter().map(|n| json!({"node": n.node, "reason": n.reason})).collect::<Vec<_>>()}));
+    }
+
+    // 2. Unstructured / N:M pruning.
+    let mut sparsity_report = |g: &mut morsel_runtime::Graph,
+                               step: String,
+                               layers: Vec<prune::LayerSparsity>|
+     -> Result<()> {
+        let (p, z) = layers
+            .iter()
+            .fold((0, 0), |(p, z), l| (p + l.params, z + l.zeros));
+        say(format!(
+            "{step}: {z} of {p} weights are zero ({:.1}%)",
+            100.0 * z as f64 / p.max(1) as f64
+        ));
+        for l in &layers {
+            say(format!(
+                "  {:<56} {:>7} {:>9} weights  {:>5.1}% zero",
+                l.node,
+                l.op,
+                l.params,
+                100.0 * l.sparsity()
+            ));
+        }
+        quantize::add_recipe_step(g, &step);
+        steps.push(json!({"step": step, "layers": layers.iter().map(|l| json!({"node": l.node, "params": l.params, "zeros": l.zeros})).collect::<Vec<_>>()}));
+        Ok(())
+    };
+    if let Some(ratio) = a.prune {
+        let overrides = a
+            .prune_layer
+            .iter()
+            .map(|s| {
+                let (n, r) = s
+                    .rsplit_once('=')
+                    .with_context(|| format!("--prune-layer '{s}': expected NODE=RATIO"))?;
+                let r: f32 = r
+                    .parse()
+                    .with_context(|| format!("--prune-layer '{s}': '{r}' is not a number"))?;
+                Ok((n.to_string(), r))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let o = PruneOptions {
+            ratio,
+            global: matches!(a.prune_scope, PruneScope::Global),
+            ends: a.prune_ends,
+            overrides,
+        };
+        let layers = prune::prune_magnitude(&mut g, &o)?;
+        let scope = if o.global { "global" } else { "layer" };
+        sparsity_report(&mut g, format!("prune-magnitude({ratio},{scope})"), layers)?;
+    }
+    if let Some(nm) = &a.n_m {
+        let (n, m) = nm
+            .split_once(':')
+            .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)))
+            .with_context(|| format!("--n-m '{nm}': expected N:M, e.g. 2:4"))?;
+        let layers = prune::prune_n_m(&mut g, n, m, &[])?;
+        sparsity_report(&mut g, format!("prune-n-m({n}:{m})"), layers)?;
+    }
+
+    // 3. Low-rank factorization.
+    if wants_low_rank {
+        let rank = match (a.low_rank, a.rank_ratio) {
+            (Some(e), _) => Rank::Energy(e),
+            (_, Some(r)) => Rank::Ratio(r),
+            _ => unreachable!(),
+        };
+        let o = LowRankOptions {
+            rank,
+            skip: a.keep_full_rank.clone(),
+            min_size: a.min_size,
+        };
+        let r = lowrank::factorize(&mut g, &o)?;
+        let (pb, pa) = r.factorized.iter().fold((0, 0), |(b, a), f| {
+            (b + f.params_before, a + f.params_after)
+        });
+        let step = match rank {
+            Rank::Energy(e) => format!("low-rank(energy {e})"),
+            Rank::Ratio(q) => format!("low-rank(rank ratio {q})"),
+        };
+        say(format!(
+            "{step}: {} layers factorized, their weights {pb} -> {pa} parameters; {} left full rank",
+            r.factorized.len(),
+            r.skipped.len()
+        ));
+        for f in &r.factorized {
+            say(format!(
+                "  {:<56} {:>7} {:>12} rank {:>4}  energy {:.3}  ‖W−Wr‖/‖W‖ {:.3}",
+                f.node,
+                f.op,
+                dims_str(&f.shape),
+                f.rank,
+                f.energy,
+                f.rel_error
+            ));
+        }
+        for s in &r.skipped {
+            say(format!("  full rank: {:<45} {}", s.node, s.reason));
+        }
+        quantize::add_recipe_step(&mut g, &step);
+        steps.push(json!({"step": step,
+            "factorized": r.factorized.iter().map(|f| json!({"node": f.node, "shape": f.shape, "rank": f.rank,
+                "params_before": f.params_before, "params_after": f.params_after, "energy": f.energy, "rel_error": f.rel_error})).collect::<Vec<_>>(),
+            "skipped": r.skipped.iter().map(|s| json!({"node": s.node, "reason": s.reason})).collect::<Vec<_>>()}));
+    }
+
+    // 4. int8.
+    let qopts = QuantOptions {
+        keep_float: a.keep_float.clone(),
+        min_size: a.min_size,
+    };
+    let qreport = match a.quantize {
+        Some(Quantize::Int8) => {
+            let r = quantize::quantize_dynamic(&mut g, &qopts)?;
+            quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
+            if !a.json {
+                print_quant_report(&r, &qopts);
+            }
+            Some(r)
+        }
+        None => None,
+    };
+
+    // Measure the model as it will be read back from the file.
+    let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
+    let new_model = Model::from_bytes(&bytes).map_err(|e| anyhow!("the compressed model: {e}"))?;
+    let error = match &data {
+        Some((feed, _)) => Some(quantize::measure_error(
+            &ref_model, &new_model, feed, a.batch, a.threads,
+        )?),
+        None => None,
+    };
+    let timing_feed = match &data {
+        Some((feed, _)) => measure::head(feed, a.latency_batch)?,
+        None => random_inputs(&ref_model, &[])?,
+    };
+    let before = summarize(
+        "original",
+        &ref_model,
+        f32_len,
+        &data,
+        &timing_feed,
+        None,
+        a,
+    )?;
+    let mut after = summarize(
+        "compressed",
+        &new_model,
+        bytes.len(),
+        &data,
+        &timing_feed,
+        Some(&ref_model),
+        a,
+    )?;
+    after.min_cosine = error
+        .as_ref()
+        .and_then(|e| e.first())
+        .map(|e| e.min_row_cosine);
+
+    if let Some(r) = &qreport {
+        let meta = quantize::metadata_json(r, &qopts, error.as_deref());
+        g.metadata.insert("quantization".into(), meta.to_string());
+    }
+    let measured = json!({"data": a.data.as_ref().map(|d| d.display().to_string()),
+        "before": before.to_json(), "after": after.to_json()});
+    g.metadata.insert(
+        "compression".into(),
+        json!({"steps": steps, "measured": measured}).to_string(),
+    );
     let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
     Model::from_bytes(&bytes)
         .map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;
     write_atomic(output, &bytes)?;
+    after.file_bytes = bytes.len();
     let ratio = f32_len as f64 / bytes.len().max(1) as f64;
-    if as_json {
-        let mut j = meta;
-        j["file"] = json!(output.display().to_string());
-        j["file_bytes"] = json!(bytes.len());
-        j["f32_file_bytes"] = json!(f32_len);
-        j["size_ratio"] = json!(ratio);
+    if a.json {
+        let mut j = json!({"steps": steps, "before": before.to_json(), "after": after.to_json(),
+            "file": output.display().to_string(), "file_bytes": bytes.len(), "f32_file_bytes": f32_len,
+            "size_ratio": ratio});
+        if let Some(r) = &qreport {
+            j["quantization"] = quantize::metadata_json(r, &qopts, error.as_deref());
+        }
+        if let Some(e) = &error {
+            j["error"] = json!(e.iter().map(|o| json!({"name": o.name, "max_abs_diff": o.max_abs_diff,
+                "mean_abs_diff": o.mean_abs_diff, "cosine": o.cosine, "min_row_cosine": o.min_row_cosine,
+                "mean_row_cosine": o.mean_row_cosine, "samples": o.samples})).collect::<Vec<_>>());
+        }
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
+    match (&error, &a.data) {
+        (Some(e), Some(d)) => {
+            println!(
+                "error of the compressed model vs the original on {}:",
+                d.display()
+            );
+            println!(
+                "  {:<24} {:>11} {:>11} {:>10} {:>12} {:>12} {:>8}",
+                "output",
+                "max|diff|",
+                "mean|diff|",
+                "cosine",
+                "min sample",
+                "mean sample",
+                "samples"
+            );
+            for o in e {
+                println!(
+                    "  {:<24} {:>11.3e} {:>11.3e} {:>10.6} {:>12.6} {:>12.6} {:>8}",
+                    o.name,
+                    o.max_abs_diff,
+                    o.mean_abs_diff,
+                    o.cosine,
+                    o.min_row_cosine,
+                    o.mean_row_cosine,
+                    o.samples
+                );
+            }
+            println!("  (sample = one row of the leading dim; its cosine is over that row)");
+        }
+        _ => println!(
+            "error: not measured (pass --data inputs.npz to measure it against the original)"
+        ),
+    }
+    let timed_on: Vec<String> = timing_feed
+        .iter()
+        .map(|(n, t)| format!("{n}={}", dims_str(&t.dims)))
+        .collect();
+    println!(
+        "before/after (FLOPs and latency at {}, {} thread(s)):",
+        timed_on.join(", "),
+        a.threads
+    );
+    measure::print_table(&[before, after]);
+    println!(
+        "wrote {} ({} bytes, {:.2} MiB; the f32 .morsel is {} bytes: {ratio:.2}x smaller) in {:.2}s",
+        output.display(),
+        bytes.len(),
+        bytes.len() as f64 / 1048576.0,
+        f32_len,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One column of the before/after table.
+fn summarize(
+    label: &str,
+    model: &Model,
+    file_bytes: usize,
+    data: &Option<(Feed, Option<Vec<i64>>)>,
+    timing_feed: &Feed,
+    reference: Option<&Model>,
+    a: &CompressArgs,
+) -> Result<Summary> {
+    let (params, nonzero_params) = prune::parameters(model.graph());
+    let dims: Vec<(String, Vec<usize>)> = timing_feed
+        .iter()
+        .map(|(n, t)| (n.clone(), t.dims.clone()))
+        .collect();
+    let mut s = Summary {
+        label: label.into(),
+        params,
+        nonzero_params,
+        file_bytes,
+        flops: measure::flops(model.graph(), &dims).ok(),
+        ..Summary::default()
+    };
+    if let Some((feed, labels)) = data {
+        let (out, dims) = run_batched(model, feed, a.batch, a.threads)?;
+        let n = dims.first().copied().unwrap_or(0);
+        // Top-1 only makes sense for [N, classes] outputs.
+        if dims.len() == 2 && n > 0 {
+            let pred = argmax_rows(&out, dims[1]);
+            if let Some(y) = labels {
+                if y.len() == n {
+                    let ok = pred
+                        .iter()
+                        .zip(y)
+                        .filter(|(p, y)| **p as i64 == **y)
+                        .count();
+                    s.accuracy = Some(ok as f64 / n as f64);
+                }
+            }
+            if let Some(r) = reference {
+                let (ro, _) = run_batched(r, feed, a.batch, a.threads)?;
+                let rp = argmax_rows(&ro, dims[1]);
+                let same = pred.iter().zip(&rp).filter(|(a, b)| a == b).count();
+                s.agreement = Some(same as f64 / n as f64);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Mean |x| per channel of each consumer input of `groups`, on up to 32
+/// rows of `feed`.
+fn activation_stats(
+    g: &morsel_runtime::Graph,
+    groups: &[prune::ChannelGroup],
+    feed: &Feed,
+    threads: usize,
+) -> Result<std::collections::HashMap<usize, Vec<f64>>> {
+    let mut probe = g.clone();
+    let mut wanted: Vec<(usize, usize, usize)> = Vec::new();
+    for gr in groups {
+        for &(_, v) in &gr.consumers {
+            if !wanted.iter().any(|w| w.0 == v) {
+                wanted.push((v, gr.axis, gr.channels));
+            }
+        }
+    }
+    let first = probe.outputs.len();
+    probe.outputs.extend(wanted.iter().map(|w| w.0));
+    let m = Model::from_graph(probe).map_err(|e| anyhow!("{e}"))?;
+    let sample = measure::head(feed, 32)?;
+    let mut s = m.session(Options {
+        threads,
+        ..Options::default()
+    });
+    let refs: Vec<(&str, _)> = sample.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
+    let outs = s.run(&refs).map_err(|e| anyhow!("{e}"))?;
+    let mut stats = std::collections::HashMap::new();
+    for (i, &(v, axis, c)) in wanted.iter().enumerate() {
+        let t = &outs[first + i];
+        let x = t.to_f32_vec()?;
+        let inner: usize = t.dims[axis + 1..].iter().product();
+        let mut sum = vec![0f64; c];
+        for (j, val) in x.iter().enumerate() {
+            sum[(j / inner) % c] += val.abs() as f64;
+        }
+        let per = (x.len() / c.max(1)).max(1) as f64;
+        stats.insert(v, sum.into_iter().map(|s| s / per).collect());
+    }
+    Ok(stats)
+}
+
+fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {
     let mib = |b: usize| b as f64 / 1048576.0;
     let (wb, wa) = report.weight_bytes();
     println!(
-        "int8 dynamic quantization of {}: {} layers to int8, {} kept in f32; their weights {:.1} MiB -> {:.1} MiB",
-        input.display(),
+        "int8 dynamic quantization: {} layers to int8, {} kept in f32; their weights {:.1} MiB -> {:.1} MiB",
         report.converted.len(),
         report.kept.len(),
         mib(wb),
@@ -316,53 +730,7 @@ fn compress(
             println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason);
         }
     }
-    match (&error, data) {
-        (Some(e), Some(d)) => {
-            println!(
-                "error of the int8 model vs the f32 model on {}:",
-                d.display()
-            );
-            println!(
-                "  {:<24} {:>11} {:>11} {:>10} {:>12} {:>12} {:>8}",
-                "output",
-                "max|diff|",
-                "mean|diff|",
-                "cosine",
-                "min sample",
-                "mean sample",
-                "samples"
-            );
-            for o in e {
-                println!(
-                    "  {:<24} {:>11.3e} {:>11.3e} {:>10.6} {:>12.6} {:>12.6} {:>8}",
-                    o.name,
-                    o.max_abs_diff,
-                    o.mean_abs_diff,
-                    o.cosine,
-                    o.min_row_cosine,
-                    o.mean_row_cosine,
-                    o.samples
-                );
-            }
-            println!("  (sample = one row of the leading dim; its cosine is over that row)");
-        }
-        _ => println!(
-            "error: not measured (pass --data inputs.npz to measure it against the f32 model)"
-        ),
-    }
-    println!(
-        "wrote {} ({} bytes, {:.1} MiB; the f32 .morsel is {} bytes: {ratio:.2}x smaller) in {:.2}s",
-        output.display(),
-        bytes.len(),
-        mib(bytes.len()),
-        f32_len,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
-
-/// Inputs by name.
-type Feed = Vec<(String, Tensor)>;
 
 /// The inputs in a `.npz` for `model` (by input name, or `x` for a
 /// one-input model) and its labels (`y` or `labels`) if any.
@@ -805,73 +1173,6 @@ fn bench(
         );
     }
     Ok(())
-}
-
-/// Slice rows [a, b) of the leading dim.
-fn rows(t: &Tensor, a: usize, b: usize) -> Result<Tensor> {
-    let per: usize = t.dims[1..].iter().product::<usize>() * t.dtype.size();
-    let mut dims = t.dims.clone();
-    dims[0] = b - a;
-    Ok(Tensor::new(
-        t.dtype,
-        dims,
-        morsel_runtime::tensor::Blob::owned(morsel_runtime::tensor::AlignedBuf::from_bytes(
-            &t.data.as_bytes()[a * per..b * per],
-        )),
-    )?)
-}
-
-/// Run `model` over the data in batches; returns the first output's rows as f32.
-fn run_batched(
-    model: &Model,
-    data: &[(String, Tensor)],
-    batch: usize,
-    threads: usize,
-) -> Result<(Vec<f32>, Vec<usize>)> {
-    let n = data
-        .first()
-        .map(|(_, t)| t.dims.first().copied().unwrap_or(1))
-        .unwrap_or(0);
-    let mut session = model.session(Options {
-        threads,
-        ..Options::default()
-    });
-    let mut all = Vec::new();
-    let mut out_dims = Vec::new();
-    let mut a = 0;
-    while a < n {
-        let b = (a + batch.max(1)).min(n);
-        let chunk: Vec<(String, Tensor)> = data
-            .iter()
-            .map(|(k, t)| Ok((k.clone(), rows(t, a, b)?)))
-            .collect::<Result<_>>()?;
-        let refs: Vec<(&str, _)> = chunk.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
-        let outs = session
-            .run(&refs)
-            .map_err(|e| anyhow!("rows {a}..{b}: {e}"))?;
-        let o = outs.first().context("the model has no outputs")?;
-        out_dims = o.dims.clone();
-        all.extend(o.to_f32_vec()?);
-        a = b;
-    }
-    if let Some(d) = out_dims.first_mut() {
-        *d = n;
-    }
-    Ok((all, out_dims))
-}
-
-fn argmax_rows(v: &[f32], classes: usize) -> Vec<usize> {
-    v.chunks(classes.max(1))
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-                )
-                .0
-        })
-        .collect()
 }
 
 fn eval(
