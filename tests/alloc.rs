@@ -143,3 +143,20 @@ fn int8_warm_runs_allocate_only_their_outputs() {
         "a warm int8 run made {per_run} allocations (budget {budget})"
     );
 }
+
+#[test]
+fn a_warm_run_into_caller_buffers_allocates_nothing() {
+    let _one = serial();
+    let model = Model::from_bytes(&digits_morsel_bytes()).unwrap();
+    let x = npy(&digits_dir().join("sample_input.npy"));
+    let mut s = model.session(Options::default());
+    let dims = s.output_dims(std::slice::from_ref(&x.dims)).unwrap();
+    let mut logits = vec![0u8; dims[0].iter().product::<usize>() * 4];
+    s.run_into(&[("x", x.view())], &mut [&mut logits]).unwrap();
+    let before = ALLOCS.load(Ordering::Relaxed);
+    s.run_into(&[("x", x.view())], &mut [&mut logits]).unwrap();
+    let per_run = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(per_run, 0, "a warm run_into made {per_run} allocations");
+    let want = s.run(&[("x", x.view())]).unwrap();
+    assert_eq!(logits, want[0].data.as_bytes());
+}

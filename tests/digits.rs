@@ -99,3 +99,54 @@ fn planned_memory_is_less_than_the_sum_of_intermediates() {
         plan.unshared_bytes()
     );
 }
+
+#[test]
+fn run_into_writes_what_run_returns_and_checks_buffer_sizes() {
+    let model = Model::from_bytes(&digits_morsel_bytes()).unwrap();
+    let x = npy(&digits_dir().join("sample_input.npy"));
+    let mut s = model.session(Options::default());
+    let want = s.run(&[("x", x.view())]).unwrap();
+    assert_eq!(
+        s.output_dims(std::slice::from_ref(&x.dims)).unwrap(),
+        [want[0].dims.clone()]
+    );
+    let mut buf = vec![0u8; want[0].data.len()];
+    s.run_into(&[("x", x.view())], &mut [&mut buf]).unwrap();
+    assert_eq!(buf, want[0].data.as_bytes());
+
+    let mut short = vec![7u8; buf.len() - 4];
+    let err = s
+        .run_into(&[("x", x.view())], &mut [&mut short])
+        .unwrap_err();
+    assert!(err.to_string().contains("output 0"), "{err}");
+    assert!(
+        short.iter().all(|&b| b == 7),
+        "a refused buffer is left untouched"
+    );
+    let err = s.run_into(&[("x", x.view())], &mut []).unwrap_err();
+    assert!(err.to_string().contains("1 outputs, 0 buffers"), "{err}");
+}
+
+#[test]
+fn memory_use_splits_what_a_run_holds_by_owner() {
+    let model = Model::from_bytes(&digits_morsel_bytes()).unwrap();
+    let x = npy(&digits_dir().join("sample_input.npy"));
+    let mut s = model.session(Options::default());
+    let planned = s
+        .plan(std::slice::from_ref(&x.dims))
+        .unwrap()
+        .activation_bytes();
+    assert_eq!(s.memory().activations, 0, "nothing is held before a run");
+    s.run(&[("x", x.view())]).unwrap();
+    let m = s.memory();
+    // The slots are allocated exactly as planned.
+    assert_eq!(m.activations, planned);
+    assert_eq!(s.held_bytes(), m.activations + m.session_scratch);
+    // Conv packs im2col panels in the kernels' per-thread scratch: counted
+    // there (process-wide, so other tests' threads may add to it).
+    assert!(m.kernel_scratch > 0);
+    assert_eq!(
+        m.total(),
+        m.activations + m.session_scratch + m.kernel_scratch + m.prepared_weights
+    );
+}

@@ -325,8 +325,59 @@ impl Session {
         Ok(self.plans.len() - 1)
     }
 
-    /// Run the model. Inputs by name; outputs in the graph's output order.
+    /// Run the model. Inputs by name; outputs in the graph's output order,
+    /// each a fresh tensor (see [`Session::run_into`] to write them into
+    /// buffers the caller owns instead).
     pub fn run(&mut self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Vec<Tensor>> {
+        self.run_with(inputs, |outs| outs.iter().map(|t| t.to_tensor()).collect())
+    }
+
+    /// Run the model and write each output's bytes into the caller's buffer
+    /// (graph output order; each exactly as long as the output, whose dims
+    /// follow from the input dims: see [`Session::output_dims`]). The only
+    /// copy of an output is the one into `outputs`; a warm run allocates
+    /// nothing. Buffers of the wrong length are an [`Error::Input`] naming
+    /// the output, and are then left untouched (no buffer is written).
+    pub fn run_into(
+        &mut self,
+        inputs: &[(&str, TensorRef<'_>)],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<()> {
+        self.run_with(inputs, |outs| {
+            if outs.len() != outputs.len() {
+                return Err(Error::Input(format!(
+                    "the model has {} outputs, {} buffers were given",
+                    outs.len(),
+                    outputs.len()
+                )));
+            }
+            for (k, (t, buf)) in outs.iter().zip(outputs.iter()).enumerate() {
+                if t.data.len() != buf.len() {
+                    return Err(Error::Input(format!(
+                        "output {k} ({} {}) has {} bytes, its buffer {}",
+                        t.dtype,
+                        dims_str(t.dims),
+                        t.data.len(),
+                        buf.len()
+                    )));
+                }
+            }
+            for (t, buf) in outs.iter().zip(outputs.iter_mut()) {
+                buf.copy_from_slice(t.data);
+            }
+            Ok(())
+        })?
+    }
+
+    /// Run the model and hand its outputs (graph order) to `f` as views of
+    /// the session's own buffers, valid during the call: for callers that
+    /// copy them somewhere themselves (the C API writes them straight into
+    /// the caller's memory).
+    pub fn run_with<R>(
+        &mut self,
+        inputs: &[(&str, TensorRef<'_>)],
+        f: impl FnOnce(&[TensorRef<'_>]) -> R,
+    ) -> Result<R> {
         let inputs = self.match_inputs(inputs)?;
         // Caller memory may be unaligned for its dtype: copy only then.
         let realigned: SmallVec<[Option<AlignedBuf>; 4]> = inputs
@@ -404,7 +455,7 @@ impl Session {
             }
             result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
         }
-        let mut results = Vec::with_capacity(graph.outputs.len());
+        let mut results: SmallVec<[TensorRef<'_>; 4]> = SmallVec::new();
         for &o in &graph.outputs {
             let src = plan.loc[o].as_ref().ok_or_else(|| {
                 Error::Graph(format!(
@@ -412,29 +463,78 @@ impl Session {
                     graph.values[o].name
                 ))
             })?;
-            results.push(
-                view(
-                    graph,
-                    plan,
-                    &inputs,
-                    src,
-                    &plan.dims[o],
-                    plan.dtypes[o],
-                    slots,
-                )?
-                .to_tensor(),
-            );
+            results.push(view(
+                graph,
+                plan,
+                &inputs,
+                src,
+                &plan.dims[o],
+                plan.dtypes[o],
+                slots,
+            )?);
         }
-        Ok(results)
+        Ok(f(&results))
     }
 
-    /// Bytes held by this session's activation slots and scratch.
+    /// Dims of each output (graph order) for these input dims (graph input
+    /// order), from the plan: what [`Session::run_into`]'s buffers must hold.
+    pub fn output_dims<D: AsRef<[usize]>>(&mut self, input_dims: &[D]) -> Result<Vec<Vec<usize>>> {
+        let model = self.model.clone();
+        let plan = self.plan(input_dims)?;
+        Ok(model
+            .graph()
+            .outputs
+            .iter()
+            .map(|&o| plan.dims[o].clone())
+            .collect())
+    }
+
+    /// Bytes held by this session's activation slots and its own scratch
+    /// (not the kernels' per-thread scratch: see [`Session::memory`]).
     pub fn held_bytes(&self) -> usize {
         self.slots.iter().map(|s| s.capacity_bytes()).sum::<usize>()
             + self.ctx.scratch_capacity_bytes()
     }
+
+    /// What memory a run uses besides its inputs, outputs and the model
+    /// file, split by owner, as held now (after a run: what it needed).
+    pub fn memory(&self) -> MemoryUse {
+        MemoryUse {
+            activations: self.slots.iter().map(|s| s.capacity_bytes()).sum(),
+            session_scratch: self.ctx.scratch_capacity_bytes(),
+            kernel_scratch: crate::kernels::scratch_held_bytes(),
+            prepared_weights: self.model.prepared_bytes(),
+        }
+    }
 }
 
+/// Memory held for running, by owner ([`Session::memory`]). Only
+/// `activations` is planned ([`Plan::activation_bytes`]) and covered by
+/// [`Options::memory_limit`]; the rest is reported so that a measurement
+/// (resident memory) can be compared with the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// The session's activation buffers: the plan's slots, once a run has
+    /// used them.
+    pub activations: usize,
+    /// The session's own scratch (per-row statistics, col2im buffers).
+    pub session_scratch: usize,
+    /// The kernels' per-thread scratch, process-wide
+    /// ([`crate::kernels::scratch_held_bytes`]): f32 matmul/conv packing
+    /// (one 256 KiB block of B per thread that packs), depthwise-conv
+    /// padded planes, QMatMul's quantized rows. Shared by every session
+    /// running on those threads.
+    pub kernel_scratch: usize,
+    /// Constant weights the model's ops packed for their kernels
+    /// ([`Model::prepared_bytes`]): shared by every session of the model.
+    pub prepared_weights: usize,
+}
+
+impl MemoryUse {
+    pub fn total(&self) -> usize {
+        self.activations + self.session_scratch + self.kernel_scratch + self.prepared_weights
+    }
+}
 fn view<'a>(
     graph: &'a crate::graph::Graph,
     plan: &'a Plan,

@@ -172,6 +172,32 @@ typedef struct MorselOutput {
   int32_t dtype;
 } MorselOutput;
 
+/**
+ * Memory held for running, by owner (see `morsel_session_memory`).
+ */
+typedef struct MorselMemory {
+  /**
+   * The session's activation buffers (what `morsel_session_planned_bytes`
+   * plans and the budget covers), once a run has used them.
+   */
+  size_t activations;
+  /**
+   * The session's own scratch (per-row statistics, col2im buffers).
+   */
+  size_t session_scratch;
+  /**
+   * The kernels' per-thread scratch, summed over the process's threads:
+   * f32 matmul/conv packing (a 256 KiB block per thread that packs),
+   * depthwise-conv planes, int8 quantized rows. Shared by all sessions.
+   */
+  size_t kernel_scratch;
+  /**
+   * Constant weights packed for the kernels, shared by all sessions of
+   * the model.
+   */
+  size_t prepared_weights;
+} MorselMemory;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -373,7 +399,9 @@ MorselStatus morsel_session_planned_bytes(struct MorselSession *session,
  * are written, then its dims if `dims_capacity` >= rank and its data if
  * `capacity` >= `data_len`; if some buffer was too small the call returns
  * `MORSEL_STATUS_BUFFER_TOO_SMALL` (the other outputs are filled): grow
- * the buffers to the sizes written and run again. A session with a memory
+ * the buffers to the sizes written and run again. Each output is copied
+ * once, from the session's buffers straight into `data` (no intermediate
+ * copy), unless an output buffer overlaps an input's memory. A session with a memory
  * budget refuses a run that needs more with `MORSEL_STATUS_MEMORY` before
  * allocating anything.
  *
@@ -391,13 +419,25 @@ MorselStatus morsel_session_run(struct MorselSession *session,
                                 size_t n_outputs);
 
 /**
- * Bytes this session currently holds for activations and kernel scratch
- * (grows on the first run with new input dims, then stays).
+ * Bytes this session currently holds for activations and its own scratch
+ * (grows on the first run with new input dims, then stays). The kernels'
+ * per-thread scratch and packed weights are not included: see
+ * `morsel_session_memory`.
  *
  * # Safety
  * `session` is null or a live session handle; `out` is null or valid for a write.
  */
 MorselStatus morsel_session_held_bytes(struct MorselSession *session, size_t *out);
+
+/**
+ * Memory held for running, by owner, as now (after a run: what it
+ * needed). Only `activations` is planned and covered by the budget; the
+ * rest comes on top.
+ *
+ * # Safety
+ * `session` is null or a live session handle; `out` is null or valid for a write.
+ */
+MorselStatus morsel_session_memory(struct MorselSession *session, struct MorselMemory *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -265,7 +265,9 @@ pub unsafe extern "C" fn morsel_session_planned_bytes(
 /// are written, then its dims if `dims_capacity` >= rank and its data if
 /// `capacity` >= `data_len`; if some buffer was too small the call returns
 /// `MORSEL_STATUS_BUFFER_TOO_SMALL` (the other outputs are filled): grow
-/// the buffers to the sizes written and run again. A session with a memory
+/// the buffers to the sizes written and run again. Each output is copied
+/// once, from the session's buffers straight into `data` (no intermediate
+/// copy), unless an output buffer overlaps an input's memory. A session with a memory
 /// budget refuses a run that needs more with `MORSEL_STATUS_MEMORY` before
 /// allocating anything.
 ///
@@ -315,86 +317,58 @@ pub unsafe extern "C" fn morsel_session_run(
             }
             bufs.push(o);
         }
-        let results = {
-            // SAFETY: the caller's contract on `inputs`; the borrowed input
-            // memory is released at the end of this block, before any output
-            // is written (the caller may reuse an input buffer for output).
-            let given = unsafe { read_inputs(inputs, n_inputs, true) }?;
-            let refs: Vec<(&str, TensorRef<'_>)> = given
-                .iter()
-                .map(|i| {
-                    (
-                        i.name,
-                        TensorRef {
-                            dtype: i.dtype,
-                            dims: &i.dims,
-                            data: i.data,
-                        },
-                    )
-                })
-                .collect();
+        // SAFETY: the caller's contract on `inputs`; the input memory is
+        // only read during this call.
+        let given = unsafe { read_inputs(inputs, n_inputs, true) }?;
+        let refs: Vec<(&str, TensorRef<'_>)> = given
+            .iter()
+            .map(|i| {
+                (
+                    i.name,
+                    TensorRef {
+                        dtype: i.dtype,
+                        dims: &i.dims,
+                        data: i.data,
+                    },
+                )
+            })
+            .collect();
+        // An output buffer may be an input buffer too (the caller reuses
+        // memory): then the outputs are copied out only after the inputs
+        // are released. Otherwise each output goes straight from the
+        // session's buffers into the caller's (one copy).
+        let overlaps = |o: &MorselOutput| {
+            let (lo, hi) = (o.data as usize, o.data as usize + o.capacity);
+            given.iter().any(|i| {
+                let (a, b) = (
+                    i.data.as_ptr() as usize,
+                    i.data.as_ptr() as usize + i.data.len(),
+                );
+                a < hi && lo < b
+            })
+        };
+        let model = s.session.model().clone();
+        let too_small = if bufs.iter().any(overlaps) {
             s.poisoned = true;
             let r = s.session.run(&refs);
             s.poisoned = false;
+            let results = r?;
+            drop(refs);
+            drop(given);
+            let views: Vec<TensorRef<'_>> = results.iter().map(|t| t.view()).collect();
+            // SAFETY: `outputs` is valid for `n_outputs` elements and each
+            // buffer for its capacities (caller's contract); no input is
+            // borrowed any more.
+            unsafe { write_outputs(&model, &views, &bufs, outputs) }
+        } else {
+            s.poisoned = true;
+            // SAFETY: as above; the output buffers do not overlap any input.
+            let r = s.session.run_with(&refs, |views| unsafe {
+                write_outputs(&model, views, &bufs, outputs)
+            });
+            s.poisoned = false;
             r?
         };
-        let names: Vec<String> = {
-            let g = s.session.model().graph();
-            g.outputs
-                .iter()
-                .map(|&v| g.values[v].name.clone())
-                .collect()
-        };
-        let mut too_small: Option<String> = None;
-        for (k, (t, o)) in results.iter().zip(&bufs).enumerate() {
-            let bytes = t.data.as_bytes();
-            let rank = t.dims.len();
-            // SAFETY: k < n_outputs, within the caller's array.
-            let p = unsafe { outputs.add(k) };
-            // SAFETY: `p` is element `k` of the caller's array, valid for
-            // writes by the caller's contract; fields are written in place.
-            unsafe {
-                (*p).rank = rank;
-                (*p).data_len = bytes.len();
-                (*p).dtype = i32::from(t.dtype.code());
-            }
-            if o.dims_capacity >= rank {
-                for (j, &d) in t.dims.iter().enumerate() {
-                    // SAFETY: `dims` is non-null (checked when rank > 0, as
-                    // dims_capacity >= rank > 0) and valid for
-                    // `dims_capacity` writes by the caller's contract.
-                    unsafe { o.dims.add(j).write(i64::try_from(d).unwrap_or(i64::MAX)) };
-                }
-            } else if too_small.is_none() {
-                too_small = Some(format!(
-                    "output '{}' has rank {rank}, outputs[{k}].dims holds {}",
-                    names[k], o.dims_capacity
-                ));
-            }
-            if o.capacity >= bytes.len() {
-                if !bytes.is_empty() {
-                    // SAFETY: `data` is non-null (capacity > 0) and valid for
-                    // `capacity >= len` byte writes by the caller's contract;
-                    // the source is the runtime's own output tensor.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            bytes.as_ptr(),
-                            o.data.cast::<u8>(),
-                            bytes.len(),
-                        )
-                    };
-                }
-            } else if too_small.is_none() {
-                too_small = Some(format!(
-                    "output '{}' ({} {:?}) needs {} bytes, outputs[{k}].capacity is {}",
-                    names[k],
-                    t.dtype,
-                    t.dims,
-                    bytes.len(),
-                    o.capacity
-                ));
-            }
-        }
         match too_small {
             Some(m) => Err(Fail::new(MorselStatus::BufferTooSmall, m)),
             None => Ok(()),
@@ -402,8 +376,77 @@ pub unsafe extern "C" fn morsel_session_run(
     })
 }
 
-/// Bytes this session currently holds for activations and kernel scratch
-/// (grows on the first run with new input dims, then stays).
+/// Write each output's rank, size, dtype, dims and data into the caller's
+/// `outputs` as far as its buffers allow; returns what was too small.
+///
+/// # Safety
+/// `outputs` is valid for `bufs.len()` elements (read and write), and each
+/// `bufs[k]` (a copy of `outputs[k]`) has `data`/`dims` valid for
+/// `capacity` bytes / `dims_capacity` int64s (non-null when non-zero),
+/// none overlapping the memory of `results`.
+unsafe fn write_outputs(
+    model: &morsel_runtime::Model,
+    results: &[TensorRef<'_>],
+    bufs: &[MorselOutput],
+    outputs: *mut MorselOutput,
+) -> Option<String> {
+    let g = model.graph();
+    let name = |k: usize| g.values[g.outputs[k]].name.as_str();
+    let mut too_small: Option<String> = None;
+    for (k, (t, o)) in results.iter().zip(bufs).enumerate() {
+        let bytes = t.data;
+        let rank = t.dims.len();
+        // SAFETY: k < n_outputs, within the caller's array.
+        let p = unsafe { outputs.add(k) };
+        // SAFETY: `p` is element `k` of the caller's array, valid for
+        // writes by the caller's contract; fields are written in place.
+        unsafe {
+            (*p).rank = rank;
+            (*p).data_len = bytes.len();
+            (*p).dtype = i32::from(t.dtype.code());
+        }
+        if o.dims_capacity >= rank {
+            for (j, &d) in t.dims.iter().enumerate() {
+                // SAFETY: `dims` is non-null (checked when rank > 0, as
+                // dims_capacity >= rank > 0) and valid for
+                // `dims_capacity` writes by the caller's contract.
+                unsafe { o.dims.add(j).write(i64::try_from(d).unwrap_or(i64::MAX)) };
+            }
+        } else if too_small.is_none() {
+            too_small = Some(format!(
+                "output '{}' has rank {rank}, outputs[{k}].dims holds {}",
+                name(k),
+                o.dims_capacity
+            ));
+        }
+        if o.capacity >= bytes.len() {
+            if !bytes.is_empty() {
+                // SAFETY: `data` is non-null (capacity > 0) and valid for
+                // `capacity >= len` byte writes by the caller's contract;
+                // the source is the session's memory (or its output
+                // tensors), which does not overlap it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), o.data.cast::<u8>(), bytes.len())
+                };
+            }
+        } else if too_small.is_none() {
+            too_small = Some(format!(
+                "output '{}' ({} {:?}) needs {} bytes, outputs[{k}].capacity is {}",
+                name(k),
+                t.dtype,
+                t.dims,
+                bytes.len(),
+                o.capacity
+            ));
+        }
+    }
+    too_small
+}
+
+/// Bytes this session currently holds for activations and its own scratch
+/// (grows on the first run with new input dims, then stays). The kernels'
+/// per-thread scratch and packed weights are not included: see
+/// `morsel_session_memory`.
 ///
 /// # Safety
 /// `session` is null or a live session handle; `out` is null or valid for a write.
@@ -417,5 +460,49 @@ pub unsafe extern "C" fn morsel_session_held_bytes(
         let s = unsafe { session_mut(session) }?;
         // SAFETY: the caller's contract on `out`.
         unsafe { write_out(out, s.session.held_bytes(), "out") }
+    })
+}
+
+/// Memory held for running, by owner (see `morsel_session_memory`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MorselMemory {
+    /// The session's activation buffers (what `morsel_session_planned_bytes`
+    /// plans and the budget covers), once a run has used them.
+    pub activations: usize,
+    /// The session's own scratch (per-row statistics, col2im buffers).
+    pub session_scratch: usize,
+    /// The kernels' per-thread scratch, summed over the process's threads:
+    /// f32 matmul/conv packing (a 256 KiB block per thread that packs),
+    /// depthwise-conv planes, int8 quantized rows. Shared by all sessions.
+    pub kernel_scratch: usize,
+    /// Constant weights packed for the kernels, shared by all sessions of
+    /// the model.
+    pub prepared_weights: usize,
+}
+
+/// Memory held for running, by owner, as now (after a run: what it
+/// needed). Only `activations` is planned and covered by the budget; the
+/// rest comes on top.
+///
+/// # Safety
+/// `session` is null or a live session handle; `out` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn morsel_session_memory(
+    session: *mut MorselSession,
+    out: *mut MorselMemory,
+) -> MorselStatus {
+    guard(|| {
+        // SAFETY: the caller's contract on `session`.
+        let s = unsafe { session_mut(session) }?;
+        let m = s.session.memory();
+        let mem = MorselMemory {
+            activations: m.activations,
+            session_scratch: m.session_scratch,
+            kernel_scratch: m.kernel_scratch,
+            prepared_weights: m.prepared_weights,
+        };
+        // SAFETY: the caller's contract on `out`.
+        unsafe { write_out(out, mem, "out") }
     })
 }

@@ -797,3 +797,63 @@ fn status_names_and_version() {
     let v = unsafe { CStr::from_ptr(morsel_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn memory_is_reported_by_owner_and_outputs_may_reuse_input_memory() {
+    let bytes = model_bytes();
+    let m = open(&bytes);
+    let s = session(m, 0);
+    let mut call = Call::new(4);
+    let input = call.input();
+    let mut outs = call.outputs();
+    assert_eq!(
+        run(s, &[input], &mut outs),
+        MorselStatus::Ok,
+        "{}",
+        last_error()
+    );
+    let mut mem = MorselMemory::default();
+    let mut planned = 0usize;
+    // SAFETY: live session, valid arrays and out-pointers.
+    unsafe {
+        assert_eq!(morsel_session_memory(s, &mut mem), MorselStatus::Ok);
+        assert_eq!(
+            morsel_session_planned_bytes(s, &input, 1, &mut planned),
+            MorselStatus::Ok
+        );
+        expect(
+            morsel_session_memory(null_mut(), &mut mem),
+            MorselStatus::NullArgument,
+            "session",
+        );
+        expect(
+            morsel_session_memory(s, null_mut()),
+            MorselStatus::NullArgument,
+            "out",
+        );
+    }
+    assert_eq!(mem.activations, planned);
+
+    // The first output written over the input's own memory (4×4 floats
+    // hold the 4×3 output): the run still reads the whole input first.
+    let want = call.outs.clone();
+    let mut x = call.x.clone();
+    let shared = MorselInput {
+        data: x.as_ptr().cast(),
+        ..input
+    };
+    outs[0].data = x.as_mut_ptr().cast();
+    outs[0].capacity = x.len() * 4;
+    assert_eq!(
+        run(s, &[shared], &mut outs),
+        MorselStatus::Ok,
+        "{}",
+        last_error()
+    );
+    assert_eq!(x[..12], want[0][..]);
+    // SAFETY: live handles, freed once.
+    unsafe {
+        morsel_session_free(s);
+        morsel_model_free(m);
+    }
+}

@@ -10,6 +10,7 @@ pub mod generic;
 pub mod int8;
 pub mod math;
 pub mod sgemm;
+pub mod sparse;
 
 /// A strided view of a row-major-ish matrix: element (r, c) is at
 /// `data[r * rs + c * cs]`.
@@ -95,17 +96,62 @@ pub fn matmul(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], beta_c: f32, threads: usize
 }
 
 /// Run `f` with this thread's reusable packing scratch (grown once, then
-/// reused: warm runs do not allocate).
+/// reused: warm runs do not allocate). Its size is counted in
+/// [`scratch_held_bytes`].
 pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     use std::cell::RefCell;
     thread_local! {
-        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        static SCRATCH: RefCell<Counted<f32>> = const { RefCell::new(Counted(Vec::new())) };
     }
     SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut v) => f(&mut v),
+        Ok(mut v) => v.with(f),
         // Re-entered (cannot happen today): use a fresh buffer.
-        Err(_) => f(&mut Vec::new()),
+        Err(_) => Counted(Vec::new()).with(f),
     })
+}
+
+/// Bytes held by the kernels' per-thread scratch buffers, summed over all
+/// threads that are alive ([`with_scratch`]'s packing buffer and QMatMul's
+/// quantized rows). They are grown to the largest need seen and kept, so
+/// after a run this is the scratch that run needed on top of its planned
+/// activations. Process-wide: shared by all sessions on those threads.
+pub fn scratch_held_bytes() -> usize {
+    SCRATCH_HELD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static SCRATCH_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A scratch vector whose capacity is counted in [`scratch_held_bytes`]
+/// (added when it grows, removed when its thread ends).
+pub struct Counted<T>(pub Vec<T>);
+
+impl<T> Counted<T> {
+    fn bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<T>()
+    }
+    /// Run `f` on the vector, counting any growth.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+        let before = self.bytes();
+        let r = f(&mut self.0);
+        note_scratch(before, self.bytes());
+        r
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        note_scratch(self.bytes(), 0);
+    }
+}
+
+/// Record that a scratch buffer went from `before` to `after` bytes.
+pub fn note_scratch(before: usize, after: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if after > before {
+        SCRATCH_HELD.fetch_add(after - before, Relaxed);
+    } else if before > after {
+        SCRATCH_HELD.fetch_sub(before - after, Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -389,7 +389,8 @@ pub const NC: usize = 256;
 /// Up to this many row panels, a row-major B is read in place.
 pub const IN_PLACE_MAX_PANELS: usize = 8;
 
-/// Floats of scratch one thread needs to pack B blocks.
+/// Floats of scratch one thread needs at most to pack B blocks (a product
+/// with fewer than KC rows or NC columns of B needs less).
 pub fn rhs_block_len() -> usize {
     KC * NC
 }
@@ -420,7 +421,9 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Compute row panels `q0..q1` × column panels `p0..p1`, packing B
-    /// blocks (if needed) into `scratch` ([`rhs_block_len`] floats).
+    /// blocks (if needed) into `scratch` (`min(k, KC)` × the columns of
+    /// one block, rounded up to whole panels; `min(k, KC) × NR` for the
+    /// partial last panel of an in-place B).
     ///
     /// # Safety
     /// `c` points at C with at least `(m-1)·ldc + n` floats, and no other
@@ -722,19 +725,6 @@ pub fn matmul(
     // Split columns when there are enough panels, else rows.
     let split_cols = np >= 2 * threads || np >= mp;
     let parts = if split_cols { np } else { mp }.min(threads).max(1);
-    let per_thread = if matches!(b, Rhs::Packed(_)) {
-        0
-    } else {
-        rhs_block_len()
-    };
-    // Panels start on a cache line, so the kernel's 32-byte loads of a
-    // 64-byte panel row never split across two lines.
-    let need = parts * per_thread + 16;
-    if scratch.len() < need {
-        scratch.resize(need, 0.0);
-    }
-    let off = scratch.as_ptr().align_offset(64).min(16);
-    let sb = &mut scratch[off..off + parts * per_thread];
     let asrc = match a {
         Lhs::View(v) => {
             check_view(&v, "A")?;
@@ -760,6 +750,23 @@ pub fn matmul(
         }
         Rhs::Packer { pack, .. } => BSrc::Pack(*pack),
     };
+    // Scratch per thread: the B blocks it packs (at most KC × NC, less for
+    // a small product), or a partial last panel of an in-place B.
+    let panels = if split_cols { np.div_ceil(parts) } else { np };
+    let per_thread = match bsrc {
+        BSrc::Packed(_) => 0,
+        BSrc::InPlace(_) if n % NR == 0 => 0,
+        BSrc::InPlace(_) => k.min(KC) * NR,
+        BSrc::Pack(_) => k.min(KC) * panels.min(NC / NR) * NR,
+    };
+    // Panels start on a cache line, so the kernel's 32-byte loads of a
+    // 64-byte panel row never split across two lines.
+    let need = parts * per_thread + 16;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let off = scratch.as_ptr().align_offset(64).min(16);
+    let sb = &mut scratch[off..off + parts * per_thread];
     let job = Job {
         m,
         n,

@@ -42,6 +42,7 @@ use super::matmul::{check_len, first_out};
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
+use crate::kernels;
 use crate::kernels::int8::{self, MR, PackedB, ZeroPoints};
 use crate::tensor::{Dim, Shape, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result};
@@ -70,23 +71,43 @@ struct Scratch {
     row: Vec<i32>,
 }
 
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    thread_local! {
-        static SCRATCH: RefCell<Scratch> = const {
-            RefCell::new(Scratch {
-                a: Vec::new(), row_scales: Vec::new(), zero_points: Vec::new(), row: Vec::new()
-            })
-        };
-    }
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => f(&mut s),
-        // Re-entered (cannot happen today): use fresh buffers.
-        Err(_) => f(&mut Scratch {
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
             a: Vec::new(),
             row_scales: Vec::new(),
             zero_points: Vec::new(),
             row: Vec::new(),
-        }),
+        }
+    }
+    fn bytes(&self) -> usize {
+        self.a.capacity()
+            + 4 * (self.row_scales.capacity() + self.zero_points.capacity() + self.row.capacity())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        kernels::note_scratch(self.bytes(), 0);
+    }
+}
+
+/// Run `f` with this thread's scratch; its size is counted in
+/// [`kernels::scratch_held_bytes`].
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
+    }
+    let counted = |s: &mut Scratch| {
+        let before = s.bytes();
+        let r = f(s);
+        kernels::note_scratch(before, s.bytes());
+        r
+    };
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => counted(&mut s),
+        // Re-entered (cannot happen today): use fresh buffers.
+        Err(_) => counted(&mut Scratch::new()),
     })
 }
 
@@ -536,6 +557,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Quantizing rows, the integer product and the rescale give the same
+    /// bits on every CPU (x86-64 AVX2, aarch64 NEON/sdot, armv7, portable):
+    /// the checksum of the output bits was computed on x86-64, and `make
+    /// test-arm` runs this test under qemu-aarch64 and qemu-arm. Inputs come
+    /// from integer arithmetic only, so they are the same bits everywhere.
+    #[test]
+    fn the_same_bits_on_every_cpu() {
+        let mut seed = 23u32;
+        let mut vals = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    ((seed >> 9) as i32 - (1 << 22)) as f32 / (1 << 20) as f32
+                })
+                .collect()
+        };
+        // Rows of several kernel tiles and a remainder; k not a multiple of 4.
+        let (rows, k, n) = (19, 203, 45);
+        let (av, wv, bias) = (vals(rows * k), vals(k * n), vals(n));
+        let (q, s) = quantize_cols(&wv, k, n);
+        let a = Tensor::from_slice(&[rows, k], &av).unwrap();
+        let op = build_qmatmul(&Attrs::new()).unwrap();
+        let got = run(op.as_ref(), &a, &q, &s, Some(&bias), k, n);
+        let fnv = got.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+            (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)
+        });
+        assert_eq!(
+            fnv,
+            0x232078eaa2d96c41,
+            "checksum of {} outputs, first {:?}",
+            got.len(),
+            &got[..3]
+        );
     }
 
     #[test]
