@@ -12,7 +12,9 @@
 //! each output tile as the kernel finishes it; an optional third input, a
 //! bias of `[N]` (what the compressor fuses from a following `Add`), starts
 //! the accumulators. A constant 2-D `B` (a weight) is packed for the kernel
-//! on first use and kept by the op.
+//! on first use and kept by the op; a pruned one (few enough nonzeros for
+//! the number of rows, [`sparse::sparse_pays`]) runs on the sparse kernel
+//! instead, from compressed columns built on first use.
 
 use super::broadcast::broadcast_shapes;
 use super::gemm::Activation;
@@ -20,6 +22,7 @@ use super::{Ctx, Fact, Op, opt, req};
 use crate::dtype::{DType, Element};
 use crate::graph::Attrs;
 use crate::kernels::sgemm::{self, Bias, Lhs, PackedB, Rhs};
+use crate::kernels::sparse::{self, SparseB};
 use crate::kernels::{self, Mat};
 use crate::tensor::{Dim, Shape, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result};
@@ -59,6 +62,9 @@ struct MatMul {
     /// B is a graph constant: pack it once.
     const_b: bool,
     packed: OnceLock<PackedB>,
+    /// The constant B as compressed columns, when it is sparse enough for
+    /// some number of rows (`None`: too dense; decided on first use).
+    sparse: OnceLock<Option<SparseB>>,
 }
 
 /// Output shape of numpy matmul on (maybe symbolic) shapes.
@@ -233,6 +239,8 @@ struct Extras<'a> {
     act: Activation,
     /// Packed B (when B is a constant 2-D weight).
     packed: Option<&'a PackedB>,
+    /// Sparse B (a constant 2-D weight sparse enough for these rows).
+    sparse: Option<&'a SparseB>,
     threads: usize,
 }
 
@@ -261,6 +269,12 @@ fn matmul_f32(
         let c = o
             .get_mut(..checked(rows, n, "MatMul output")?)
             .ok_or_else(|| Error::Graph("MatMul: output buffer is too small".into()))?;
+        if let Some(sb) = ex.sparse.filter(|sb| sb.k == k && sb.n == n) {
+            let act = ex.act;
+            let apply = move |s: &mut [f32]| act.apply(s);
+            let epi: Option<sgemm::Epilogue<'_>> = (act != Activation::None).then_some(&apply);
+            return sparse::matmul(a, sb, c, n, ex.bias, epi, ex.threads);
+        }
         let rhs = match ex.packed {
             Some(p) if p.k == k && p.n == n => Rhs::Packed(p),
             _ => Rhs::View(b),
@@ -412,7 +426,8 @@ impl Op for MatMul {
     }
 
     fn prepared_bytes(&self) -> usize {
-        self.packed.get().map_or(0, |p| p.bytes())
+        let sparse = self.sparse.get().and_then(Option::as_ref);
+        self.packed.get().map_or(0, |p| p.bytes()) + sparse.map_or(0, |s| s.bytes())
     }
 
     fn eval(
@@ -455,8 +470,26 @@ impl Op for MatMul {
                 // Pack only when enough rows reuse it: up to 48 rows the
                 // kernel reads B in place, and the model stays zero-copy.
                 let rows = numel(g.a_batch)?.saturating_mul(g.m);
+                let weight = self.const_b && b.dims.len() == 2 && ctx.pack_weights;
+                // A pruned weight: the sparse kernel, when it beats the dense
+                // one at this density for this many rows (kernels::sparse).
+                let sparse = if weight {
+                    self.sparse
+                        .get_or_init(|| {
+                            let dense = sparse::density(y) > sparse::density_max();
+                            if dense {
+                                None
+                            } else {
+                                SparseB::new(Mat::rows(y, g.k, g.n)).ok()
+                            }
+                        })
+                        .as_ref()
+                        .filter(|s| sparse::sparse_pays(rows, s.density()))
+                } else {
+                    None
+                };
                 let worth = rows > sgemm::MR * sgemm::IN_PLACE_MAX_PANELS;
-                let packed = if self.const_b && b.dims.len() == 2 && worth && ctx.pack_weights {
+                let packed = if weight && worth && sparse.is_none() {
                     if self.packed.get().is_none() {
                         // First run: pack the weight (another thread may
                         // race us; either result is the same).
@@ -470,6 +503,7 @@ impl Op for MatMul {
                     bias,
                     act: self.act,
                     packed,
+                    sparse,
                     threads: ctx.threads,
                 };
                 matmul_f32(&g, x, y, o, &ex)
@@ -493,6 +527,7 @@ pub fn build_matmul(a: &Attrs) -> Result<Box<dyn Op>> {
         act: Activation::from_attrs(a)?,
         const_b: false,
         packed: OnceLock::new(),
+        sparse: OnceLock::new(),
     }))
 }
 
@@ -844,6 +879,60 @@ pub(super) mod tests {
             )
             .is_err()
         );
+    }
+
+    /// A pruned constant weight runs on the sparse kernel (for the row
+    /// counts where it pays) with the fused bias and activation, and gives
+    /// what the dense path gives; a dense constant weight does not.
+    #[test]
+    fn sparse_constant_weight_matches_dense_with_bias_and_activation() {
+        let mut rng = Rng(13);
+        let (k, n) = (70usize, 37usize);
+        for (sparsity, want_sparse) in [(0.9, true), (0.0, false)] {
+            let wv: Vec<f32> = (0..k * n)
+                .map(|_| {
+                    let v = rng.f();
+                    if (v + 1.0) / 2.0 < sparsity { 0.0 } else { v }
+                })
+                .collect();
+            let bias = rng.vec(n);
+            for &(name, alpha, beta) in &ACTS[..4] {
+                // 1 row, few rows, 1-D A, many rows in a batch.
+                for ad in [&[1usize, 70][..], &[9, 70], &[70], &[2, 50, 70]] {
+                    let av = rng.vec(ad.iter().product());
+                    let (od, plain) =
+                        naive_matmul(&av, ad, &wv, &[k, n], |x, y| x as f64 * y as f64);
+                    let want: Vec<f64> = plain
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| act_ref(name, alpha, beta, x + bias[i % n] as f64))
+                        .collect();
+                    let mut op = build_matmul(&act_attrs(name, alpha, beta)).unwrap();
+                    op.constant_inputs(&[false, true, true]);
+                    let (a, w, b) = (t(ad, &av), t(&[k, n], &wv), t(&[n], &bias));
+                    let inputs = [Some(a.view()), Some(w.view()), Some(b.view())];
+                    for threads in [1, 2] {
+                        let mut buf = AlignedBuf::zeroed(want.len() * 4);
+                        let mut outs = [TensorMut {
+                            dtype: DType::F32,
+                            dims: &od,
+                            data: buf.as_bytes_mut(),
+                        }];
+                        op.eval(&mut Ctx::new(threads), &inputs, &mut outs).unwrap();
+                        let what = format!("{name} {ad:?} sparsity {sparsity} threads {threads}");
+                        assert_close(outs[0].f32().unwrap(), &want, 1e-5, &what);
+                    }
+                    // 90% zeros: compressed columns (8 bytes a nonzero) are kept.
+                    let held = op.prepared_bytes();
+                    if want_sparse {
+                        let nnz = wv.iter().filter(|&&v| v != 0.0).count();
+                        assert!(held >= nnz * 8 && held < k * n * 4, "{held}");
+                    } else {
+                        assert!(held == 0 || held >= k * n * 4, "{held}");
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn sym(s: &str) -> Dim {
