@@ -125,14 +125,15 @@ fn int8_warm_runs_allocate_only_their_outputs() {
     let _one = serial();
     use morsel::compress::quantize::{QuantOptions, quantize_dynamic};
     use morsel::runtime::format::writer::{FloatStorage, to_bytes};
-    // The digits CNN with both Gemms as QMatMul: quantized activations and
-    // i32 results live in per-thread scratch that the first run grows.
+    // The digits CNN with both Convs as QConv and both Gemms as QMatMul:
+    // patches, quantized activations and i32 results live in per-thread
+    // scratch that the first run grows.
     let mut g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
     let opts = QuantOptions {
         min_size: 0,
         ..QuantOptions::default()
     };
-    assert_eq!(quantize_dynamic(&mut g, &opts).unwrap().converted.len(), 2);
+    assert_eq!(quantize_dynamic(&mut g, &opts).unwrap().converted.len(), 4);
     let model = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
     let x = npy(&digits_dir().join("sample_input.npy"));
     let per_run = warm_run_allocations(&model, &[("x", x.view())]);

@@ -495,3 +495,114 @@ fn minilm_int8_is_smaller_and_keeps_its_embeddings() {
     assert!(min >= 0.99, "int8 vs f32: min cosine {min}");
     assert!(omin >= 0.99, "int8 vs ONNX Runtime: min cosine {omin}");
 }
+
+// ---------------------------------------------------------------- Conv
+
+fn conv_graph(rng: &mut Rng, group: i64, op: &str) -> (Graph, Tensor) {
+    let (c, m) = (4, 6);
+    let mut g = Graph::default();
+    let x = g.add_value(
+        "x",
+        DType::F32,
+        [2, c, 9, 9].iter().map(|&d| Dim::Known(d)).collect(),
+    );
+    g.inputs.push(x);
+    let wd = if op == "Conv" {
+        [m, c / group as usize, 3, 3]
+    } else {
+        [c, m / group as usize, 3, 3]
+    };
+    let n: usize = wd.iter().product();
+    let w = g.add_const("w", t(&wd, &rng.vec(n)));
+    let b = g.add_const("b", t(&[m], &rng.vec(m)));
+    let y = g.add_value("y", DType::F32, vec![]);
+    g.nodes.push(Node {
+        name: "layer".into(),
+        op: op_id(op).unwrap(),
+        attrs: Attrs::new()
+            .with("pads", Attr::Ints(vec![1, 1, 1, 1]))
+            .with("strides", Attr::Ints(vec![2, 2]))
+            .with("group", Attr::Int(group))
+            .with("activation", Attr::Str("relu".into())),
+        inputs: vec![Some(x), Some(w), Some(b)],
+        outputs: vec![y],
+    });
+    g.outputs.push(y);
+    g.infer_shapes().unwrap();
+    let xv = t(&[2, c, 9, 9], &rng.vec(2 * c * 81));
+    (g, xv)
+}
+
+#[test]
+fn conv_becomes_qconv_and_grouped_or_transposed_stay_float() {
+    let mut rng = Rng(21);
+    let (mut g, x) = conv_graph(&mut rng, 1, "Conv");
+    let want = run(&g, &x);
+    let r = quantize_dynamic(&mut g, &all()).unwrap();
+    assert_eq!(ops(&g), ["QConv"]);
+    assert_eq!(r.converted[0].to, "QConv");
+    let bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let read = Model::from_bytes(&bytes).unwrap();
+    let got = read.run(&[("x", x.view())]).unwrap()[0]
+        .to_f32_vec()
+        .unwrap();
+    let e = rel_frobenius(&got, &want);
+    println!("QConv 3x3 stride 2 pad 1 + relu: relative error {e:.2e}");
+    assert!(e < 0.02, "{e}");
+    for (group, op, why) in [
+        (2, "Conv", "grouped"),
+        (1, "ConvTranspose", "ConvTranspose"),
+    ] {
+        let (mut g, _) = conv_graph(&mut rng, group, op);
+        let r = quantize_dynamic(&mut g, &all()).unwrap();
+        assert_eq!(ops(&g), [op]);
+        assert!(r.kept[0].reason.contains(why), "{}", r.kept[0].reason);
+    }
+}
+
+#[test]
+fn digits_int8_keeps_its_accuracy() {
+    let mut g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
+    let data = npz(&digits_dir().join("digits_test.npz"));
+    let x = data.iter().find(|(k, _)| k == "x").unwrap().1.clone();
+    let y = data
+        .iter()
+        .find(|(k, _)| k == "y")
+        .unwrap()
+        .1
+        .to_i64_vec()
+        .unwrap();
+    let accuracy = |g: &Graph| {
+        let out = run(g, &x);
+        let ok = out
+            .chunks(10)
+            .zip(&y)
+            .filter(|(r, y)| {
+                let p = r
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0;
+                p as i64 == **y
+            })
+            .count();
+        ok as f64 / y.len() as f64
+    };
+    let a0 = accuracy(&g);
+    let r = quantize_dynamic(&mut g, &all()).unwrap();
+    assert_eq!(r.converted.len(), 4, "{:?}", r.kept);
+    assert_eq!(
+        ops(&g).iter().filter(|o| o.starts_with('Q')).count(),
+        4,
+        "{:?}",
+        ops(&g)
+    );
+    let a1 = accuracy(&g);
+    println!(
+        "digits int8 (2 QConv, 2 QMatMul): accuracy {:.2}% -> {:.2}%",
+        a0 * 100.0,
+        a1 * 100.0
+    );
+    assert!(a0 - a1 <= 0.005, "lost {:.2} points", (a0 - a1) * 100.0);
+}

@@ -3,6 +3,7 @@
 //! constant table, and the int8 QMatMul/QGather), what its weight is
 //! stored as, and what arithmetic it runs in. Layers that run in f32 say so.
 
+use morsel_runtime::DType;
 use morsel_runtime::graph::Graph;
 use morsel_runtime::ops::op_name;
 use morsel_runtime::tensor::dims_str;
@@ -18,12 +19,14 @@ pub struct Layer {
     /// How the weight is encoded and how the layer computes.
     pub encoding: &'static str,
     pub compute: &'static str,
+    /// Share of the weight's values that are zero (pruned).
+    pub sparsity: f64,
 }
 
 impl Layer {
     pub fn to_json(&self) -> Json {
         json!({"node": self.node, "op": self.op, "weight": self.weight, "weight_bytes": self.weight_bytes,
-               "encoding": self.encoding, "compute": self.compute})
+               "encoding": self.encoding, "compute": self.compute, "sparsity": self.sparsity})
     }
 }
 
@@ -39,8 +42,13 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
                 "int8×int8→i32 compute, f32 out",
             ),
             "QGather" => (0, "int8 per row", "rows dequantized to f32"),
+            "QConv" => (
+                1,
+                "int8 per output channel",
+                "int8×int8→i32 compute (im2col patches per row), f32 out",
+            ),
             "MatMul" | "Gemm" => (1, "f32", "f32 compute"),
-            "Conv" | "ConvTranspose" => (1, "f32", "f32 compute (no int8 Conv yet)"),
+            "Conv" | "ConvTranspose" => (1, "f32", "f32 compute"),
             "Gather" => (0, "f32", "f32 rows"),
             _ => continue,
         };
@@ -54,12 +62,22 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
             continue; // shape bookkeeping, not a weight
         }
         let mut bytes = t.data.len();
-        if matches!(op, "QMatMul" | "QGather") {
+        if matches!(op, "QMatMul" | "QGather" | "QConv") {
             if let Some(s) = n.inputs.get(slot + 1).copied().flatten() {
                 bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
             }
         }
+        let zeros = match t.dtype {
+            DType::F32 => t
+                .as_slice::<f32>()
+                .map_or(0, |v| v.iter().filter(|x| **x == 0.0).count()),
+            DType::I8 => t
+                .as_slice::<i8>()
+                .map_or(0, |v| v.iter().filter(|x| **x == 0).count()),
+            _ => 0,
+        };
         out.push(Layer {
+            sparsity: zeros as f64 / t.numel().max(1) as f64,
             node: n.name.clone(),
             op,
             weight: format!("{} {}", t.dtype, dims_str(&t.dims)),

@@ -282,7 +282,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
             .graph()
             .clone()
     };
-    let quantized = ["QMatMul", "QGather"];
+    let quantized = ["QMatMul", "QGather", "QConv"];
     if g.nodes
         .iter()
         .any(|n| quantized.contains(&morsel_runtime::ops::op_name(n.op)))
@@ -495,7 +495,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
         Some((feed, _)) => measure::head(feed, a.latency_batch)?,
         None => random_inputs(&ref_model, &[])?,
     };
-    let before = summarize(
+    let mut before = summarize(
         "original",
         &ref_model,
         f32_len,
@@ -517,6 +517,16 @@ fn compress(a: &CompressArgs) -> Result<()> {
         .as_ref()
         .and_then(|e| e.first())
         .map(|e| e.min_row_cosine);
+    if a.latency_runs > 0 {
+        let l = measure::latencies(
+            &[&ref_model, &new_model],
+            &timing_feed,
+            a.latency_runs,
+            a.threads,
+        )?;
+        before.latency_ms = Some(l[0]);
+        after.latency_ms = Some(l[1]);
+    }
 
     if let Some(r) = &qreport {
         let meta = quantize::metadata_json(r, &qopts, error.as_deref());
@@ -524,9 +534,10 @@ fn compress(a: &CompressArgs) -> Result<()> {
     }
     let measured = json!({"data": a.data.as_ref().map(|d| d.display().to_string()),
         "before": before.to_json(), "after": after.to_json()});
+    let file_steps: Vec<serde_json::Value> = steps.iter().map(step_summary).collect();
     g.metadata.insert(
         "compression".into(),
-        json!({"steps": steps, "measured": measured}).to_string(),
+        json!({"steps": file_steps, "measured": measured}).to_string(),
     );
     let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
     Model::from_bytes(&bytes)
@@ -602,6 +613,43 @@ fn compress(a: &CompressArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A step as the file's metadata keeps it: per-layer sparsity and ranks
+/// are left out (`morsel inspect` reads them off the weights; `--json`
+/// prints them), totals stay.
+fn step_summary(step: &serde_json::Value) -> serde_json::Value {
+    let mut s = step.clone();
+    let Some(o) = s.as_object_mut() else {
+        return s;
+    };
+    if let Some(layers) = o.get("layers").and_then(|l| l.as_array()).cloned() {
+        if layers.iter().all(|l| l.get("zeros").is_some()) {
+            let sum = |k: &str| {
+                layers
+                    .iter()
+                    .filter_map(|l| l.get(k).and_then(|v| v.as_u64()))
+                    .sum::<u64>()
+            };
+            o.remove("layers");
+            o.insert("layers_pruned".into(), json!(layers.len()));
+            o.insert("params".into(), json!(sum("params")));
+            o.insert("zeros".into(), json!(sum("zeros")));
+        }
+    }
+    if let Some(f) = o.remove("factorized").and_then(|f| f.as_array().cloned()) {
+        let sum = |k: &str| {
+            f.iter()
+                .filter_map(|l| l.get(k).and_then(|v| v.as_u64()))
+                .sum::<u64>()
+        };
+        o.insert("layers_factorized".into(), json!(f.len()));
+        o.insert("params_before".into(), json!(sum("params_before")));
+        o.insert("params_after".into(), json!(sum("params_after")));
+        o.remove("skipped");
+    }
+    o.remove("not_prunable");
+    s
 }
 
 /// One column of the before/after table.
@@ -868,8 +916,13 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
             layers.len()
         );
         for l in &layers {
+            let zeros = if l.sparsity > 0.0 {
+                format!(" {:>5.1}% zero;", 100.0 * l.sparsity)
+            } else {
+                String::new()
+            };
             println!(
-                "  {:<50} {:<8} {:<18} {:>9} B  {}; {}",
+                "  {:<50} {:<8} {:<18} {:>9} B {zeros} {}; {}",
                 l.node, l.op, l.weight, l.weight_bytes, l.encoding, l.compute
             );
         }

@@ -143,7 +143,7 @@ pub fn flops(g: &Graph, dims: &[(String, Vec<usize>)]) -> Result<u64> {
                 };
                 numel(out) / n_out.max(1) as u64 * nnz(w)
             }
-            ("Conv", Some(w)) if w.dims.len() >= 3 => {
+            ("Conv" | "QConv", Some(w)) if w.dims.len() >= 3 => {
                 // Each output position of each output channel uses that
                 // channel's weights once.
                 numel(out) / w.dims[0].max(1) as u64 * nnz(w)

@@ -12,6 +12,11 @@
 //!   `[-127, 127]`. The runtime quantizes each row of `A` when it runs
 //!   (asymmetric, over the row's range) and multiplies int8×int8 into i32
 //!   (runtime/src/ops/qmatmul.rs).
+//! - `Conv(X, W[M, C, k…][, bias])` with one group and a constant f32 `W`
+//!   into `QConv(X, Wq, W_scale[, bias])`, symmetric per output channel
+//!   over `C·k…`; at run time each im2col patch row is quantized like a row
+//!   of `A` (runtime/src/ops/qconv.rs). Grouped/depthwise convs and
+//!   ConvTranspose stay f32, with the reason in the report.
 //! - `Gather(table, indices)` along axis 0 of a constant f32 table (an
 //!   embedding) into `QGather(Tq, scale, indices)`, symmetric per row.
 //!
@@ -350,13 +355,84 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
             })
         };
         let is_linear = op_is(node, matmul) || op_is(node, gemm);
-        if op_is(node, conv) || op_is(node, conv_t) {
+        if op_is(node, conv_t) {
             let w = node.inputs.get(1).copied().flatten();
             if w.is_some_and(|w| g.values[w].konst.is_some()) {
                 keep(
                     &mut report,
-                    "int8 Conv is not implemented yet: runs in f32".into(),
+                    "int8 ConvTranspose is not implemented: runs in f32".into(),
                 );
+            }
+            continue;
+        }
+        if op_is(node, conv) {
+            let Some(w) = node.inputs.get(1).copied().flatten() else {
+                continue;
+            };
+            let Some(t) = g.values[w].konst.as_ref() else {
+                continue;
+            };
+            let group = node.attrs.int("group", 1).unwrap_or(1);
+            let why = if t.dtype != DType::F32 || t.dims.len() < 3 {
+                Some("weight is not an f32 conv kernel".to_string())
+            } else if group != 1 {
+                Some(format!(
+                    "grouped Conv (group {group}): runs in f32 (memory-bound; int8 covers group 1)"
+                ))
+            } else if t.numel() < opts.min_size {
+                Some(format!(
+                    "{} weights, under the minimum {}: int8 would not pay",
+                    t.numel(),
+                    opts.min_size
+                ))
+            } else if opts.keep_float.contains(&name) {
+                Some("named in --keep-float".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                keep(&mut report, why);
+                continue;
+            }
+            let dims = t.dims.clone();
+            let (m, kk) = (dims[0], t.numel() / dims[0].max(1));
+            let (q, s) = match done.get(&(w, false, 1)) {
+                Some(&ids) => ids,
+                None => {
+                    let wv = t.to_f32_vec()?;
+                    if let Err(reason) = finite(&wv) {
+                        keep(&mut report, reason);
+                        continue;
+                    }
+                    let (qv, sv, rel) = quantize_weight(&wv, m, kk, false);
+                    let base = g.values[w].name.clone();
+                    let (qn, sn) = (
+                        g.fresh_name(&format!("{base}.int8")),
+                        g.fresh_name(&format!("{base}.scale")),
+                    );
+                    let q = g.add_const(&qn, Tensor::from_slice(&dims, &qv)?);
+                    let s = g.add_const(&sn, Tensor::from_slice(&[m], &sv)?);
+                    report.converted.push(Converted {
+                        node: name.clone(),
+                        from: "Conv",
+                        to: "QConv",
+                        shape: [m, kk],
+                        weight_rel_error: rel,
+                        f32_bytes: m * kk * 4,
+                        int8_bytes: m * kk + m * 4,
+                    });
+                    done.insert((w, false, 1), (q, s));
+                    (q, s)
+                }
+            };
+            let qconv = ids("QConv")?;
+            let n = &mut g.nodes[i];
+            let x = n.inputs.first().copied().flatten();
+            let bias = n.inputs.get(2).copied().flatten();
+            n.op = qconv;
+            n.inputs = vec![x, Some(q), Some(s)];
+            if let Some(b) = bias {
+                n.inputs.push(Some(b));
             }
             continue;
         }

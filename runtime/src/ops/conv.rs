@@ -603,9 +603,9 @@ impl Op for Conv {
 /// image is ever made. Row `k` of the virtual `[cg·kD·kH·kW, oD·oH·oW]`
 /// matrix is (channel, kernel offset); column `j` an output position; zeros
 /// where the window reads padding.
-struct Im2col<'a> {
-    x: &'a [f32],
-    geo: &'a Geo,
+pub(crate) struct Im2col<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) geo: &'a Geo,
 }
 
 impl PackRhs for Im2col<'_> {

@@ -19,6 +19,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod qconv;
 pub mod qgather;
 pub mod qmatmul;
 pub mod reduce;
@@ -204,6 +205,7 @@ registry! {
     122 "LayerNormalization" => layer_norm::build_layer_norm,
     130 "QMatMul" => qmatmul::build_qmatmul,
     131 "QGather" => qgather::build_qgather,
+    132 "QConv" => qconv::build_qconv,
 }
 
 pub fn lookup(id: OpId) -> Option<&'static OpDef> {

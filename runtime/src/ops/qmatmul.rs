@@ -158,19 +158,20 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 }
 
 /// Everything a block of rows needs besides its rows; sizes already checked.
-struct Job<'a> {
-    k: usize,
-    n: usize,
-    w: &'a PackedB,
-    w_scale: &'a [f32],
-    bias: Option<&'a [f32]>,
-    act: Activation,
+/// `QConv` runs its patch rows through the same job.
+pub(crate) struct Job<'a> {
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) w: &'a PackedB,
+    pub(crate) w_scale: &'a [f32],
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) act: Activation,
 }
 
 impl Job<'_> {
     /// `out = act(quant(a)·W rescaled + bias)` for `a` of `rows×k`, `out`
     /// of `rows×n` (both exactly that long).
-    fn run(&self, a: &[f32], out: &mut [f32]) {
+    pub(crate) fn run(&self, a: &[f32], out: &mut [f32]) {
         let (k, n) = (self.k, self.n);
         if n == 0 {
             return;
