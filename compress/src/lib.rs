@@ -1,12 +1,13 @@
 //! # morsel-compress
 //!
 //! Imports ONNX models into Morsel's graph IR, runs graph passes
-//! (cleanup now; pruning, low-rank, quantization, distillation to come),
+//! (cleanup, pruning, low-rank, quantization, distillation),
 //! evaluates the result against the original, and writes `.morsel` files.
 //! The `morsel` binary is the command-line face of this crate.
 
 #![forbid(unsafe_code)]
 
+pub mod distill;
 pub mod fuse;
 pub mod layers;
 pub mod lowrank;
@@ -16,6 +17,7 @@ pub mod onnx;
 pub mod passes;
 pub mod prune;
 pub mod quantize;
+pub mod train;
 
 use std::path::Path;
 

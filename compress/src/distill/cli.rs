@@ -1,0 +1,342 @@
+//! The command-line faces of distillation: the training flags shared by
+//! `morsel compress --distill` (repair) and `morsel distill` (student), and
+//! the two drivers.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow, bail};
+use clap::ValueEnum;
+use morsel_runtime::format::writer::{FloatStorage, to_bytes, write_atomic};
+use morsel_runtime::graph::Graph;
+use morsel_runtime::{DType, Model};
+use serde_json::{Value as Json, json};
+
+use super::{
+    DistillOptions, DistillReport, Loss, Optim, TransferSet, check_student, distill, load_transfer,
+    teacher_outputs,
+};
+use crate::measure::{argmax_rows, run_batched};
+use crate::train::Student;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LossArg {
+    /// KL on temperature-softened logits (×T²), mixed with label
+    /// cross-entropy by --alpha.
+    Kl,
+    /// Mean squared error to the teacher's outputs.
+    Mse,
+    /// 1 − cosine similarity to the teacher's outputs (embeddings).
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimArg {
+    Adamw,
+    Sgd,
+}
+
+/// Training flags (both modes).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Passes over the transfer set (the schedule's length; early stopping may end sooner).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Samples per optimizer step.
+    #[arg(long, default_value_t = 64)]
+    pub train_batch: usize,
+    /// Peak learning rate (after warm-up; cosine decay to 0 after it).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.05)]
+    pub warmup: f64,
+    #[arg(long, value_enum, default_value = "kl")]
+    pub loss: LossArg,
+    /// Softmax temperature of the KL loss.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight of the cross-entropy on labels (`y` in the transfer set);
+    /// the KL term gets 1 − alpha. 1 = labels alone.
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f32,
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimArg,
+    /// AdamW's decoupled weight decay (weights only, not biases).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Seeds the validation split and the shuffles: same seed, same weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the transfer set held out to validate on (0: none).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_split: f64,
+    /// Stop after this many epochs without a better validation loss (0: never).
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Checkpoint file (safetensors), written atomically after every epoch.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from --checkpoint if it exists.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl TrainArgs {
+    pub fn options(&self, progress: bool) -> DistillOptions {
+        DistillOptions {
+            epochs: self.epochs,
+            batch: self.train_batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            optim: match self.optimizer {
+                OptimArg::Adamw => Optim::AdamW {
+                    weight_decay: self.weight_decay,
+                },
+                OptimArg::Sgd => Optim::Sgd {
+                    momentum: self.momentum,
+                },
+            },
+            loss: match self.loss {
+                LossArg::Kl => Loss::Kl {
+                    temperature: self.temperature,
+                    alpha: self.alpha,
+                },
+                LossArg::Mse => Loss::Mse,
+                LossArg::Cosine => Loss::Cosine,
+            },
+            seed: self.seed,
+            val_fraction: self.val_split,
+            patience: (self.patience > 0).then_some(self.patience),
+            checkpoint: self.checkpoint.clone(),
+            resume: self.resume,
+            stop_after: None,
+            progress,
+        }
+    }
+}
+
+/// `morsel compress … --distill transfer.npz`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepairArgs {
+    /// Repair the pruned / factorized model by distillation from the
+    /// original on this transfer set (.npz: the inputs, optional labels
+    /// `y`), before int8. Pruned zeros stay zero.
+    #[arg(long)]
+    pub distill: Option<PathBuf>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+fn summary_line(r: &DistillReport) -> String {
+    let best = r.best.map_or(String::new(), |b| {
+        format!(
+            "; validation agreement {:.2}% -> {:.2}%",
+            100.0 * r.initial.map_or(f64::NAN, |i| i.agreement),
+            100.0 * b.agreement
+        )
+    });
+    format!(
+        "{} epochs on {} samples ({} held out), kept epoch {}{}{}; {:.0} samples/s, {:.1}s",
+        r.history.len(),
+        r.train_samples,
+        r.val_samples,
+        r.best_epoch,
+        if r.stopped_early { " (early stop)" } else { "" },
+        best,
+        r.samples_per_sec,
+        r.seconds
+    )
+}
+
+/// Repair mode: the compressed graph `g` learns `teacher`'s outputs. Returns
+/// the step's JSON for the compression report, or `None` without --distill.
+pub fn repair(
+    g: &mut Graph,
+    teacher: &Model,
+    a: &RepairArgs,
+    threads: usize,
+    quiet: bool,
+) -> Result<Option<Json>> {
+    let Some(path) = &a.distill else {
+        return Ok(None);
+    };
+    let o = a.train.options(!quiet);
+    let data = load_transfer(path, teacher.graph())?;
+    let targets = teacher_outputs(teacher, &data, 256, threads)?;
+    let student = Student::new(g.clone())?;
+    let report = distill(&student, &data, &targets, &o)?;
+    *g = student.export()?;
+    let step = format!(
+        "distill({},{} epochs)",
+        o.loss.describe(),
+        report.history.len()
+    );
+    crate::quantize::add_recipe_step(g, &step);
+    if !quiet {
+        println!("{step}: {}", summary_line(&report));
+    }
+    let mut j = report.summary_json();
+    j["step"] = json!(step);
+    j["transfer"] = json!(path.display().to_string());
+    Ok(Some(j))
+}
+
+/// `morsel distill`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DistillCmd {
+    /// The teacher (.onnx or .morsel).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// The student (.onnx or .morsel): a smaller model with the teacher's
+    /// inputs and outputs, random or pre-trained weights.
+    #[arg(long)]
+    pub student: PathBuf,
+    /// Transfer set (.npz): the teacher's inputs by name (or `x`), optional labels `y`.
+    pub transfer: PathBuf,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Labelled .npz to report accuracy on (teacher, student before and after).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_graph(path: &Path) -> Result<Graph> {
+    if crate::is_onnx(path) {
+        crate::convert(path)
+    } else {
+        Ok(crate::load_any(path)?.graph().clone())
+    }
+}
+
+/// Float constants: the parameter count `inspect` reports.
+pub fn param_count(g: &Graph) -> usize {
+    g.values
+        .iter()
+        .filter_map(|v| v.konst.as_ref())
+        .filter(|t| t.dtype.is_float() || t.dtype == DType::I8)
+        .map(|t| t.numel())
+        .sum()
+}
+
+/// Accuracy of `model` on labelled data.
+fn accuracy(model: &Model, data: &TransferSet, threads: usize) -> Result<Option<f64>> {
+    let Some(y) = &data.labels else {
+        return Ok(None);
+    };
+    let g = model.graph();
+    let feed: Vec<(String, morsel_runtime::tensor::Tensor)> = g
+        .inputs
+        .iter()
+        .zip(&data.inputs)
+        .map(|(&i, t)| (g.values[i].name.clone(), t.clone()))
+        .collect();
+    let (out, dims) = run_batched(model, &feed, 256, threads)?;
+    let classes = dims.last().copied().unwrap_or(1);
+    let pred = argmax_rows(&out, classes);
+    let ok = pred
+        .iter()
+        .zip(y)
+        .filter(|(p, y)| **p as i64 == **y)
+        .count();
+    Ok(Some(ok as f64 / y.len().max(1) as f64))
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Student mode: train `--student` on `--teacher`'s outputs and write it.
+pub fn run_student_mode(a: &DistillCmd) -> Result<()> {
+    let t = Instant::now();
+    let teacher = crate::load_any(&a.teacher)?;
+    let sg = load_graph(&a.student)?;
+    check_student(teacher.graph(), &sg)?;
+    let data = load_transfer(&a.transfer, teacher.graph())?;
+    let test = match &a.data {
+        Some(d) => Some(load_transfer(d, teacher.graph())?),
+        None => None,
+    };
+    let targets = teacher_outputs(&teacher, &data, 256, a.threads)?;
+    let student = Student::new(sg.clone())?;
+    let before_model = Model::from_graph(sg).map_err(|e| anyhow!("the student: {e}"))?;
+    let o = a.train.options(!a.json);
+    let report = distill(&student, &data, &targets, &o)?;
+    let mut g = student.export()?;
+    let step = format!(
+        "distill({},{} epochs)",
+        o.loss.describe(),
+        report.history.len()
+    );
+    crate::quantize::add_recipe_step(&mut g, &step);
+    g.metadata.insert(
+        "distillation".into(),
+        json!({"teacher": a.teacher.display().to_string(), "transfer": a.transfer.display().to_string(),
+               "report": report.summary_json()})
+        .to_string(),
+    );
+    let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
+    let after_model = Model::from_bytes(&bytes)
+        .map_err(|e| anyhow!("internal error: the written student does not load: {e}"))?;
+    let (tp, sp) = (param_count(teacher.graph()), param_count(&g));
+    let acc = match &test {
+        Some(d) => Some((
+            accuracy(&teacher, d, a.threads)?,
+            accuracy(&before_model, d, a.threads)?,
+            accuracy(&after_model, d, a.threads)?,
+        )),
+        None => None,
+    };
+    if acc.is_some_and(|(t, _, _)| t.is_none()) {
+        bail!("--data has no labels ('y'): nothing to measure accuracy against");
+    }
+    write_atomic(&a.output, &bytes)?;
+    let rss = peak_rss();
+    if a.json {
+        let mut j = json!({"teacher_params": tp, "student_params": sp, "report": report.to_json(),
+            "file": a.output.display().to_string(), "file_bytes": bytes.len(), "peak_rss_bytes": rss});
+        if let Some((t, b, s)) = acc {
+            j["accuracy"] = json!({"teacher": t, "student_before": b, "student_after": s});
+        }
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("{step}: {}", summary_line(&report));
+    println!(
+        "parameters: teacher {tp}, student {sp} ({:.1}% of the teacher)",
+        100.0 * sp as f64 / tp.max(1) as f64
+    );
+    if let (Some((Some(t), Some(b), Some(s))), Some(d)) = (acc, &a.data) {
+        println!(
+            "accuracy on {}: teacher {:.2}%, student before {:.2}%, after {:.2}%",
+            d.display(),
+            100.0 * t,
+            100.0 * b,
+            100.0 * s
+        );
+    }
+    println!(
+        "wrote {} ({} bytes) in {:.1}s; peak RSS {}",
+        a.output.display(),
+        bytes.len(),
+        t.elapsed().as_secs_f64(),
+        rss.map_or("unknown".into(), |b| format!(
+            "{:.1} MiB",
+            b as f64 / 1048576.0
+        ))
+    );
+    Ok(())
+}
