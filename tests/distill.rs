@@ -398,7 +398,7 @@ fn forward_equals_the_runtime_op_by_op() {
 }
 
 #[test]
-fn gradients_flow_through_every_trainable_weight_of_the_digits_cnn() {
+fn every_weight_and_bias_of_the_digits_cnn_is_trainable() {
     let g = digits();
     let student = Student::new(g).unwrap();
     // Conv_2, Conv_9, Gemm_24, Gemm_26: a weight and a bias each.
