@@ -13,7 +13,10 @@
 //! (`--rank-ratio 0.5`). A layer is factorized only when `r·(K + N) <
 //! K·N`, i.e. when it saves both parameters and multiply-adds; weights with
 //! zeros from pruning (≥ 10%) are left alone (the factors would be dense).
-//! The SVD runs in f64 with faer.
+//! The SVD runs in f64 with faer. With calibration statistics
+//! ([`LowRankOptions::input_stats`]) the SVD is weighted by the typical size
+//! of each input channel, as ASVD does (Yuan et al., 2023): the truncation
+//! then removes directions the data rarely excites.
 
 use anyhow::{Result, anyhow, bail};
 use morsel_runtime::DType;
@@ -39,6 +42,13 @@ pub struct LowRankOptions {
     pub skip: Vec<String>,
     /// Weights with fewer elements are left alone.
     pub min_size: usize,
+    /// Activation-aware factorization: mean |input| per input channel of a
+    /// layer, by node name (from calibration data); the SVD is taken of
+    /// `diag(s^alpha)·W` (rows are inputs; a Conv's columns) and the scale
+    /// undone in the first factor. Layers without statistics use plain SVD.
+    pub input_stats: std::collections::HashMap<String, Vec<f64>>,
+    /// The exponent on the statistics (ASVD uses 0.5).
+    pub alpha: f64,
 }
 
 /// One layer's outcome.
@@ -80,8 +90,26 @@ struct Factors {
     rel_error: f64,
 }
 
-fn factor(m: &[f32], rows: usize, cols: usize, rank: Rank) -> Result<Factors> {
-    let mat = faer::Mat::<f64>::from_fn(rows, cols, |i, j| m[i * cols + j] as f64);
+/// Per-row or per-column weights of the SVD (activation-aware: the typical
+/// size of the input each row or column meets).
+#[derive(Clone, Copy)]
+enum Scale<'a> {
+    None,
+    Rows(&'a [f64]),
+    Cols(&'a [f64]),
+}
+
+fn factor(m: &[f32], rows: usize, cols: usize, rank: Rank, scale: Scale) -> Result<Factors> {
+    let rs = |i: usize| match scale {
+        Scale::Rows(s) => s[i],
+        _ => 1.0,
+    };
+    let cs_of = |j: usize| match scale {
+        Scale::Cols(s) => s[j],
+        _ => 1.0,
+    };
+    let mat =
+        faer::Mat::<f64>::from_fn(rows, cols, |i, j| m[i * cols + j] as f64 * rs(i) * cs_of(j));
     let svd = mat
         .thin_svd()
         .map_err(|e| anyhow!("SVD did not converge: {e:?}"))?;
@@ -110,19 +138,37 @@ fn factor(m: &[f32], rows: usize, cols: usize, rank: Rank) -> Result<Factors> {
     for k in 0..r {
         let root = sig[k].sqrt();
         for i in 0..rows {
-            a[i * r + k] = (u[(i, k)] * root) as f32;
+            a[i * r + k] = (u[(i, k)] * root / rs(i)) as f32;
         }
         for j in 0..cols {
-            b[k * cols + j] = (v[(j, k)] * root) as f32;
+            b[k * cols + j] = (v[(j, k)] * root / cs_of(j)) as f32;
         }
     }
     let energy = if total > 0.0 { kept / total } else { 1.0 };
+    let rel_error = match scale {
+        Scale::None => (1.0 - energy).max(0.0).sqrt(),
+        // The weight's own error, not the scaled matrix's.
+        _ => {
+            let (mut e, mut n) = (0f64, 0f64);
+            for i in 0..rows {
+                for j in 0..cols {
+                    let w = m[i * cols + j] as f64;
+                    let p: f64 = (0..r)
+                        .map(|k| a[i * r + k] as f64 * b[k * cols + j] as f64)
+                        .sum();
+                    e += (w - p) * (w - p);
+                    n += w * w;
+                }
+            }
+            if n > 0.0 { (e / n).sqrt() } else { 0.0 }
+        }
+    };
     Ok(Factors {
         rank: r,
         a,
         b,
         energy,
-        rel_error: (1.0 - energy).max(0.0).sqrt(),
+        rel_error,
     })
 }
 
@@ -236,7 +282,33 @@ pub fn factorize(g: &mut Graph, o: &LowRankOptions) -> Result<LowRankReport> {
                 continue;
             }
         };
-        let f = factor(&mat, rows, cols, o.rank)?;
+        // Activation-aware: weight the inputs by their typical size, so the
+        // truncation spends its error where inputs are small (ASVD).
+        let stats = o.input_stats.get(&node.name).map(|s| {
+            let max = s.iter().fold(0f64, |m, &x| m.max(x));
+            s.iter()
+                .map(|&x| x.max(max * 1e-6).max(f64::MIN_POSITIVE).powf(o.alpha))
+                .collect::<Vec<f64>>()
+        });
+        let expanded;
+        let scale = match (&stats, op) {
+            (Some(s), "Conv") if cols % s.len().max(1) == 0 => {
+                let taps = cols / s.len();
+                expanded = s
+                    .iter()
+                    .flat_map(|&x| std::iter::repeat_n(x, taps))
+                    .collect::<Vec<_>>();
+                Scale::Cols(&expanded)
+            }
+            (Some(s), "MatMul" | "Gemm") if s.len() == rows => Scale::Rows(s),
+            (Some(s), _) => bail!(
+                "'{}': {} input statistics for a {rows}×{cols} weight",
+                node.name,
+                s.len()
+            ),
+            (None, _) => Scale::None,
+        };
+        let f = factor(&mat, rows, cols, o.rank, scale)?;
         let (before, after) = (rows * cols, f.rank * (rows + cols));
         if after >= before {
             skip(

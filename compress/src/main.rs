@@ -92,6 +92,10 @@ struct CompressArgs {
     /// Low-rank factorization keeping this share of each weight's full rank.
     #[arg(long)]
     rank_ratio: Option<f64>,
+    /// Weight the SVD by each input channel's mean |activation| on --data
+    /// (activation-aware, as ASVD).
+    #[arg(long)]
+    low_rank_aware: bool,
     /// Layers (node names, comma-separated) low-rank leaves alone.
     #[arg(long, value_delimiter = ',')]
     keep_full_rank: Vec<String>,
@@ -100,6 +104,10 @@ struct CompressArgs {
     /// .npz with the model's inputs by name (and labels `y`), to measure on.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// .npz of inputs for the statistics that data-driven steps use
+    /// (--channel-score activation, --low-rank-aware); default: --data.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
     /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
     #[arg(long, value_delimiter = ',')]
     keep_float: Vec<String>,
@@ -119,6 +127,8 @@ struct CompressArgs {
     threads: usize,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    repair: morsel_compress::distill::cli::RepairArgs,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +147,9 @@ enum Cmd {
     /// then int8 (each optional, in that order). With --data, measure the
     /// result against the original (accuracy, agreement, error, latency).
     Compress(CompressArgs),
+    /// Train a smaller student model to reproduce a teacher's outputs on a
+    /// transfer set (knowledge distillation) and write it as a .morsel file.
+    Distill(morsel_compress::distill::cli::DistillCmd),
     /// Show a model's inputs, outputs, ops, parameters, sizes and metadata.
     Inspect {
         model: PathBuf,
@@ -202,6 +215,7 @@ fn main() {
             weights,
         } => convert(&input, &output, weights),
         Cmd::Compress(args) => compress(&args),
+        Cmd::Distill(args) => morsel_compress::distill::cli::run_student_mode(&args),
         Cmd::Inspect { model, json } => inspect(&model, json),
         Cmd::Run {
             model,
@@ -302,6 +316,10 @@ fn compress(a: &CompressArgs) -> Result<()> {
         Some(d) => Some(load_feed(&ref_model, d)?),
         None => None,
     };
+    let calibration = match &a.calibration {
+        Some(c) => Some(load_feed(&ref_model, c)?.0),
+        None => data.as_ref().map(|d| d.0.clone()),
+    };
     let mut steps: Vec<serde_json::Value> = Vec::new();
     let say = |s: String| {
         if !a.json {
@@ -325,9 +343,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
             ChannelScore::L1 => (Score::L1, "l1"),
             ChannelScore::L2 => (Score::L2, "l2"),
             ChannelScore::Activation => {
-                let (feed, _) = data
+                let feed = calibration
                     .as_ref()
-                    .context("--channel-score activation needs --data")?;
+                    .context("--channel-score activation needs --data or --calibration")?;
                 (
                     Score::Activation(activation_stats(&g, &groups, feed, a.threads)?),
                     "activation",
@@ -426,18 +444,33 @@ fn compress(a: &CompressArgs) -> Result<()> {
             (_, Some(r)) => Rank::Ratio(r),
             _ => unreachable!(),
         };
+        let input_stats = if a.low_rank_aware {
+            let feed = calibration
+                .as_ref()
+                .context("--low-rank-aware needs --data or --calibration")?;
+            layer_input_stats(&g, feed, a.threads)?
+        } else {
+            Default::default()
+        };
         let o = LowRankOptions {
             rank,
             skip: a.keep_full_rank.clone(),
             min_size: a.min_size,
+            input_stats,
+            alpha: 0.5,
         };
         let r = lowrank::factorize(&mut g, &o)?;
         let (pb, pa) = r.factorized.iter().fold((0, 0), |(b, a), f| {
             (b + f.params_before, a + f.params_after)
         });
+        let aware = if a.low_rank_aware {
+            ", activation-aware"
+        } else {
+            ""
+        };
         let step = match rank {
-            Rank::Energy(e) => format!("low-rank(energy {e})"),
-            Rank::Ratio(q) => format!("low-rank(rank ratio {q})"),
+            Rank::Energy(e) => format!("low-rank(energy {e}{aware})"),
+            Rank::Ratio(q) => format!("low-rank(rank ratio {q}{aware})"),
         };
         say(format!(
             "{step}: {} layers factorized, their weights {pb} -> {pa} parameters; {} left full rank",
@@ -463,6 +496,13 @@ fn compress(a: &CompressArgs) -> Result<()> {
             "factorized": r.factorized.iter().map(|f| json!({"node": f.node, "shape": f.shape, "rank": f.rank,
                 "params_before": f.params_before, "params_after": f.params_after, "energy": f.energy, "rel_error": f.rel_error})).collect::<Vec<_>>(),
             "skipped": r.skipped.iter().map(|s| json!({"node": s.node, "reason": s.reason})).collect::<Vec<_>>()}));
+    }
+
+    // 3b. Distillation repair (distill/cli.rs): the compressed model learns the original's outputs.
+    if let Some(step) =
+        morsel_compress::distill::cli::repair(&mut g, &ref_model, &a.repair, a.threads, a.json)?
+    {
+        steps.push(step);
     }
 
     // 4. int8.
@@ -710,7 +750,6 @@ fn activation_stats(
     feed: &Feed,
     threads: usize,
 ) -> Result<std::collections::HashMap<usize, Vec<f64>>> {
-    let mut probe = g.clone();
     let mut wanted: Vec<(usize, usize, usize)> = Vec::new();
     for gr in groups {
         for &(_, v) in &gr.consumers {
@@ -719,10 +758,29 @@ fn activation_stats(
             }
         }
     }
-    let first = probe.outputs.len();
-    probe.outputs.extend(wanted.iter().map(|w| w.0));
-    let m = Model::from_graph(probe).map_err(|e| anyhow!("{e}"))?;
+    channel_means(g, &wanted, feed, threads)
+}
+
+/// Mean |x| along `axis` (with `channels` entries) of each wanted value
+/// `(value, axis, channels)`, on up to 32 rows of `feed`: graph inputs are
+/// read from the feed, intermediates by running the model with them as
+/// extra outputs.
+fn channel_means(
+    g: &morsel_runtime::Graph,
+    wanted: &[(usize, usize, usize)],
+    feed: &Feed,
+    threads: usize,
+) -> Result<std::collections::HashMap<usize, Vec<f64>>> {
     let sample = measure::head(feed, 32)?;
+    let mut probe = g.clone();
+    let first = probe.outputs.len();
+    let inner: Vec<usize> = wanted
+        .iter()
+        .map(|w| w.0)
+        .filter(|v| !g.inputs.contains(v))
+        .collect();
+    probe.outputs.extend(&inner);
+    let m = Model::from_graph(probe).map_err(|e| anyhow!("{e}"))?;
     let mut s = m.session(Options {
         threads,
         ..Options::default()
@@ -730,18 +788,77 @@ fn activation_stats(
     let refs: Vec<(&str, _)> = sample.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
     let outs = s.run(&refs).map_err(|e| anyhow!("{e}"))?;
     let mut stats = std::collections::HashMap::new();
-    for (i, &(v, axis, c)) in wanted.iter().enumerate() {
-        let t = &outs[first + i];
+    for &(v, axis, c) in wanted {
+        let t = match inner.iter().position(|&i| i == v) {
+            Some(i) => &outs[first + i],
+            None => {
+                let name = &g.values[v].name;
+                &sample
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .with_context(|| format!("no data for input '{name}'"))?
+                    .1
+            }
+        };
+        if t.dims.get(axis) != Some(&c) {
+            bail!(
+                "'{}' is {} at run time, expected {c} channels on axis {axis}",
+                g.values[v].name,
+                dims_str(&t.dims)
+            );
+        }
         let x = t.to_f32_vec()?;
         let inner: usize = t.dims[axis + 1..].iter().product();
         let mut sum = vec![0f64; c];
         for (j, val) in x.iter().enumerate() {
-            sum[(j / inner) % c] += val.abs() as f64;
+            sum[(j / inner.max(1)) % c] += val.abs() as f64;
         }
         let per = (x.len() / c.max(1)).max(1) as f64;
         stats.insert(v, sum.into_iter().map(|s| s / per).collect());
     }
     Ok(stats)
+}
+
+/// Mean |input| per input channel of every MatMul, Gemm and Conv with a
+/// constant weight, by node name (activation-aware low-rank).
+fn layer_input_stats(
+    g: &morsel_runtime::Graph,
+    feed: &Feed,
+    threads: usize,
+) -> Result<std::collections::HashMap<String, Vec<f64>>> {
+    let mut g = g.clone();
+    g.infer_shapes().map_err(|e| anyhow!("{e}"))?;
+    let mut wanted = Vec::new();
+    let mut names = Vec::new();
+    for n in &g.nodes {
+        let Some((_, layout)) = prune::weight_of(&g, n) else {
+            continue;
+        };
+        let Some(Some(x)) = n.inputs.first().copied() else {
+            continue;
+        };
+        let rank = g.values[x].shape.len();
+        let (axis, c) = match morsel_runtime::ops::op_name(n.op) {
+            "MatMul" | "Gemm" if rank >= 1 => (rank - 1, layout.reduction()),
+            "Conv" if rank >= 3 => {
+                let w = n.inputs[1].and_then(|w| g.values[w].konst.as_ref());
+                match w {
+                    Some(w) if n.attrs.int("group", 1).unwrap_or(1) == 1 => (1, w.dims[1]),
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        if !wanted.iter().any(|w: &(usize, usize, usize)| w.0 == x) {
+            wanted.push((x, axis, c));
+        }
+        names.push((n.name.clone(), x));
+    }
+    let by_value = channel_means(&g, &wanted, feed, threads)?;
+    Ok(names
+        .into_iter()
+        .filter_map(|(n, x)| Some((n, by_value.get(&x)?.clone())))
+        .collect())
 }
 
 fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {

@@ -54,7 +54,7 @@ pub fn bitmask_len(n: usize, nnz: usize, size: usize) -> usize {
 #[cfg(feature = "write")]
 pub fn csr_len(dims: &[usize], nnz: usize, size: usize) -> Option<usize> {
     let (rows, cols) = csr_shape(dims)?;
-    if nnz > u32::MAX as usize || rows > u32::MAX as usize || cols > 1 << 32 {
+    if nnz > u32::MAX as usize || rows > u32::MAX as usize || cols as u64 > 1 << 32 {
         return None;
     }
     let len = 4 + rows * 4 + nnz * (index_width(cols) + size);
@@ -333,7 +333,7 @@ mod tests {
         nnz[0] = 200;
         assert!(decode_csr(&nnz, &dims, 4).unwrap_err().contains("bytes"));
         // A huge claimed shape from a few bytes is refused before allocating.
-        let e = decode_csr(&[0, 0, 0, 0, 0, 0, 0, 0], &[1, 1 << 40], 4).unwrap_err();
+        let e = decode_csr(&[0, 0, 0, 0, 0, 0, 0, 0], &[1, usize::MAX / 2], 4).unwrap_err();
         assert!(e.contains("per byte"), "{e}");
     }
 }
