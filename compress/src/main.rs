@@ -82,7 +82,8 @@ struct CompressArgs {
     #[arg(long)]
     prune_ends: Option<f32>,
     /// N:M semi-structured pruning: keep N of every M weights along each
-    /// output's inputs, e.g. `2:4`.
+    /// output's inputs, e.g. `2:4` (first and last layers stay dense unless
+    /// --prune-ends is given).
     #[arg(long)]
     n_m: Option<String>,
     /// Low-rank factorization keeping this share of each weight's squared
@@ -433,7 +434,23 @@ fn compress(a: &CompressArgs) -> Result<()> {
             .split_once(':')
             .and_then(|(n, m)| Some((n.trim().parse().ok()?, m.trim().parse().ok()?)))
             .with_context(|| format!("--n-m '{nm}': expected N:M, e.g. 2:4"))?;
-        let layers = prune::prune_n_m(&mut g, n, m, &[])?;
+        // The first and last weight layers stay dense, as with --prune,
+        // unless --prune-ends is given.
+        let ends: Vec<String> = if a.prune_ends.is_some() {
+            Vec::new()
+        } else {
+            let names: Vec<&String> = g
+                .nodes
+                .iter()
+                .filter(|n| prune::weight_of(&g, n).is_some())
+                .map(|n| &n.name)
+                .collect();
+            match names.as_slice() {
+                [first, .., last] if names.len() > 2 => vec![(*first).clone(), (*last).clone()],
+                _ => Vec::new(),
+            }
+        };
+        let layers = prune::prune_n_m(&mut g, n, m, &ends)?;
         sparsity_report(&mut g, format!("prune-n-m({n}:{m})"), layers)?;
     }
 
