@@ -17,6 +17,7 @@ pub mod onnx;
 pub mod passes;
 pub mod prune;
 pub mod quantize;
+pub mod search;
 pub mod train;
 
 use std::path::Path;

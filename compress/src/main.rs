@@ -130,6 +130,22 @@ struct CompressArgs {
     json: bool,
     #[command(flatten)]
     repair: morsel_compress::distill::cli::RepairArgs,
+    /// Search prune ratio, low-rank energy and int8 for the smallest (or
+    /// fastest, --target) model whose top-1 accuracy on --data is at most
+    /// this much below the original's, e.g. `1%` (repairs with --distill).
+    #[arg(long)]
+    max_drop: Option<String>,
+    #[arg(long, value_enum, default_value = "size", requires = "max_drop")]
+    target: SearchTarget,
+    /// With --max-drop: write a plot of the candidates (.svg, or .html).
+    #[arg(long, requires = "max_drop")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SearchTarget {
+    Size,
+    Latency,
 }
 
 #[derive(Subcommand)]
@@ -147,7 +163,7 @@ enum Cmd {
     /// pruning, then magnitude or N:M pruning, then low-rank factorization,
     /// then int8 (each optional, in that order). With --data, measure the
     /// result against the original (accuracy, agreement, error, latency).
-    Compress(CompressArgs),
+    Compress(Box<CompressArgs>),
     /// Train a smaller student model to reproduce a teacher's outputs on a
     /// transfer set (knowledge distillation) and write it as a .morsel file.
     Distill(morsel_compress::distill::cli::DistillCmd),
@@ -284,6 +300,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
     let output = a.output.as_path();
     let wants_prune = a.prune.is_some() || a.n_m.is_some() || a.prune_channels.is_some();
     let wants_low_rank = a.low_rank.is_some() || a.rank_ratio.is_some();
+    if a.max_drop.is_some() {
+        return search(a);
+    }
     if !wants_prune && !wants_low_rank && a.quantize.is_none() {
         bail!(
             "nothing to do: pass one or more of --prune-channels, --prune, --n-m, --low-rank/--rank-ratio, --quantize int8"
@@ -670,6 +689,50 @@ fn compress(a: &CompressArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `morsel compress --max-drop` (compress/src/search.rs).
+fn search(a: &CompressArgs) -> Result<()> {
+    use morsel_compress::search::{self, Repair, SearchOptions, Target};
+    let g = morsel_compress::load_any(&a.input)?.graph().clone();
+    let model = Model::from_graph(g.clone()).map_err(|e| anyhow!("the f32 model: {e}"))?;
+    let data = a
+        .data
+        .as_ref()
+        .context("--max-drop needs --data val.npz (with labels y)")?;
+    let (feed, labels) = load_feed(&model, data)?;
+    let target = match a.target {
+        SearchTarget::Size => Target::Size,
+        SearchTarget::Latency => Target::Latency,
+    };
+    let mut o = SearchOptions::new(
+        search::parse_drop(a.max_drop.as_deref().unwrap_or(""))?,
+        target,
+    );
+    o.min_size = a.min_size;
+    o.batch = a.batch;
+    o.threads = a.threads;
+    o.latency_runs = a.latency_runs;
+    o.latency_batch = a.latency_batch;
+    o.progress = !a.json;
+    if let Some(p) = &a.repair.distill {
+        o.repair = Some(Repair {
+            transfer: morsel_compress::distill::load_transfer(p, &g)?,
+            options: a.repair.train.options(false),
+            source: p.display().to_string(),
+            max_repairs: 4,
+        });
+    }
+    search::run_cli(
+        &g,
+        &feed,
+        labels.as_deref(),
+        &o,
+        &a.output,
+        a.report.as_deref(),
+        a.json,
+    )
+    .map(|_| ())
 }
 
 /// A step as the file's metadata keeps it: per-layer sparsity and ranks
