@@ -6,23 +6,25 @@
 //! Attributes: Conv's (`kernel_shape`, `strides`, `pads`, `dilations`,
 //! `auto_pad`; `group` must be 1) and the fused `activation`.
 //!
-//! Per image, blocks of up to 256 output positions are unfolded (im2col)
-//! into rows of patches, `[positions, C·k…]`; each patch row is quantized
-//! to int8 over its own range (asymmetric, as `QMatMul` does with its rows),
+//! Per image, the input is quantized once to int8 over its whole range
+//! (asymmetric: one scale and zero point per image, so 0, which padding
+//! reads, is exact). Blocks of up to 256 output positions are unfolded
+//! (im2col) from the int8 image into rows of patches, `[positions, C·k…]`,
 //! multiplied by the packed int8 weight exactly in i32, rescaled (`+ bias`,
-//! activation) and written to its column of the `[M, positions]` output.
-//! It is `QMatMul` on the patch matrix: the same row quantization, kernel
-//! and rescale ([`super::qmatmul::Job`]). Grouped and depthwise convs stay
-//! f32 (the compressor leaves them; they are memory-bound and small).
+//! activation) and written to their columns of the `[M, positions]` output.
+//! Quantizing the image once (not each patch row, as `QMatMul` does with its
+//! rows) keeps the unfolding in bytes and the per-position work to the
+//! product itself. Grouped and depthwise convs stay f32 (the compressor
+//! leaves them; they are memory-bound and small).
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::conv::{Activation, Geo, Im2col, Window, check_len, check_ranks};
-use super::qmatmul::Job;
+use super::conv::{Activation, Geo, Window, check_len, check_ranks};
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
-use crate::kernels::int8::{self, PackedB};
+use crate::kernels::int8::{self, PackedB, ZeroPoints};
 use crate::kernels::{self, sgemm};
 use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Error, Result, ensure};
@@ -154,64 +156,233 @@ impl Op for QConv {
             match self.packed.get() {
                 Some(p) => p,
                 None => {
-                    let _ = self.packed.set(int8::pack_b_transposed(wq, m, k, k)?);
+                    let _ = self.packed.set(pack_weight(wq, m, c, geo.k_size())?);
                     self.packed
                         .get()
                         .ok_or_else(|| Error::Graph("QConv: packed weight vanished".into()))?
                 }
             }
         } else {
-            fresh = int8::pack_b_transposed(wq, m, k, k)?;
+            fresh = pack_weight(wq, m, c, geo.k_size())?;
             &fresh
         };
-        let job = Job {
-            k,
-            n: m,
-            w: packed,
-            w_scale: ws,
-            bias,
-            act: self.act,
-        };
-        const NR: usize = sgemm::NR;
-        kernels::with_scratch(|scratch| {
-            // Panels from the unfolder, patch rows, and the block's output.
-            let panel_len = k * BLOCK.div_ceil(NR) * NR;
-            let need = panel_len + BLOCK * k + BLOCK * m;
-            if scratch.len() < need {
-                scratch.resize(need, 0.0);
-            }
-            let (panels, rest) = scratch.split_at_mut(panel_len);
-            let (patches, rest) = rest.split_at_mut(BLOCK * k);
-            let block_out = &mut rest[..BLOCK * m];
-            for ni in 0..n {
-                let unfold = Im2col {
-                    x: &xs[ni * c * in_sp..][..c * in_sp],
-                    geo: &geo,
-                };
-                let yi = &mut y[ni * m * out_sp..][..m * out_sp];
-                for j0 in (0..out_sp).step_by(BLOCK) {
-                    let nc = BLOCK.min(out_sp - j0);
-                    use sgemm::PackRhs;
-                    unfold.pack(0, k, j0, nc, &mut panels[..k * nc.div_ceil(NR) * NR]);
-                    // Panel p holds columns p·NR.. as k rows of NR.
-                    for j in 0..nc {
-                        let (p, jj) = (j / NR, j % NR);
-                        let src = &panels[p * k * NR..];
-                        for (kk, d) in patches[j * k..][..k].iter_mut().enumerate() {
-                            *d = src[kk * NR + jj];
-                        }
+        let pointwise = geo.kernel == [1; 3]
+            && geo.stride == [1; 3]
+            && geo.pad_begin == [0; 3]
+            && geo.pad_end == [0; 3];
+        with_scratch(|sc| {
+            let QScratch { qx, patches, acc } = sc;
+            let (qx, qxt) = grow(qx, 2 * c * in_sp).split_at_mut(c * in_sp);
+            let patches = grow(patches, if pointwise { 0 } else { BLOCK * k });
+            let acc = grow(acc, BLOCK * m);
+            kernels::with_scratch(|f| {
+                if f.len() < BLOCK * m {
+                    f.resize(BLOCK * m, 0.0);
+                }
+                let block_out = &mut f[..BLOCK * m];
+                for ni in 0..n {
+                    let xi = &xs[ni * c * in_sp..][..c * in_sp];
+                    let (scale, z) = quantize_image(xi, qx);
+                    // Channels last: a position's C values are contiguous.
+                    transpose_bytes(qx, c, in_sp, qxt);
+                    let yi = &mut y[ni * m * out_sp..][..m * out_sp];
+                    for j0 in (0..out_sp).step_by(BLOCK) {
+                        let nc = BLOCK.min(out_sp - j0);
+                        let a: &[i8] = if pointwise {
+                            &qxt[j0 * c..][..nc * c]
+                        } else {
+                            unfold_i8(qxt, &geo, c, z, j0, &mut patches[..nc * k]);
+                            &patches[..nc * k]
+                        };
+                        int8::gemm_i8(nc, a, k, packed, &mut acc[..nc * m], m);
+                        let o = &mut block_out[..nc * m];
+                        int8::dequant_rows(
+                            nc,
+                            m,
+                            acc,
+                            m,
+                            &[scale],
+                            ws,
+                            ZeroPoints::Tensor(z as i32),
+                            packed.col_sums(),
+                            bias,
+                            o,
+                            m,
+                        );
+                        self.act.apply(o);
+                        scatter_columns(o, nc, m, yi, out_sp, j0);
                     }
-                    let o = &mut block_out[..nc * m];
-                    job.run(&patches[..nc * k], o);
-                    for (j, row) in o.chunks_exact(m).enumerate() {
-                        for (oc, &v) in row.iter().enumerate() {
-                            yi[oc * out_sp + j0 + j] = v;
+                }
+            })
+        });
+        Ok(())
+    }
+}
+
+/// Pack `W` `[M, C, taps]` for the kernel with the reduction in (tap,
+/// channel) order, the order [`unfold_i8`] writes patches in.
+fn pack_weight(wq: &[i8], m: usize, c: usize, taps: usize) -> Result<PackedB> {
+    let k = c * taps;
+    if taps == 1 {
+        return int8::pack_b_transposed(wq, m, k, k);
+    }
+    let mut r = vec![0i8; m * k];
+    for o in 0..m {
+        for ch in 0..c {
+            for t in 0..taps {
+                r[o * k + t * c + ch] = wq[o * k + ch * taps + t];
+            }
+        }
+    }
+    int8::pack_b_transposed(&r, m, k, k)
+}
+
+/// `dst[p·c + ch] = src[ch·n + p]`: `[c, n]` bytes to `[n, c]`, in tiles.
+fn transpose_bytes(src: &[i8], c: usize, n: usize, dst: &mut [i8]) {
+    const T: usize = 32;
+    for cb in (0..c).step_by(T) {
+        let ce = (cb + T).min(c);
+        for pb in (0..n).step_by(T) {
+            let pe = (pb + T).min(n);
+            for ch in cb..ce {
+                let row = &src[ch * n..][pb..pe];
+                for (i, &v) in row.iter().enumerate() {
+                    dst[(pb + i) * c + ch] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Per-thread int8 buffers, reused across runs; counted in
+/// [`kernels::scratch_held_bytes`].
+struct QScratch {
+    qx: Vec<i8>,
+    patches: Vec<i8>,
+    acc: Vec<i32>,
+}
+
+impl QScratch {
+    fn bytes(&self) -> usize {
+        self.qx.capacity() + self.patches.capacity() + 4 * self.acc.capacity()
+    }
+}
+
+impl Drop for QScratch {
+    fn drop(&mut self) {
+        kernels::note_scratch(self.bytes(), 0);
+    }
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut QScratch) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<QScratch> = const {
+            RefCell::new(QScratch { qx: Vec::new(), patches: Vec::new(), acc: Vec::new() })
+        };
+    }
+    let counted = |s: &mut QScratch| {
+        let before = s.bytes();
+        let r = f(s);
+        kernels::note_scratch(before, s.bytes());
+        r
+    };
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => counted(&mut s),
+        Err(_) => counted(&mut QScratch {
+            qx: Vec::new(),
+            patches: Vec::new(),
+            acc: Vec::new(),
+        }),
+    })
+}
+
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
+}
+
+/// Asymmetric int8 of a whole image over `[min(x, 0), max(x, 0)]` (so 0 is
+/// exact: it is what padding reads): `(scale, zero point)`. An all-zero
+/// image gives scale 0; NaN or infinity a NaN scale, so outputs are NaN as
+/// they would be in f32.
+fn quantize_image(x: &[f32], out: &mut [i8]) -> (f32, i8) {
+    let (mut lo, mut hi, mut bad) = ([0f32; 8], [0f32; 8], false);
+    let mut chunks = x.chunks_exact(8);
+    for ch in &mut chunks {
+        for j in 0..8 {
+            lo[j] = if ch[j] < lo[j] { ch[j] } else { lo[j] };
+            hi[j] = if ch[j] > hi[j] { ch[j] } else { hi[j] };
+            bad |= !ch[j].is_finite();
+        }
+    }
+    let rest = chunks.remainder();
+    bad |= rest.iter().any(|v| !v.is_finite());
+    let lo = lo.iter().chain(rest).fold(0f32, |m, &v| m.min(v));
+    let hi = hi.iter().chain(rest).fold(0f32, |m, &v| m.max(v));
+    let scale = (hi - lo) / 255.0;
+    if scale == 0.0 || !scale.is_finite() || bad {
+        out.fill(0);
+        return (if scale == 0.0 && !bad { 0.0 } else { f32::NAN }, 0);
+    }
+    let z = (-128.0 - lo / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+    int8::quantize_f32_to_i8(x, scale, z, out);
+    (scale, z)
+}
+
+/// Patch rows of output positions `j0..j0 + rows` (rows = `out.len() / K`)
+/// from the quantized image in channels-last order, `qxt` `[D, H, W, C]`:
+/// row `j` is (kernel tap, channel), each tap's `C` bytes one copy; the zero
+/// point `z` where the window reads padding.
+fn unfold_i8(qxt: &[i8], g: &Geo, c: usize, z: i8, j0: usize, out: &mut [i8]) {
+    let [id, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    let [sd, sh, sw] = g.stride;
+    let [dd, dh, dw] = g.dilation;
+    let [pd, ph, pw] = g.pad_begin;
+    let k = c * kd * kh * kw;
+    for (jj, row) in out.chunks_exact_mut(k).enumerate() {
+        let j = j0 + jj;
+        let (ox, r) = (j % ow, j / ow);
+        let (oy, oz) = (r % oh, r / oh);
+        let mut t = 0;
+        for a in 0..kd {
+            let iz = (oz * sd + a * dd).checked_sub(pd).filter(|&v| v < id);
+            for b in 0..kh {
+                let iy = (oy * sh + b * dh).checked_sub(ph).filter(|&v| v < ih);
+                for e in 0..kw {
+                    let ix = (ox * sw + e * dw).checked_sub(pw).filter(|&v| v < iw);
+                    let dst = &mut row[t..t + c];
+                    t += c;
+                    match (iz, iy, ix) {
+                        (Some(iz), Some(iy), Some(ix)) => {
+                            dst.copy_from_slice(&qxt[((iz * ih + iy) * iw + ix) * c..][..c])
                         }
+                        _ => dst.fill(z),
                     }
                 }
             }
-        });
-        Ok(())
+        }
+    }
+}
+
+/// Write a block's `[rows, m]` results to columns `j0..` of `[m, out_sp]`,
+/// 16×16 at a time so both sides stay in cache.
+fn scatter_columns(o: &[f32], rows: usize, m: usize, y: &mut [f32], out_sp: usize, j0: usize) {
+    const T: usize = 16;
+    for jb in (0..rows).step_by(T) {
+        let je = (jb + T).min(rows);
+        for cb in (0..m).step_by(T) {
+            let ce = (cb + T).min(m);
+            for oc in cb..ce {
+                let dst = &mut y[oc * out_sp + j0 + jb..][..je - jb];
+                for (d, j) in dst.iter_mut().zip(jb..je) {
+                    *d = o[j * m + oc];
+                }
+            }
+        }
     }
 }
 

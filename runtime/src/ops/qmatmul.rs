@@ -158,7 +158,6 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 }
 
 /// Everything a block of rows needs besides its rows; sizes already checked.
-/// `QConv` runs its patch rows through the same job.
 pub(crate) struct Job<'a> {
     pub(crate) k: usize,
     pub(crate) n: usize,
