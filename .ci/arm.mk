@@ -67,10 +67,20 @@ $(ARM_OUT)/sample_input.f32: $(SAMPLE_NPY)
 	@mkdir -p $(ARM_OUT)
 	python3 -c "$$ARM_NPY_TO_RAW" $< $@
 
-arm-native-ref: $(ARM_OUT)/sample_input.f32
+# The whole digits test split as raw f32, for the int8 check.
+$(ARM_OUT)/digits450.f32: examples/digits/digits_test.npz | setup-python
+	@mkdir -p $(ARM_OUT)
+	$(PY) -c "import numpy as np, sys; np.load(sys.argv[1])['x'].astype('<f4').tofile(sys.argv[2])" $< $@
+
+DIGITS_INT8 := $(ARM_OUT)/digits_int8.morsel
+
+arm-native-ref: $(ARM_OUT)/sample_input.f32 $(ARM_OUT)/digits450.f32
 	cargo run -q -p morsel-compress --bin morsel -- convert examples/digits/digits_cnn.onnx -o $(DIGITS_MORSEL)
+	cargo run -q -p morsel-compress --bin morsel -- compress examples/digits/digits_cnn.onnx \
+	    -o $(DIGITS_INT8) --quantize int8 --min-size 0 --latency-runs 0 > /dev/null
 	$(ARM_BUILD)
 	target/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/sample_input.f32 > $(ARM_OUT)/minimal-native.txt
+	target/debug/examples/minimal $(DIGITS_INT8) $(ARM_OUT)/digits450.f32 > $(ARM_OUT)/int8-native.txt
 	@echo "== a budget below the plan is refused"
 	@if target/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/sample_input.f32 --budget 1000 \
 	    > /dev/null 2> $(ARM_OUT)/budget.txt; then echo "a 1000-byte budget should fail"; exit 1; fi
@@ -84,6 +94,11 @@ arm-e2e-%: setup-arm arm-native-ref
 	$(QEMU_$*) target/$*/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/sample_input.f32 \
 	    > $(ARM_OUT)/minimal-$*.txt
 	@python3 -c "$$ARM_COMPARE" $(ARM_OUT)/minimal-native.txt $(ARM_OUT)/minimal-$*.txt $*
+	@echo "== int8 digits (2 QConv + 2 QMatMul), 450 images: the same bits as native"
+	$(QEMU_$*) target/$*/debug/examples/minimal $(DIGITS_INT8) $(ARM_OUT)/digits450.f32 \
+	    > $(ARM_OUT)/int8-$*.txt
+	@cmp $(ARM_OUT)/int8-native.txt $(ARM_OUT)/int8-$*.txt && \
+	    echo "$*: int8 outputs bit-identical to native ($$(grep -vc '^output' $(ARM_OUT)/int8-native.txt) values)"
 
 # The C example, native and aarch64 (linked against the dev-profile static lib).
 C_AARCH64 := target/c-example/aarch64-unknown-linux-gnu-debug/digits
