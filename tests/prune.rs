@@ -20,24 +20,6 @@ use morsel::runtime::ops::{op_id, op_name};
 use morsel::runtime::tensor::Dim;
 use morsel::{DType, Model, Tensor};
 
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
-}
-
-fn t(dims: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_slice(dims, v).unwrap()
-}
-
 /// Run `g` on inputs by name; every output as f32.
 fn run(g: &Graph, feed: &[(String, Tensor)]) -> Vec<Vec<f32>> {
     let m = Model::from_graph(g.clone()).unwrap();

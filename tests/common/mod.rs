@@ -62,3 +62,24 @@ pub fn fixture(rel: &str) -> PathBuf {
     );
     p
 }
+
+/// A small deterministic generator (an LCG) for test data: values in [-1, 1).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn f(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// An f32 tensor of these dims and values.
+pub fn t(dims: &[usize], v: &[f32]) -> Tensor {
+    Tensor::from_slice(dims, v).unwrap()
+}
