@@ -208,7 +208,8 @@ pub fn decode_csr(raw: &[u8], dims: &[usize], size: usize) -> Result<AlignedBuf,
     Ok(buf)
 }
 
-#[cfg(all(test, feature = "write"))]
+#[cfg(test)]
+#[cfg(feature = "write")]
 mod tests {
     use super::*;
 
