@@ -36,6 +36,9 @@ struct Host {
     activation: String,
     alpha: Option<f32>,
     beta: Option<f32>,
+    /// `activation_scale` / `activation_shift` (a scalar affine after it).
+    scale: Option<f32>,
+    shift: Option<f32>,
 }
 
 fn host(op: &'static str, inputs: usize, activation: &'static str) -> Host {
@@ -45,6 +48,22 @@ fn host(op: &'static str, inputs: usize, activation: &'static str) -> Host {
         activation: activation.into(),
         alpha: None,
         beta: None,
+        scale: None,
+        shift: None,
+    }
+}
+
+fn host_affine(
+    op: &'static str,
+    inputs: usize,
+    activation: &'static str,
+    scale: Option<f32>,
+    shift: Option<f32>,
+) -> Host {
+    Host {
+        scale,
+        shift,
+        ..host(op, inputs, activation)
     }
 }
 
@@ -83,6 +102,8 @@ fn hosts(g: &Graph) -> Vec<Host> {
             },
             alpha: f(n.attrs.get("activation_alpha")),
             beta: f(n.attrs.get("activation_beta")),
+            scale: f(n.attrs.get("activation_scale")),
+            shift: f(n.attrs.get("activation_shift")),
         })
         .collect()
 }
@@ -441,6 +462,53 @@ fn conv_affine_grouped_relu() {
     );
 }
 
+/// Conv, HardSwish, `·s + t` with [1]-shaped scalars: one Conv whose
+/// hard_swish is followed by the affine.
+#[test]
+fn conv_hardswish_affine() {
+    check(
+        "conv_hardswish_affine",
+        &[("Conv", 1)],
+        &[host_affine(
+            "Conv",
+            3,
+            "hard_swish",
+            Some(0.83),
+            Some(-0.21),
+        )],
+    );
+}
+
+/// MatMul + bias, Relu, `0.5 + ·`: the shift alone.
+#[test]
+fn matmul_relu_shift() {
+    check(
+        "matmul_relu_shift",
+        &[("MatMul", 1)],
+        &[host_affine("MatMul", 3, "relu", None, Some(0.5))],
+    );
+}
+
+/// A per-channel Mul after the activation is not a scalar affine.
+#[test]
+fn neg_affine_per_channel_after_act() {
+    check(
+        "neg_affine_per_channel_after_act",
+        &[("Conv", 1), ("Mul", 1)],
+        &[host("Conv", 3, "relu")],
+    );
+}
+
+/// No affine after a fused GELU (the runtime has none).
+#[test]
+fn neg_affine_after_gelu() {
+    check(
+        "neg_affine_after_gelu",
+        &[("MatMul", 1), ("Mul", 1)],
+        &[host("MatMul", 3, "gelu")],
+    );
+}
+
 /// LayerNorm spelled out with Pow and γ, β: one LayerNormalization.
 #[test]
 fn layer_norm_pow_affine() {
@@ -641,5 +709,5 @@ fn every_fixture_is_tested() {
             n += 1;
         }
     }
-    assert_eq!(n, 46, "fixtures in tests/fusion");
+    assert_eq!(n, 50, "fixtures in tests/fusion");
 }

@@ -19,6 +19,9 @@
 //!   HardSigmoid, HardSwish, Clip with constant bounds, Gelu) right after a
 //!   MatMul, Gemm, Conv or ConvTranspose becomes that node's `activation`
 //!   attribute, applied to each output tile while it is in cache.
+//! - [`fuse_post_affine`]: a constant scalar Mul and/or Add right after such
+//!   a fused unary activation (PP-LCNet's learnable affine block after each
+//!   HardSwish) becomes `activation_scale` / `activation_shift`.
 //!
 //! Every pass only fires when the intermediate values have no other reader
 //! and are not graph outputs, so results are unchanged up to float rounding
@@ -49,6 +52,7 @@ pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
         fold_conv_affine(g)?,
         fuse_bias(g)?,
         fuse_activation(g)?,
+        fuse_post_affine(g)?,
     ])
 }
 
@@ -403,6 +407,98 @@ pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
     drop_nodes(g, &dead);
     Ok(Report {
         pass: "fuse-activation",
+        changed,
+    })
+}
+
+/// The fused activations a scalar affine may follow (see the runtime's
+/// `Activation::from_attrs`).
+const AFFINE_AFTER: [&str; 6] = [
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "hard_sigmoid",
+    "hard_swish",
+];
+
+/// `act(host(x))·s + t`, with the Mul and Add by constant scalars after a
+/// fused unary activation → `activation_scale = s`, `activation_shift = t`
+/// on the host. One Mul, one Add, or a Mul then an Add: those keep the
+/// rounding of the nodes they replace (`u·s`, then `+ t`); further ones
+/// are left as they are.
+pub fn fuse_post_affine(g: &mut Graph) -> Result<Report> {
+    let (mul, add) = (op_id("Mul"), op_id("Add"));
+    let hosts = [
+        op_id("MatMul"),
+        op_id("Gemm"),
+        op_id("Conv"),
+        op_id("ConvTranspose"),
+    ];
+    if !typed(g) {
+        return unchanged("fuse-post-affine");
+    }
+    let mut changed = 0;
+    loop {
+        let producers = g.producers();
+        let cons = consumers(g);
+        let mut hit = None;
+        for (ni, n) in g.nodes.iter().enumerate() {
+            let is_mul = is(n, mul);
+            if !(is_mul || is(n, add)) {
+                continue;
+            }
+            let (Some(Some(p)), Some(Some(q))) = (n.inputs.first(), n.inputs.get(1)) else {
+                continue;
+            };
+            for (x, c) in [(*p, *q), (*q, *p)] {
+                let Some(k) = scalar(g, c) else { continue };
+                let Some(hi) = producers[x] else { continue };
+                let h = &g.nodes[hi];
+                let act = h.attrs.string("activation", "").unwrap_or_default();
+                let has = |key: &str| h.attrs.get(key).is_some();
+                // Mul only onto a bare activation; Add onto one with at most a scale.
+                let fits = if is_mul {
+                    !has("activation_scale") && !has("activation_shift")
+                } else {
+                    !has("activation_shift")
+                };
+                if !hosts.iter().any(|o| is(h, *o))
+                    || !AFFINE_AFTER.contains(&act.as_str())
+                    || !fits
+                    || g.values[x].dtype != DType::F32
+                    || g.values[x].shape.len() < g.values[n.outputs[0]].shape.len()
+                    || only_reader(g, &cons, x).is_none()
+                {
+                    continue;
+                }
+                hit = Some((ni, hi, k, is_mul));
+                break;
+            }
+            if hit.is_some() {
+                break;
+            }
+        }
+        let Some((ni, hi, k, is_mul)) = hit else {
+            break;
+        };
+        let out = g.nodes[ni].outputs[0];
+        let h = &mut g.nodes[hi];
+        h.attrs.set(
+            if is_mul {
+                "activation_scale"
+            } else {
+                "activation_shift"
+            },
+            Attr::Float(k),
+        );
+        h.outputs[0] = out;
+        g.nodes.remove(ni);
+        changed += 1;
+    }
+    compact(g);
+    Ok(Report {
+        pass: "fuse-post-affine",
         changed,
     })
 }

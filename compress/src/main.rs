@@ -202,6 +202,11 @@ enum Cmd {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Also time each node during the timed runs and print where the
+        /// time goes, by op type and the slowest nodes (with --json, a
+        /// `profile` field). Costs two clock reads per node.
+        #[arg(long)]
+        profile: bool,
     },
     /// Accuracy against labels and agreement with a reference, on a .npz data set.
     Eval {
@@ -248,7 +253,8 @@ fn main() {
             runs,
             threads,
             json,
-        } => bench(&model, &inputs, &dims, warmup, runs, threads, json),
+            profile,
+        } => bench(&model, &inputs, &dims, warmup, runs, threads, json, profile),
         Cmd::Eval {
             model,
             data,
@@ -1343,6 +1349,7 @@ fn bench(
     runs: usize,
     threads: usize,
     as_json: bool,
+    profile: bool,
 ) -> Result<()> {
     let anon_before = anon_bytes();
     let model = morsel_compress::load_any(path)?;
@@ -1359,6 +1366,9 @@ fn bench(
     let refs: Vec<(&str, _)> = inputs.iter().map(|(n, t)| (n.as_str(), t.view())).collect();
     for _ in 0..warmup.max(1) {
         session.run(&refs).map_err(|e| anyhow!("{e}"))?;
+    }
+    if profile {
+        session.set_profiling(true).map_err(|e| anyhow!("{e}"))?;
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
@@ -1386,14 +1396,22 @@ fn bench(
         .iter()
         .map(|(n, t)| format!("{n}={}", dims_str(&t.dims)))
         .collect();
+    let nodes = session.profile();
     if as_json {
-        println!(
-            "{}",
-            json!({"model": path.display().to_string(), "inputs": shapes, "threads": threads, "runs": times.len(),
+        let mut report = json!({"model": path.display().to_string(), "inputs": shapes, "threads": threads, "runs": times.len(),
                    "median_ms": med, "p90_ms": p90, "min_ms": times[0], "peak_rss_bytes": rss,
                    "load_private_bytes": load_private, "planned_activation_bytes": planned,
-                   "held_bytes": session.held_bytes()})
-        );
+                   "held_bytes": session.held_bytes()});
+        if profile {
+            report["profile"] = nodes
+                .iter()
+                .map(|n| {
+                    json!({"node": n.node, "op": n.op, "calls": n.calls,
+                                "ms_per_run": n.total.as_secs_f64() * 1e3 / n.calls.max(1) as f64})
+                })
+                .collect();
+        }
+        println!("{report}");
     } else {
         println!(
             "{} [{}] threads={threads}",
@@ -1421,8 +1439,50 @@ fn bench(
             planned.unwrap_or(0) as f64 / 1024.0,
             session.held_bytes() as f64 / 1024.0
         );
+        if profile {
+            print_profile(&nodes);
+        }
     }
     Ok(())
+}
+
+/// Where the time went: by op type, then the slowest nodes (ms per run).
+fn print_profile(nodes: &[morsel_runtime::NodeTime]) {
+    let per_run =
+        |n: &morsel_runtime::NodeTime| n.total.as_secs_f64() * 1e3 / n.calls.max(1) as f64;
+    let total: f64 = nodes.iter().map(per_run).sum();
+    let mut by_op: Vec<(&str, usize, f64)> = Vec::new();
+    for n in nodes {
+        match by_op.iter_mut().find(|(op, _, _)| *op == n.op) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += per_run(n);
+            }
+            None => by_op.push((n.op, 1, per_run(n))),
+        }
+    }
+    by_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("  profile: {total:.3} ms per run in {} nodes", nodes.len());
+    println!(
+        "    {:<24} {:>6} {:>10} {:>6}",
+        "op", "nodes", "ms/run", "share"
+    );
+    for (op, count, ms) in &by_op {
+        println!(
+            "    {op:<24} {count:>6} {ms:>10.3} {:>5.1}%",
+            100.0 * ms / total.max(1e-12)
+        );
+    }
+    println!("    slowest nodes:");
+    for n in nodes.iter().take(15) {
+        let ms = per_run(n);
+        println!(
+            "    {:<40} {:<16} {ms:>8.3} {:>5.1}%",
+            n.node,
+            n.op,
+            100.0 * ms / total.max(1e-12)
+        );
+    }
 }
 
 fn eval(

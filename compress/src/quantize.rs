@@ -508,7 +508,13 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
             }
         };
         let mut attrs = Attrs::new();
-        for key in ["activation", "activation_alpha", "activation_beta"] {
+        for key in [
+            "activation",
+            "activation_alpha",
+            "activation_beta",
+            "activation_scale",
+            "activation_shift",
+        ] {
             if let Some(v) = node.attrs.get(key) {
                 attrs.set(key, v.clone());
             }

@@ -34,5 +34,5 @@ pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use graph::Graph;
 pub use model::Model;
-pub use session::{MemoryUse, Options, Plan, Session};
+pub use session::{MemoryUse, NodeTime, Options, Plan, Session};
 pub use tensor::{Dim, Tensor, TensorMut, TensorRef};

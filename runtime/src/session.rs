@@ -127,6 +127,18 @@ pub struct Session {
     value_keyed: bool,
     slots: Vec<AlignedBuf>,
     ctx: Ctx,
+    /// Time per graph node summed over runs, while profiling is on.
+    profile: Option<Vec<(u32, std::time::Duration)>>,
+}
+
+/// One node's share of the time, from [`Session::profile`].
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: &'static str,
+    /// Runs of this node since profiling was turned on.
+    pub calls: u32,
+    pub total: std::time::Duration,
 }
 
 fn round64(n: usize) -> usize {
@@ -144,7 +156,43 @@ impl Session {
             value_keyed: false,
             slots: Vec::new(),
             ctx,
+            profile: None,
         }
+    }
+
+    /// Turn per-node timing on (clearing what was gathered) or off. It
+    /// costs two clock reads per node. Not available on wasm32 without
+    /// WASI, which has no clock std can read: there it is an error.
+    pub fn set_profiling(&mut self, on: bool) -> Result<()> {
+        if cfg!(all(target_arch = "wasm32", target_os = "unknown")) && on {
+            return Err(Error::Unsupported(
+                "profiling needs a clock; wasm32-unknown-unknown has none std can read".into(),
+            ));
+        }
+        self.profile =
+            on.then(|| vec![(0, std::time::Duration::ZERO); self.model.graph().nodes.len()]);
+        Ok(())
+    }
+
+    /// Time per node since profiling was turned on, slowest first; empty
+    /// when it is off.
+    pub fn profile(&self) -> Vec<NodeTime> {
+        let g = self.model.graph();
+        let mut out: Vec<NodeTime> = self
+            .profile
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, (calls, _))| *calls > 0)
+            .map(|(i, &(calls, total))| NodeTime {
+                node: g.nodes[i].name.clone(),
+                op: ops::op_name(g.nodes[i].op),
+                calls,
+                total,
+            })
+            .collect();
+        out.sort_by_key(|n| std::cmp::Reverse(n.total));
+        out
     }
 
     pub fn model(&self) -> &Model {
@@ -405,6 +453,7 @@ impl Session {
             plans,
             slots,
             ctx,
+            profile,
             ..
         } = self;
         let plan = &plans[pi].1;
@@ -414,6 +463,7 @@ impl Session {
         let graph = model.graph();
         for step in &plan.steps {
             let node = &graph.nodes[step.node];
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
             let mut outs: SmallVec<[AlignedBuf; 4]> = step
                 .outputs
                 .iter()
@@ -452,6 +502,12 @@ impl Session {
             };
             for (b, &(slot, _, _)) in outs.into_iter().zip(&step.outputs) {
                 slots[slot] = b;
+            }
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                if let Some(e) = p.get_mut(step.node) {
+                    e.0 += 1;
+                    e.1 += t.elapsed();
+                }
             }
             result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
         }

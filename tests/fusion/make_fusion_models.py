@@ -304,6 +304,37 @@ def conv_affine_grouped_relu(b: B):
     return b.model([y]), [y]
 
 
+def conv_hardswish_affine(b: B):
+    # Conv, HardSwish, then a learnable affine block: Mul by a [1] scalar, Add
+    # a [1] scalar (PP-LCNet in PP-OCRv4, as paddle2onnx writes it).
+    x = b.input("x", b.randn(1, 3, 9, 11, scale=2.0))
+    h = b.op("HardSwish", [b.conv(x, 3, 5)])
+    y = b.op("Add", [b.op("Mul", [h, b.scalar(0.83, (1,))]), b.scalar(-0.21, (1,))])
+    return b.model([y]), [y]
+
+
+def matmul_relu_shift(b: B):
+    # MatMul + bias, Relu, then only an Add (constant first).
+    x = b.input("x", b.randn(5, 19))
+    y = b.op("Add", [b.scalar(0.5), b.op("Relu", [b.linear(x, 19, 23)])])
+    return b.model([y]), [y]
+
+
+def neg_affine_per_channel_after_act(b: B):
+    # A per-channel scale after the activation is not a scalar affine: it stays.
+    x = b.input("x", b.randn(1, 3, 6, 7))
+    h = b.op("Relu", [b.conv(x, 3, 4)])
+    y = b.op("Mul", [h, b.const(b.randn(1, 4, 1, 1), "s")])
+    return b.model([y]), [y]
+
+
+def neg_affine_after_gelu(b: B):
+    # The runtime has no affine after a fused GELU: the Mul stays.
+    x = b.input("x", b.randn(4, 13))
+    y = b.op("Mul", [b.op("Gelu", [b.linear(x, 13, 17)]), b.scalar(1.5)])
+    return b.model([y], opset=20), [y]
+
+
 # ---- negative: fusion must not happen (or only the parts that are safe)
 
 
@@ -484,6 +515,11 @@ CASES = {
     "hardswish_spelled_input": hardswish_spelled_input,
     "conv_affine": conv_affine,
     "conv_affine_grouped_relu": conv_affine_grouped_relu,
+    # A scalar affine after a fused activation.
+    "conv_hardswish_affine": conv_hardswish_affine,
+    "matmul_relu_shift": matmul_relu_shift,
+    "neg_affine_per_channel_after_act": neg_affine_per_channel_after_act,
+    "neg_affine_after_gelu": neg_affine_after_gelu,
     # Negative.
     "neg_matmul_output_is_graph_output": neg_matmul_output_is_graph_output,
     "neg_second_reader": neg_second_reader,

@@ -347,7 +347,25 @@ fn fused_activation(a: &Attrs, x: CTensor) -> Result<CTensor> {
     let name = a.string("activation", "")?;
     let alpha = |d: f32| a.float("activation_alpha", d);
     let beta = |d: f32| a.float("activation_beta", d);
-    Ok(match name.as_str() {
+    let (scale, shift) = (
+        a.float("activation_scale", 1.0)?,
+        a.float("activation_shift", 0.0)?,
+    );
+    let y = fused_base(&name, alpha, beta, x)?;
+    Ok(if scale == 1.0 && shift == 0.0 {
+        y
+    } else {
+        y.affine(scale as f64, shift as f64)?
+    })
+}
+
+fn fused_base(
+    name: &str,
+    alpha: impl Fn(f32) -> morsel_runtime::Result<f32>,
+    beta: impl Fn(f32) -> morsel_runtime::Result<f32>,
+    x: CTensor,
+) -> Result<CTensor> {
+    Ok(match name {
         "" => x,
         "relu" => x.relu()?,
         "leaky_relu" => leaky_relu(&x, alpha(0.01)?)?,

@@ -389,6 +389,9 @@ pub const NC: usize = 256;
 /// Up to this many row panels, a row-major B is read in place.
 pub const IN_PLACE_MAX_PANELS: usize = 8;
 
+/// ... and its row stride is at most this many floats (32 KiB).
+pub const IN_PLACE_MAX_ROW: usize = 8192;
+
 /// Floats of scratch one thread needs at most to pack B blocks (a product
 /// with fewer than KC rows or NC columns of B needs less).
 pub fn rhs_block_len() -> usize {
@@ -475,11 +478,16 @@ impl Job<'_> {
                 let mut qb = q0;
                 while qb < q1 {
                     let qe = (qb + MC / MR).min(q1);
-                    for p in pb..pe {
-                        let (j0, cols) = (p * NR, NR.min(n - p * NR));
-                        let bp = panel(p);
-                        for q in qb..qe {
-                            let (i0, rows) = (q * MR, MR.min(m - q * MR));
+                    // Row panel outer, column panel inner: each tile row's
+                    // stores run along one C row (few streams; rows of a
+                    // long-row C, e.g. a conv's output planes, are often a
+                    // multiple of 4 KiB apart and would fight over the same
+                    // cache sets if every row were touched per panel).
+                    for q in qb..qe {
+                        let (i0, rows) = (q * MR, MR.min(m - q * MR));
+                        for p in pb..pe {
+                            let (j0, cols) = (p * NR, NR.min(n - p * NR));
+                            let bp = panel(p);
                             let (ap, aoff, astep) = match self.a {
                                 ASrc::Packed(a) => (
                                     &a[(q * k + k0) * MR..][..kc * MR],
@@ -740,7 +748,13 @@ pub fn matmul(
     let bsrc = match &b {
         // Few row panels: each B element is used by few tiles, so reading
         // it in place beats copying it first.
-        Rhs::View(v) if v.cs == 1 && mp <= IN_PLACE_MAX_PANELS => BSrc::InPlace(*v),
+        // Not for long rows (a pointwise conv's image planes): their rows
+        // are far apart, often a multiple of 4 KiB, and the k rows one
+        // panel reads collide in the cache; packed is 1.3-2.2x faster there
+        // (`cargo run --release -p morsel-runtime --example conv_gemm`).
+        Rhs::View(v) if v.cs == 1 && mp <= IN_PLACE_MAX_PANELS && v.rs <= IN_PLACE_MAX_ROW => {
+            BSrc::InPlace(*v)
+        }
         Rhs::View(v) => BSrc::Pack(v),
         Rhs::Packed(p) => {
             if p.data.as_f32().len() < packed_b_len(k, n) {

@@ -240,6 +240,11 @@ pub enum Activation {
     GeluTanh,
     /// `min(max(x, lo), hi)`.
     Clip(f32, f32),
+    /// `u(x)·scale + shift`: a unary activation followed by a scalar affine
+    /// (PP-LCNet's learnable affine block after each HardSwish). The
+    /// product and the sum are rounded separately, as the Mul and Add nodes
+    /// they replace are.
+    UnaryAffine(Unary, f32, f32),
 }
 
 const ACTIVATIONS: &str =
@@ -249,7 +254,27 @@ impl Activation {
     /// From `activation` / `activation_alpha` / `activation_beta`.
     /// Parameters: leaky_relu alpha (default 0.01); hard_sigmoid alpha, beta
     /// (0.2, 0.5); clip alpha = min, beta = max (default -inf, +inf).
+    /// `activation_scale` / `activation_shift` (default 1, 0) add a scalar
+    /// affine after the activation; only after the unary ones (not gelu,
+    /// gelu_tanh, clip, or no activation).
     pub fn from_attrs(a: &Attrs) -> Result<Activation> {
+        let base = Activation::base_from_attrs(a)?;
+        let (scale, shift) = (
+            a.float("activation_scale", 1.0)?,
+            a.float("activation_shift", 0.0)?,
+        );
+        if scale == 1.0 && shift == 0.0 {
+            return Ok(base);
+        }
+        match base {
+            Activation::Unary(u) => Ok(Activation::UnaryAffine(u, scale, shift)),
+            other => Err(Error::Unsupported(format!(
+                "attributes 'activation_scale'/'activation_shift' need one of relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish as 'activation', not {other:?}"
+            ))),
+        }
+    }
+
+    fn base_from_attrs(a: &Attrs) -> Result<Activation> {
         let name = a.string("activation", "")?;
         let alpha = |d: f32| a.float("activation_alpha", d);
         let beta = |d: f32| a.float("activation_beta", d);
@@ -281,6 +306,10 @@ impl Activation {
             Activation::Gelu => math::gelu(xs),
             Activation::GeluTanh => math::gelu_tanh(xs),
             Activation::Clip(lo, hi) => map(xs, |x| x.max(lo).min(hi)),
+            Activation::UnaryAffine(u, scale, shift) => {
+                u.apply_f32(xs);
+                map(xs, |x| x * scale + shift);
+            }
         }
     }
 }

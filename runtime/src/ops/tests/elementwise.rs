@@ -446,6 +446,31 @@ fn gelu_op_and_activation() {
 }
 
 #[test]
+fn fused_activation_with_affine_is_the_activation_then_mul_then_add() {
+    let x: Vec<f32> = (0..57).map(|i| (i as f32 - 28.0) * 0.37).collect();
+    let a = Attrs::new()
+        .with("activation", Attr::Str("hard_swish".into()))
+        .with("activation_scale", Attr::Float(0.83))
+        .with("activation_shift", Attr::Float(-0.21));
+    let act = Activation::from_attrs(&a).unwrap();
+    let mut y = x.clone();
+    act.apply(&mut y);
+    for (&v, &g) in x.iter().zip(&y) {
+        // Mul then Add, each rounded: exactly what the two ONNX nodes give.
+        let want = Unary::HardSwish.f32(v) * 0.83 + -0.21;
+        assert_eq!(g.to_bits(), want.to_bits(), "x = {v}");
+    }
+    // Only after a unary activation.
+    for act in ["gelu", "clip", ""] {
+        let a = Attrs::new()
+            .with("activation", Attr::Str(act.into()))
+            .with("activation_scale", Attr::Float(2.0));
+        let e = Activation::from_attrs(&a).unwrap_err();
+        assert!(e.to_string().contains("activation_scale"), "{act}: {e}");
+    }
+}
+
+#[test]
 fn variadic_max_min_fold_every_input_with_broadcasting() {
     let a = Tensor::from_slice(&[3, 1], &[1f32, 5.0, -2.0]).unwrap();
     let b = Tensor::from_slice(&[2], &[0f32, 4.0]).unwrap();
