@@ -478,14 +478,24 @@ impl Job<'_> {
                 let mut qb = q0;
                 while qb < q1 {
                     let qe = (qb + MC / MR).min(q1);
-                    // Row panel outer, column panel inner: each tile row's
-                    // stores run along one C row (few streams; rows of a
-                    // long-row C, e.g. a conv's output planes, are often a
-                    // multiple of 4 KiB apart and would fight over the same
-                    // cache sets if every row were touched per panel).
-                    for q in qb..qe {
-                        let (i0, rows) = (q * MR, MR.min(m - q * MR));
-                        for p in pb..pe {
+                    // Packed B: row panel outer, column panel inner, so
+                    // each tile row's stores run along one C row (few
+                    // streams; rows of a long-row C, e.g. a conv's output
+                    // planes, are often a multiple of 4 KiB apart and would
+                    // fight over the same cache sets if every row were
+                    // touched per panel). In-place B: column panel outer,
+                    // so each panel, scattered over k rows, is read from
+                    // memory once and reused from L1 by every row panel.
+                    let (qn, pn) = (qe - qb, pe - pb);
+                    let b_outer = matches!(self.b, BSrc::InPlace(_));
+                    for t in 0..qn * pn {
+                        let (q, p) = if b_outer {
+                            (qb + t % qn, pb + t / qn)
+                        } else {
+                            (qb + t / pn, pb + t % pn)
+                        };
+                        {
+                            let (i0, rows) = (q * MR, MR.min(m - q * MR));
                             let (j0, cols) = (p * NR, NR.min(n - p * NR));
                             let bp = panel(p);
                             let (ap, aoff, astep) = match self.a {

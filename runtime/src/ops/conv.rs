@@ -775,57 +775,81 @@ fn depthwise_plane_impl(
             (0, 0)
         }
     });
-    // Stride 1 along x: copy the plane once into a zero-padded buffer, then
-    // every output column reads all its taps in place, 32 or 8 columns at a
-    // time with the sums in registers (one vector load + multiply-add per
-    // tap; several independent sums so the adds' latency does not bound it).
-    if sw == 1 && kh <= 16 && ow >= 8 {
-        let pwid = ow + (kw - 1) * dw;
+    // Copy the plane once into a zero-padded buffer split into `sw` phases
+    // by column (phase φ holds padded columns φ, φ+sw, …; one phase for
+    // stride 1). Tap (b, e) of output column x reads padded column
+    // x·sw + e·dw, which is phase (e·dw) mod sw at x + (e·dw)/sw: so every
+    // tap reads consecutive floats for consecutive outputs, at any stride,
+    // and each output column reads all its taps in place, 32 or 8 columns
+    // at a time with the sums in registers (one vector load + multiply-add
+    // per tap; several independent sums so the adds' latency does not
+    // bound it).
+    const MAX_TAPS: usize = 64;
+    if kh * kw <= MAX_TAPS && ow >= 8 {
+        let pwid = (ow - 1) * sw + (kw - 1) * dw + 1;
         let prows = (oh - 1) * sh + (kh - 1) * dh + 1;
-        {
-            if buf.len() < pwid * prows {
-                buf.resize(pwid * prows, 0.0);
-            }
-            let plane = &mut buf[..pwid * prows];
-            for (r, prow) in plane.chunks_exact_mut(pwid).enumerate() {
-                prow.fill(0.0);
-                if let Some(iy) = r.checked_sub(ph).filter(|&v| v < ih) {
+        let qw = pwid.div_ceil(sw);
+        if buf.len() < prows * sw * qw {
+            buf.resize(prows * sw * qw, 0.0);
+        }
+        let plane = &mut buf[..prows * sw * qw];
+        for (r, prow) in plane.chunks_exact_mut(sw * qw).enumerate() {
+            let src = r
+                .checked_sub(ph)
+                .filter(|&v| v < ih)
+                .map(|iy| &x[iy * iw..][..iw]);
+            match src {
+                None => prow.fill(0.0),
+                Some(src) if sw == 1 => {
                     // Input column ix sits at padded column ix + pw; the
                     // ones past the last window are never read.
+                    prow.fill(0.0);
                     if pw < pwid {
                         let n = iw.min(pwid - pw);
-                        prow[pw..pw + n].copy_from_slice(&x[iy * iw..][..n]);
+                        prow[pw..pw + n].copy_from_slice(&src[..n]);
+                    }
+                }
+                Some(src) => {
+                    for (phase, dst) in prow.chunks_exact_mut(qw).enumerate() {
+                        for (q, d) in dst.iter_mut().enumerate() {
+                            *d = (q * sw + phase)
+                                .checked_sub(pw)
+                                .and_then(|ix| src.get(ix))
+                                .copied()
+                                .unwrap_or(0.0);
+                        }
                     }
                 }
             }
-            let plane: &[f32] = plane;
-            for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
-                let rows: [&[f32]; 16] = std::array::from_fn(|b| {
-                    if b < kh {
-                        &plane[(yy * sh + b * dh) * pwid..][..pwid]
-                    } else {
-                        &[]
-                    }
-                });
-                let rows = &rows[..kh];
-                let mut x0 = 0;
-                while x0 + 32 <= ow {
-                    dw_chunk::<32>(rows, w, kw, dw, bias, x0, row);
-                    x0 += 32;
+        }
+        let plane: &[f32] = plane;
+        for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+            let taps: [&[f32]; MAX_TAPS] = std::array::from_fn(|t| {
+                if t < kh * kw {
+                    let (b, e) = (t / kw, t % kw);
+                    let r = yy * sh + b * dh;
+                    let phase = (e * dw) % sw;
+                    &plane[(r * sw + phase) * qw + (e * dw) / sw..][..ow]
+                } else {
+                    &[]
                 }
-                while x0 + 8 <= ow {
-                    dw_chunk::<8>(rows, w, kw, dw, bias, x0, row);
-                    x0 += 8;
+            });
+            let taps = &taps[..kh * kw];
+            let mut x0 = 0;
+            while x0 + 32 <= ow {
+                dw_chunk::<32>(taps, w, bias, x0, row);
+                x0 += 32;
+            }
+            while x0 + 8 <= ow {
+                dw_chunk::<8>(taps, w, bias, x0, row);
+                x0 += 8;
+            }
+            for (xx, o) in row.iter_mut().enumerate().skip(x0) {
+                let mut acc = bias;
+                for (t, src) in taps.iter().enumerate() {
+                    acc += w[t] * src[xx];
                 }
-                for (xx, o) in row.iter_mut().enumerate().skip(x0) {
-                    let mut acc = bias;
-                    for (b, prow) in rows.iter().enumerate() {
-                        for e in 0..kw {
-                            acc += w[b * kw + e] * prow[xx + e * dw];
-                        }
-                    }
-                    *o = acc;
-                }
+                *o = acc;
             }
         }
         return;
@@ -862,27 +886,15 @@ fn depthwise_plane_impl(
     }
 }
 
-/// `N` output columns from `x0` of one depthwise row, from zero-padded
-/// input rows (column `x` reads `rows[b][x + e·dw]`).
+/// `N` output columns from `x0` of one depthwise row: tap `t` of column
+/// `x` is `taps[t][x]`.
 #[inline(always)]
-fn dw_chunk<const N: usize>(
-    rows: &[&[f32]],
-    w: &[f32],
-    kw: usize,
-    dw: usize,
-    bias: f32,
-    x0: usize,
-    row: &mut [f32],
-) {
+fn dw_chunk<const N: usize>(taps: &[&[f32]], w: &[f32], bias: f32, x0: usize, row: &mut [f32]) {
     let mut acc = [bias; N];
-    for (b, src) in rows.iter().enumerate() {
-        for e in 0..kw {
-            let wv = w[b * kw + e];
-            let s0 = x0 + e * dw;
-            if let Ok(v) = <&[f32; N]>::try_from(&src[s0..s0 + N]) {
-                for (a, &v) in acc.iter_mut().zip(v) {
-                    *a += wv * v;
-                }
+    for (src, &wv) in taps.iter().zip(w) {
+        if let Ok(v) = <&[f32; N]>::try_from(&src[x0..x0 + N]) {
+            for (a, &v) in acc.iter_mut().zip(v) {
+                *a += wv * v;
             }
         }
     }

@@ -388,6 +388,43 @@ fn cases() -> Vec<Case> {
             &[],
             "",
         ),
+        // Depthwise at stride 2 and 3 along x with rows wide enough for
+        // the register path (phase-split planes), dilation, uneven pads.
+        case(
+            &[1, 3, 9, 40],
+            &[6, 1, 3, 3],
+            3,
+            &[2, 2],
+            &[1, 1, 1, 0],
+            &[1, 2],
+            "",
+        ),
+        case(
+            &[2, 2, 7, 50],
+            &[2, 1, 5, 5],
+            2,
+            &[1, 3],
+            &[2, 2, 2, 2],
+            &[],
+            "",
+        ),
+        // Stride 1 with at least 4 channels per group (asymmetric pads
+        // with dilation, groups, 1-D, a kernel wider than the input,
+        // SAME_LOWER, no padding).
+        case(
+            &[2, 5, 7, 9],
+            &[6, 5, 3, 3],
+            1,
+            &[],
+            &[1, 0, 2, 1],
+            &[1, 2],
+            "",
+        ),
+        case(&[1, 8, 6, 5], &[4, 4, 3, 3], 2, &[], &[1, 1, 1, 1], &[], ""),
+        case(&[1, 4, 12], &[3, 4, 5], 1, &[], &[2, 2], &[], ""),
+        case(&[1, 6, 4, 4], &[5, 6, 5, 5], 1, &[], &[3, 3, 3, 3], &[], ""),
+        case(&[1, 4, 7, 8], &[4, 4, 2, 2], 1, &[], &[], &[], "SAME_LOWER"),
+        case(&[1, 4, 7, 8], &[3, 4, 3, 2], 1, &[], &[], &[], ""),
     ]
 }
 
@@ -444,6 +481,16 @@ fn conv_threaded_paths_match() {
             "",
         ),
         case(&[1, 32, 24, 24], &[48, 32, 1, 1], 1, &[], &[], &[], ""),
+        // A wide stride-1 conv split over threads.
+        case(
+            &[1, 8, 30, 70],
+            &[48, 8, 3, 3],
+            1,
+            &[],
+            &[1, 1, 1, 1],
+            &[],
+            "",
+        ),
     ];
     for c in &big {
         for threads in [1, 2] {
