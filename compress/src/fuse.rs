@@ -18,7 +18,7 @@
 //! - [`fuse_activation`]: an activation (Relu, LeakyRelu, Sigmoid, Tanh,
 //!   HardSigmoid, HardSwish, Clip with constant bounds, Gelu) right after a
 //!   MatMul, Gemm, Conv or ConvTranspose becomes that node's `activation`
-//!   attribute, applied to each output tile while it is in cache.
+//!   attribute, applied to each finished block of output while it is in cache.
 //! - [`fuse_post_affine`]: a constant scalar Mul and/or Add right after such
 //!   a fused unary activation (PP-LCNet's learnable affine block after each
 //!   HardSwish) becomes `activation_scale` / `activation_shift`.

@@ -525,22 +525,22 @@ impl Job<'_> {
                                     first,
                                 )
                             };
-                            if last && let Some(epi) = self.epi {
-                                for r in 0..rows {
-                                    // SAFETY: row i0+r, columns j0..j0+cols
-                                    // are in C and owned by this job.
-                                    let s = unsafe {
-                                        std::slice::from_raw_parts_mut(
-                                            c.0.add((i0 + r) * self.ldc + j0),
-                                            cols,
-                                        )
-                                    };
-                                    epi(s);
-                                }
-                            }
                         }
                     }
                     qb = qe;
+                }
+                // The epilogue once per row of the finished block (up to
+                // NC columns, still in L2): one call per 16 floats cost
+                // more than a cheap activation itself.
+                if last && let Some(epi) = self.epi {
+                    for i in q0 * MR..(q1 * MR).min(m) {
+                        // SAFETY: row i, columns jb..jb+nc are in C and
+                        // owned by this job.
+                        let s = unsafe {
+                            std::slice::from_raw_parts_mut(c.0.add(i * self.ldc + jb), nc)
+                        };
+                        epi(s);
+                    }
                 }
                 k0 += kc;
             }
@@ -676,7 +676,8 @@ pub enum Rhs<'a> {
     },
 }
 
-/// `C = A·B + bias`, then `epi` on every finished piece of an output row.
+/// `C = A·B + bias`, then `epi` on every finished piece of an output row
+/// (up to `NC` columns at a time).
 /// C is row-major with row stride `ldc`. Operands given as views are packed
 /// into `scratch` (grown as needed, reused across calls).
 #[allow(clippy::too_many_arguments)]

@@ -7,7 +7,7 @@
 //! (depthwise, with any channel multiplier) runs a direct loop; everything
 //! else runs the matmul kernel on a virtual im2col matrix that [`Im2col`]
 //! unfolds straight into the kernel's packed panels, block by block. Bias
-//! and activation are applied by the kernel on each finished tile.
+//! and activation are applied by the kernel on each finished block.
 //! 1-D and 2-D problems are treated as 3-D with leading unit axes.
 
 pub(crate) use super::elementwise::Activation;
@@ -823,31 +823,30 @@ fn depthwise_plane_impl(
             }
         }
         let plane: &[f32] = plane;
+        // Where tap t of output column 0 sits, from the row's first
+        // padded row; and the step between output rows.
+        let mut offs = [0usize; MAX_TAPS];
+        for (t, o) in offs.iter_mut().enumerate().take(kh * kw) {
+            let (b, e) = (t / kw, t % kw);
+            *o = (b * dh * sw + (e * dw) % sw) * qw + (e * dw) / sw;
+        }
+        let offs = &offs[..kh * kw];
+        let w = &w[..kh * kw];
         for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
-            let taps: [&[f32]; MAX_TAPS] = std::array::from_fn(|t| {
-                if t < kh * kw {
-                    let (b, e) = (t / kw, t % kw);
-                    let r = yy * sh + b * dh;
-                    let phase = (e * dw) % sw;
-                    &plane[(r * sw + phase) * qw + (e * dw) / sw..][..ow]
-                } else {
-                    &[]
-                }
-            });
-            let taps = &taps[..kh * kw];
+            let base = &plane[yy * sh * sw * qw..];
             let mut x0 = 0;
             while x0 + 32 <= ow {
-                dw_chunk::<32>(taps, w, bias, x0, row);
+                dw_chunk::<32>(base, offs, w, bias, x0, row);
                 x0 += 32;
             }
             while x0 + 8 <= ow {
-                dw_chunk::<8>(taps, w, bias, x0, row);
+                dw_chunk::<8>(base, offs, w, bias, x0, row);
                 x0 += 8;
             }
             for (xx, o) in row.iter_mut().enumerate().skip(x0) {
                 let mut acc = bias;
-                for (t, src) in taps.iter().enumerate() {
-                    acc += w[t] * src[xx];
+                for (&off, &wv) in offs.iter().zip(w) {
+                    acc += wv * base[off + xx];
                 }
                 *o = acc;
             }
@@ -887,12 +886,21 @@ fn depthwise_plane_impl(
 }
 
 /// `N` output columns from `x0` of one depthwise row: tap `t` of column
-/// `x` is `taps[t][x]`.
+/// `x` is `base[offs[t] + x]`.
 #[inline(always)]
-fn dw_chunk<const N: usize>(taps: &[&[f32]], w: &[f32], bias: f32, x0: usize, row: &mut [f32]) {
+fn dw_chunk<const N: usize>(
+    base: &[f32],
+    offs: &[usize],
+    w: &[f32],
+    bias: f32,
+    x0: usize,
+    row: &mut [f32],
+) {
     let mut acc = [bias; N];
-    for (src, &wv) in taps.iter().zip(w) {
-        if let Ok(v) = <&[f32; N]>::try_from(&src[x0..x0 + N]) {
+    for (&off, &wv) in offs.iter().zip(w) {
+        if let Some(v) = base.get(off + x0..off + x0 + N)
+            && let Ok(v) = <&[f32; N]>::try_from(v)
+        {
             for (a, &v) in acc.iter_mut().zip(v) {
                 *a += wv * v;
             }

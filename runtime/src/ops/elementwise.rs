@@ -38,6 +38,13 @@ pub enum Unary {
     GeluTanh,
 }
 
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
 /// `f` over a slice in place: one loop per closure, vectorised where `f` is
 /// simple enough.
 #[inline(always)]
@@ -60,7 +67,8 @@ impl Unary {
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::Tanh => x.tanh(),
             Unary::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
-            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            // ONNX: x·max(0, min(1, αx + β)), α = 1/6, β = ½.
+            Unary::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
             Unary::Neg => -x,
             Unary::Exp => x.exp(),
             Unary::Log => x.ln(),
@@ -88,13 +96,35 @@ impl Unary {
 
     /// Apply to a whole f32 slice (the fused-activation entry point too).
     pub fn apply_f32(self, xs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            unsafe { self.apply_f32_avx2(xs) };
+            return;
+        }
+        self.apply_f32_impl(xs)
+    }
+
+    /// The same loops compiled for AVX2 (8 lanes instead of SSE's 4; no
+    /// contraction into FMA, so results are the same bits).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn apply_f32_avx2(self, xs: &mut [f32]) {
+        self.apply_f32_impl(xs)
+    }
+
+    #[inline(always)]
+    fn apply_f32_impl(self, xs: &mut [f32]) {
         match self {
             Unary::Relu => map(xs, |x| x.max(0.0)),
             Unary::LeakyRelu(a) => map(xs, |x| if x < 0.0 { a * x } else { x }),
             Unary::Sigmoid => math::sigmoid(xs),
             Unary::Tanh => math::tanh(xs),
             Unary::HardSigmoid(a, b) => map(xs, |x| (a * x + b).clamp(0.0, 1.0)),
-            Unary::HardSwish => map(xs, |x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Unary::HardSwish => map(xs, |x| x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0)),
             Unary::Neg => map(xs, |x| -x),
             Unary::Exp => math::exp(xs),
             Unary::Log => map(xs, f32::ln),
