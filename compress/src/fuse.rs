@@ -109,6 +109,12 @@ fn typed(g: &mut Graph) -> bool {
     g.infer_shapes().is_ok()
 }
 
+/// Drop the values no node refers to any more, and report `changed`.
+fn compacted(g: &mut Graph, pass: &'static str, changed: usize) -> Result<Report> {
+    compact(g);
+    Ok(Report { pass, changed })
+}
+
 fn unchanged(pass: &'static str) -> Result<Report> {
     Ok(Report { pass, changed: 0 })
 }
@@ -354,14 +360,19 @@ fn activation_of(g: &Graph, n: &Node) -> Option<(&'static str, Option<f32>, Opti
     })
 }
 
-/// An activation right after MatMul/Gemm/Conv/ConvTranspose → its attribute.
-pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
-    let hosts = [
+/// The ops that take a fused `activation` attribute.
+fn activation_hosts() -> [Option<OpId>; 4] {
+    [
         op_id("MatMul"),
         op_id("Gemm"),
         op_id("Conv"),
         op_id("ConvTranspose"),
-    ];
+    ]
+}
+
+/// An activation right after MatMul/Gemm/Conv/ConvTranspose → its attribute.
+pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
+    let hosts = activation_hosts();
     if !typed(g) {
         return unchanged("fuse-activation");
     }
@@ -429,12 +440,7 @@ const AFFINE_AFTER: [&str; 6] = [
 /// are left as they are.
 pub fn fuse_post_affine(g: &mut Graph) -> Result<Report> {
     let (mul, add) = (op_id("Mul"), op_id("Add"));
-    let hosts = [
-        op_id("MatMul"),
-        op_id("Gemm"),
-        op_id("Conv"),
-        op_id("ConvTranspose"),
-    ];
+    let hosts = activation_hosts();
     if !typed(g) {
         return unchanged("fuse-post-affine");
     }
@@ -496,11 +502,7 @@ pub fn fuse_post_affine(g: &mut Graph) -> Result<Report> {
         g.nodes.remove(ni);
         changed += 1;
     }
-    compact(g);
-    Ok(Report {
-        pass: "fuse-post-affine",
-        changed,
-    })
+    compacted(g, "fuse-post-affine", changed)
 }
 
 /// `x·clip(x + 3, 0, 6) / 6` or `x·(clip(x + 3, 0, 6) / 6)` → `HardSwish(x)`.
@@ -705,11 +707,7 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
         g.nodes.remove(ni);
         changed += 1;
     }
-    compact(g);
-    Ok(Report {
-        pass: "fold-conv-affine",
-        changed,
-    })
+    compacted(g, "fold-conv-affine", changed)
 }
 
 fn konst_f32(g: &Graph, v: ValueId) -> Option<Vec<f32>> {

@@ -391,6 +391,40 @@ impl<'a> Operands<'a> {
     }
 }
 
+/// The output buffer of a conv-shaped op, checked against what the op
+/// makes, `[n, m, output dims of geo]`, and its bias (if any) against `m`.
+pub(crate) fn conv_output<'o>(
+    outputs: &'o mut [TensorMut<'_>],
+    [n, m]: [usize; 2],
+    rank: usize,
+    geo: &Geo,
+    bias: Option<&[f32]>,
+) -> Result<&'o mut [f32]> {
+    if let Some(b) = bias {
+        ensure!(
+            b.len() == m,
+            Graph,
+            "bias B has {} values, expected {m}",
+            b.len()
+        );
+    }
+    let out = outputs
+        .get_mut(0)
+        .ok_or_else(|| Error::Graph("missing output".into()))?;
+    let r = rank - 2;
+    ensure!(
+        out.dims.len() == rank && out.dims[..2] == [n, m] && out.dims[2..] == *geo.out_dims(r),
+        Graph,
+        "output buffer is {}, the conv makes [{n}, {m}, {:?}]",
+        dims_str(out.dims),
+        geo.out_dims(r)
+    );
+    let od = out.dims;
+    let y = out.f32()?;
+    check_len(y.len(), od, "output Y")?;
+    Ok(y)
+}
+
 /// Add a per-row bias and apply the activation to `rows` rows of `len`.
 pub(crate) fn finish_rows(y: &mut [f32], len: usize, bias: Option<&[f32]>, act: Activation) {
     if len == 0 {
@@ -530,29 +564,8 @@ impl Op for Conv {
             dims_str(x.dims),
             dims_str(w.dims)
         );
-        if let Some(b) = bs {
-            ensure!(
-                b.len() == m,
-                Graph,
-                "bias B has {} values, expected {m}",
-                b.len()
-            );
-        }
         let geo = self.win.geo(&x.dims[2..], &w.dims[2..])?;
-        let out = outputs
-            .get_mut(0)
-            .ok_or_else(|| Error::Graph("missing output".into()))?;
-        let r = rank - 2;
-        ensure!(
-            out.dims.len() == rank && out.dims[..2] == [n, m] && out.dims[2..] == *geo.out_dims(r),
-            Graph,
-            "output buffer is {}, the conv makes [{n}, {m}, {:?}]",
-            dims_str(out.dims),
-            geo.out_dims(r)
-        );
-        let od = out.dims;
-        let y = out.f32()?;
-        check_len(y.len(), od, "output Y")?;
+        let y = conv_output(outputs, [n, m], rank, &geo, bs)?;
         let (in_sp, out_sp, ksp) = (geo.in_size(), geo.out_size(), geo.k_size());
         if y.is_empty() {
             return Ok(());

@@ -3,7 +3,7 @@
 //! the output, then bias and the optional fused activation.
 
 use super::conv::{
-    Activation, AutoPad, Geo, Operands, Window, attr_usizes, check_bias, check_len, check_ranks,
+    Activation, AutoPad, Geo, Operands, Window, attr_usizes, check_bias, check_ranks, conv_output,
     finish_rows, group_attr, valid_range,
 };
 use super::{Ctx, Fact, Op, expect_dtype, opt, req};
@@ -228,29 +228,8 @@ impl Op for ConvTranspose {
         let m = mg
             .checked_mul(g)
             .ok_or_else(|| Error::Graph("output channel count overflows".into()))?;
-        if let Some(b) = bs {
-            ensure!(
-                b.len() == m,
-                Graph,
-                "bias B has {} values, expected {m}",
-                b.len()
-            );
-        }
         let geo = self.geo(&x.dims[2..], &w.dims[2..])?;
-        let out = outputs
-            .get_mut(0)
-            .ok_or_else(|| Error::Graph("missing output".into()))?;
-        let r = rank - 2;
-        ensure!(
-            out.dims.len() == rank && out.dims[..2] == [n, m] && out.dims[2..] == *geo.out_dims(r),
-            Graph,
-            "output buffer is {}, the conv makes [{n}, {m}, {:?}]",
-            dims_str(out.dims),
-            geo.out_dims(r)
-        );
-        let od = out.dims;
-        let y = out.f32()?;
-        check_len(y.len(), od, "output Y")?;
+        let y = conv_output(outputs, [n, m], rank, &geo, bs)?;
         if y.is_empty() {
             return Ok(());
         }

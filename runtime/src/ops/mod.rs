@@ -270,6 +270,52 @@ pub fn eval_owned(op: &dyn Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>>
 // ---- helpers shared by op files ----
 
 /// Input `i`, which must be present.
+/// A weight packed for its kernel: when the weight is a graph constant
+/// (and the session allows it), packed once on first use and shared by
+/// every later run; otherwise packed afresh for each run.
+#[derive(Debug)]
+pub(crate) struct PackOnce<T> {
+    constant: bool,
+    packed: std::sync::OnceLock<T>,
+}
+
+impl<T> PackOnce<T> {
+    pub(crate) fn new() -> PackOnce<T> {
+        PackOnce {
+            constant: false,
+            packed: std::sync::OnceLock::new(),
+        }
+    }
+    /// From [`Op::constant_inputs`]: whether input `i` (the weight) is a constant.
+    pub(crate) fn note_constant(&mut self, is_const: &[bool], i: usize) {
+        self.constant = is_const.get(i).copied().unwrap_or(false);
+    }
+    /// The copy kept for later runs, if made.
+    pub(crate) fn kept(&self) -> Option<&T> {
+        self.packed.get()
+    }
+    /// The packed weight: the kept copy (made now if this is the first run
+    /// and `keep` allows it), or a fresh one stored in `fresh`.
+    pub(crate) fn get<'a>(
+        &'a self,
+        keep: bool,
+        fresh: &'a mut Option<T>,
+        pack: impl FnOnce() -> Result<T>,
+    ) -> Result<&'a T> {
+        if !(self.constant && keep) {
+            return Ok(fresh.insert(pack()?));
+        }
+        if let Some(p) = self.packed.get() {
+            return Ok(p);
+        }
+        // Another thread may race us here; either copy is the same.
+        let _ = self.packed.set(pack()?);
+        self.packed
+            .get()
+            .ok_or_else(|| Error::Graph("the packed weight vanished".into()))
+    }
+}
+
 pub fn req<T>(inputs: &[Option<T>], i: usize) -> Result<&T> {
     inputs
         .get(i)

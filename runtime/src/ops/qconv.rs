@@ -18,23 +18,21 @@
 //! leaves them; they are memory-bound and small).
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
-use super::conv::{Activation, Geo, Window, check_len, check_ranks};
-use super::{Ctx, Fact, Op, expect_dtype, opt, req};
+use super::conv::{Activation, Geo, Window, check_len, check_ranks, conv_output};
+use super::{Ctx, Fact, Op, PackOnce, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels::int8::{self, PackedB, ZeroPoints};
 use crate::kernels::{self, sgemm};
 use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
-use crate::{Error, Result, ensure};
+use crate::{Result, ensure};
 
 #[derive(Debug)]
 struct QConv {
     win: Window,
     act: Activation,
-    const_w: bool,
-    packed: OnceLock<PackedB>,
+    packed: PackOnce<PackedB>,
 }
 
 pub fn build_qconv(a: &Attrs) -> Result<Box<dyn Op>> {
@@ -47,8 +45,7 @@ pub fn build_qconv(a: &Attrs) -> Result<Box<dyn Op>> {
     Ok(Box::new(QConv {
         win: Window::parse(a, false)?,
         act: Activation::from_attrs(a)?,
-        const_w: false,
-        packed: OnceLock::new(),
+        packed: PackOnce::new(),
     }))
 }
 
@@ -83,11 +80,11 @@ impl Op for QConv {
     }
 
     fn constant_inputs(&mut self, is_const: &[bool]) {
-        self.const_w = is_const.get(1).copied().unwrap_or(false);
+        self.packed.note_constant(is_const, 1);
     }
 
     fn prepared_bytes(&self) -> usize {
-        self.packed.get().map_or(0, |p| p.bytes())
+        self.packed.kept().map_or(0, |p| p.bytes())
     }
 
     fn eval(
@@ -123,49 +120,17 @@ impl Op for QConv {
             ws.len()
         );
         let bias = opt(inputs, 3).map(|b| b.f32()).transpose()?;
-        if let Some(b) = bias {
-            ensure!(
-                b.len() == m,
-                Graph,
-                "bias B has {} values, expected {m}",
-                b.len()
-            );
-        }
         let geo: Geo = self.win.geo(&x.dims[2..], &w.dims[2..])?;
-        let out = outputs
-            .get_mut(0)
-            .ok_or_else(|| Error::Graph("missing output".into()))?;
-        let r = rank - 2;
-        ensure!(
-            out.dims.len() == rank && out.dims[..2] == [n, m] && out.dims[2..] == *geo.out_dims(r),
-            Graph,
-            "output buffer is {}, the conv makes [{n}, {m}, {:?}]",
-            dims_str(out.dims),
-            geo.out_dims(r)
-        );
-        let od = out.dims;
-        let y = out.f32()?;
-        check_len(y.len(), od, "output Y")?;
+        let y = conv_output(outputs, [n, m], rank, &geo, bias)?;
         if y.is_empty() {
             return Ok(());
         }
         let (in_sp, out_sp) = (geo.in_size(), geo.out_size());
         let k = c * geo.k_size();
-        let fresh;
-        let packed = if self.const_w && ctx.pack_weights {
-            match self.packed.get() {
-                Some(p) => p,
-                None => {
-                    let _ = self.packed.set(pack_weight(wq, m, c, geo.k_size())?);
-                    self.packed
-                        .get()
-                        .ok_or_else(|| Error::Graph("QConv: packed weight vanished".into()))?
-                }
-            }
-        } else {
-            fresh = pack_weight(wq, m, c, geo.k_size())?;
-            &fresh
-        };
+        let mut fresh = None;
+        let packed = self.packed.get(ctx.pack_weights, &mut fresh, || {
+            pack_weight(wq, m, c, geo.k_size())
+        })?;
         let pointwise = geo.kernel == [1; 3]
             && geo.stride == [1; 3]
             && geo.pad_begin == [0; 3]

@@ -35,11 +35,10 @@
 //! makes these nodes from MatMul/Gemm with a constant f32 weight.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use super::gemm::Activation;
 use super::matmul::{check_len, first_out};
-use super::{Ctx, Fact, Op, expect_dtype, opt, req};
+use super::{Ctx, Fact, Op, PackOnce, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels;
@@ -50,9 +49,8 @@ use crate::{Error, Result};
 #[derive(Debug)]
 struct QMatMul {
     act: Activation,
-    /// `W` is a graph constant: pack it once.
-    const_w: bool,
-    packed: OnceLock<PackedB>,
+    /// `W` packed once when it is a graph constant.
+    packed: PackOnce<PackedB>,
 }
 
 /// Bytes of quantized `A` per block of rows: the block stays in L2 while
@@ -279,11 +277,11 @@ impl Op for QMatMul {
     }
 
     fn constant_inputs(&mut self, is_const: &[bool]) {
-        self.const_w = is_const.get(1).copied().unwrap_or(false);
+        self.packed.note_constant(is_const, 1);
     }
 
     fn prepared_bytes(&self) -> usize {
-        self.packed.get().map_or(0, |p| p.bytes())
+        self.packed.kept().map_or(0, |p| p.bytes())
     }
 
     fn eval(
@@ -352,27 +350,10 @@ impl Op for QMatMul {
         if o.is_empty() {
             return Ok(());
         }
-        let fresh;
-        let packed = if self.const_w && ctx.pack_weights {
-            match self.packed.get() {
-                Some(p) => p,
-                None => {
-                    // First run: pack the weight (another thread may race
-                    // us; either result is the same).
-                    let p = int8::pack_b(wq, k, n, n)?;
-                    let _ = self.packed.set(p);
-                    match self.packed.get() {
-                        Some(p) => p,
-                        None => {
-                            return Err(Error::Graph("QMatMul: packed weight vanished".into()));
-                        }
-                    }
-                }
-            }
-        } else {
-            fresh = int8::pack_b(wq, k, n, n)?;
-            &fresh
-        };
+        let mut fresh = None;
+        let packed = self
+            .packed
+            .get(ctx.pack_weights, &mut fresh, || int8::pack_b(wq, k, n, n))?;
         let job = Job {
             k,
             n,
@@ -402,8 +383,7 @@ impl Op for QMatMul {
 pub fn build_qmatmul(a: &Attrs) -> Result<Box<dyn Op>> {
     Ok(Box::new(QMatMul {
         act: Activation::from_attrs(a)?,
-        const_w: false,
-        packed: OnceLock::new(),
+        packed: PackOnce::new(),
     }))
 }
 
