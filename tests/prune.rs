@@ -417,23 +417,7 @@ fn digits_at_80_percent_sparsity_keeps_accuracy_and_shrinks_the_file() {
         .1
         .to_i64_vec()
         .unwrap();
-    let accuracy = |g: &Graph| {
-        let out = &run(g, &[("x".to_string(), x.clone())])[0];
-        let ok = out
-            .chunks(10)
-            .zip(&y)
-            .filter(|(r, y)| {
-                let p = r
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .unwrap()
-                    .0;
-                p as i64 == **y
-            })
-            .count();
-        ok as f64 / y.len() as f64
-    };
+    let accuracy = |g: &Graph| accuracy(&run(g, &[("x".to_string(), x.clone())])[0], &y, 10);
     let dense_len = to_bytes(&g0, FloatStorage::F32).unwrap().len();
     let mut g = g0.clone();
     prune_magnitude(

@@ -554,23 +554,7 @@ fn digits_int8_keeps_its_accuracy() {
         .1
         .to_i64_vec()
         .unwrap();
-    let accuracy = |g: &Graph| {
-        let out = run(g, &x);
-        let ok = out
-            .chunks(10)
-            .zip(&y)
-            .filter(|(r, y)| {
-                let p = r
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .unwrap()
-                    .0;
-                p as i64 == **y
-            })
-            .count();
-        ok as f64 / y.len() as f64
-    };
+    let accuracy = |g: &Graph| accuracy(&run(g, &x), &y, 10);
     let a0 = accuracy(&g);
     let r = quantize_dynamic(&mut g, &all()).unwrap();
     assert_eq!(r.converted.len(), 4, "{:?}", r.kept);

@@ -36,6 +36,18 @@ pub fn npz(path: &Path) -> Vec<(String, Tensor)> {
         .collect()
 }
 
+/// Share of rows of `logits` (`classes` per row) whose argmax is the label.
+pub fn accuracy(logits: &[f32], labels: &[i64], classes: usize) -> f64 {
+    let pred = morsel::compress::measure::argmax_rows(logits, classes);
+    assert_eq!(pred.len(), labels.len(), "one label per row of logits");
+    let ok = pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **p as i64 == **y)
+        .count();
+    ok as f64 / labels.len().max(1) as f64
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter()
