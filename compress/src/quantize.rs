@@ -112,6 +112,36 @@ impl QuantReport {
 
 /// Symmetric int8 of `w` (`rows×cols`, row-major) with one scale per
 /// column (`per_col`) or per row: `(values, scales, relative error)`.
+/// Add a quantized weight (its int8 values in the weight's `dims`, one
+/// scale per channel) as two constants named after the f32 weight `w`,
+/// and record the conversion of `node` (`shape` is the weight as 2-D).
+fn add_quantized(
+    g: &mut Graph,
+    report: &mut QuantReport,
+    (w, dims, shape): (ValueId, &[usize], [usize; 2]),
+    (node, from, to): (&str, &'static str, &'static str),
+    (qv, sv, rel): (Vec<i8>, Vec<f32>, f64),
+) -> Result<(ValueId, ValueId)> {
+    let base = g.values[w].name.clone();
+    let (qn, sn) = (
+        g.fresh_name(&format!("{base}.int8")),
+        g.fresh_name(&format!("{base}.scale")),
+    );
+    let q = g.add_const(&qn, Tensor::from_slice(dims, &qv)?);
+    let s = g.add_const(&sn, Tensor::from_slice(&[sv.len()], &sv)?);
+    let numel = shape[0] * shape[1];
+    report.converted.push(Converted {
+        node: node.to_string(),
+        from,
+        to,
+        shape,
+        weight_rel_error: rel,
+        f32_bytes: numel * 4,
+        int8_bytes: numel + sv.len() * 4,
+    });
+    Ok((q, s))
+}
+
 fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_col: bool) -> (Vec<i8>, Vec<f32>, f64) {
     let groups = if per_col { cols } else { rows };
     let at = |g: usize, i: usize| if per_col { i * cols + g } else { g * cols + i };
@@ -404,23 +434,14 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
                         keep(&mut report, reason);
                         continue;
                     }
-                    let (qv, sv, rel) = quantize_weight(&wv, m, kk, false);
-                    let base = g.values[w].name.clone();
-                    let (qn, sn) = (
-                        g.fresh_name(&format!("{base}.int8")),
-                        g.fresh_name(&format!("{base}.scale")),
-                    );
-                    let q = g.add_const(&qn, Tensor::from_slice(&dims, &qv)?);
-                    let s = g.add_const(&sn, Tensor::from_slice(&[m], &sv)?);
-                    report.converted.push(Converted {
-                        node: name.clone(),
-                        from: "Conv",
-                        to: "QConv",
-                        shape: [m, kk],
-                        weight_rel_error: rel,
-                        f32_bytes: m * kk * 4,
-                        int8_bytes: m * kk + m * 4,
-                    });
+                    let quantized = quantize_weight(&wv, m, kk, false);
+                    let (q, s) = add_quantized(
+                        g,
+                        &mut report,
+                        (w, &dims, [m, kk]),
+                        (&name, "Conv", "QConv"),
+                        quantized,
+                    )?;
                     done.insert((w, false, 1), (q, s));
                     (q, s)
                 }
@@ -531,23 +552,15 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
         let (q, s) = match done.get(&key) {
             Some(&ids) => ids,
             None => {
-                let (qv, sv, rel) = quantize_weight(&w, k, cols, true);
-                let base = g.values[key.0].name.clone();
-                let (qn, sn) = (
-                    g.fresh_name(&format!("{base}.int8")),
-                    g.fresh_name(&format!("{base}.scale")),
-                );
-                let q = g.add_const(&qn, Tensor::from_slice(&[k, cols], &qv)?);
-                let s = g.add_const(&sn, Tensor::from_slice(&[cols], &sv)?);
-                report.converted.push(Converted {
-                    node: name.clone(),
-                    from: if from == "Gemm" { "Gemm" } else { "MatMul" },
-                    to: "QMatMul",
-                    shape: [k, cols],
-                    weight_rel_error: rel,
-                    f32_bytes: k * cols * 4,
-                    int8_bytes: k * cols + cols * 4,
-                });
+                let quantized = quantize_weight(&w, k, cols, true);
+                let from = if from == "Gemm" { "Gemm" } else { "MatMul" };
+                let (q, s) = add_quantized(
+                    g,
+                    &mut report,
+                    (key.0, &[k, cols], [k, cols]),
+                    (&name, from, "QMatMul"),
+                    quantized,
+                )?;
                 done.insert(key, (q, s));
                 (q, s)
             }
