@@ -252,12 +252,74 @@ impl Op for ConvTranspose {
                     0.0,
                     threads,
                 );
-                yg.fill(0.0);
-                col2im(col, mg, &geo, yg);
+                if tiles_output(&geo) {
+                    col2im_tiles(col, mg, &geo, yg);
+                } else {
+                    yg.fill(0.0);
+                    col2im(col, mg, &geo, yg);
+                }
                 finish_rows(yg, out_sp, bs.map(|b| &b[gi * mg..][..mg]), self.act);
             }
         }
         Ok(())
+    }
+}
+
+/// Whether every output position gets exactly one (input, tap) pair:
+/// kernel = stride, dilation 1, no padding, output = input · stride (the
+/// 2× upsampling ConvTranspose of FPN/DB heads such as PP-OCR det's).
+fn tiles_output(g: &Geo) -> bool {
+    (0..3).all(|i| {
+        g.kernel[i] == g.stride[i]
+            && g.dilation[i] == 1
+            && g.pad_begin[i] == 0
+            && g.output[i] == g.input[i] * g.stride[i]
+    })
+}
+
+/// [`col2im`] when the taps tile the output ([`tiles_output`]): each output
+/// is written once (no zero fill, no read-modify-write), one output row
+/// from the `kw` column rows that interleave into it.
+fn col2im_tiles(col: &[f32], mg: usize, g: &Geo, y: &mut [f32]) {
+    let [id, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    let (in_sp, out_sp) = (g.in_size(), g.out_size());
+    let taps = kd * kh * kw;
+    if in_sp == 0 || out_sp == 0 || kw == 0 {
+        return;
+    }
+    for (ym, mcol) in y
+        .chunks_exact_mut(out_sp)
+        .zip(col.chunks_exact(taps * in_sp))
+        .take(mg)
+    {
+        for z in 0..id {
+            for a in 0..kd {
+                for yy in 0..ih {
+                    for b in 0..kh {
+                        let (oz, oy) = (z * kd + a, yy * kh + b);
+                        let dst = &mut ym[(oz * oh + oy) * ow..][..ow];
+                        let src = |e: usize| {
+                            &mcol[((a * kh + b) * kw + e) * in_sp + (z * ih + yy) * iw..][..iw]
+                        };
+                        if kw == 2 {
+                            let (s0, s1) = (src(0), src(1));
+                            for ((d, &v0), &v1) in dst.chunks_exact_mut(2).zip(s0).zip(s1) {
+                                d[0] = v0;
+                                d[1] = v1;
+                            }
+                        } else {
+                            for e in 0..kw {
+                                for (d, &v) in dst[e..].iter_mut().step_by(kw).zip(src(e)) {
+                                    *d = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -405,6 +467,35 @@ mod tests {
                 bias: true,
                 pads: vec![1, 0],
                 out: vec![2 * 2 + 1 + 3 - 1, 4 * 3 + 2 + 3 - 1],
+            },
+            // Kernel = stride, no pads: the taps tile the output (2-D with
+            // groups and a 2×2 kernel, 1-D with a 3-tap kernel, 3-D)
+            Case {
+                x: vec![2, 4, 3, 5],
+                w: vec![4, 3, 2, 2],
+                group: 2,
+                attrs: vec![("strides", ints(&[2, 2]))],
+                bias: true,
+                pads: vec![0, 0],
+                out: vec![6, 10],
+            },
+            Case {
+                x: vec![1, 3, 7],
+                w: vec![3, 2, 3],
+                group: 1,
+                attrs: vec![("strides", ints(&[3]))],
+                bias: false,
+                pads: vec![0],
+                out: vec![21],
+            },
+            Case {
+                x: vec![1, 2, 2, 3, 2],
+                w: vec![2, 3, 2, 1, 2],
+                group: 1,
+                attrs: vec![("strides", ints(&[2, 1, 2]))],
+                bias: true,
+                pads: vec![0, 0, 0],
+                out: vec![4, 3, 4],
             },
             // 2-D plain, stride 1
             Case {
