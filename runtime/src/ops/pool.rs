@@ -167,6 +167,9 @@ fn taps(g: &Geo, axis: usize, o: usize) -> (usize, usize, usize) {
 }
 
 fn pool_plane(x: &[f32], y: &mut [f32], g: &Geo, kind: Kind) {
+    if kind == Kind::Max && max_pool_unpadded(x, y, g) {
+        return;
+    }
     let [_, ih, iw] = g.input;
     let [od, oh, ow] = g.output;
     let [sd, sh, sw] = g.stride;
@@ -220,6 +223,46 @@ fn pool_plane(x: &[f32], y: &mut [f32], g: &Geo, kind: Kind) {
             }
         }
     }
+}
+
+/// MaxPool of a 1-D/2-D plane whose windows all lie inside the input (no
+/// padding, dilation 1): every output is the max of its `kh × kw` window,
+/// with no per-output tap bounds to work out. False (nothing written)
+/// for other geometries.
+fn max_pool_unpadded(x: &[f32], y: &mut [f32], g: &Geo) -> bool {
+    let [id, ih, iw] = g.input;
+    let [od, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    let [_, sh, sw] = g.stride;
+    let fits = id == 1
+        && od == 1
+        && kd == 1
+        && g.dilation == [1; 3]
+        && g.pad_begin == [0; 3]
+        && g.pad_end == [0; 3]
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * sh + kh <= ih
+        && (ow - 1) * sw + kw <= iw
+        && y.len() == oh * ow
+        && x.len() == ih * iw;
+    if !fits {
+        return false;
+    }
+    for (yy, out) in y.chunks_exact_mut(ow).enumerate() {
+        out.fill(f32::NEG_INFINITY);
+        for row in x[yy * sh * iw..].chunks_exact(iw).take(kh) {
+            for (xx, o) in out.iter_mut().enumerate() {
+                for &v in &row[xx * sw..xx * sw + kw] {
+                    // NaN wins, as in the general loop.
+                    if v > *o || v.is_nan() {
+                        *o = v;
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 // ---------------------------------------------------------------- global pools
@@ -414,6 +457,27 @@ mod tests {
             &str,
             bool,
         )> = vec![
+            // Unpadded max windows (the direct path): 2x2/2 as PP-OCR cls,
+            // overlapping 3x2/(1,2) with a remainder, 1-D.
+            (
+                vec![1, 3, 8, 10],
+                vec![2, 2],
+                vec![2, 2],
+                vec![],
+                vec![],
+                "",
+                false,
+            ),
+            (
+                vec![2, 2, 7, 9],
+                vec![3, 2],
+                vec![1, 2],
+                vec![],
+                vec![],
+                "",
+                false,
+            ),
+            (vec![1, 2, 11], vec![3], vec![2], vec![], vec![], "", false),
             (
                 vec![2, 3, 9, 8],
                 vec![3, 3],
