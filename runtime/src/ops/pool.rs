@@ -249,15 +249,22 @@ fn max_pool_unpadded(x: &[f32], y: &mut [f32], g: &Geo) -> bool {
     if !fits {
         return false;
     }
+    // Branch-free (a data-dependent branch per element mispredicts half
+    // the time): max, then NaN if either side is NaN, as the general loop.
+    let pick = |o: f32, v: f32| {
+        let m = o.max(v);
+        if o.is_nan() || v.is_nan() {
+            f32::NAN
+        } else {
+            m
+        }
+    };
     for (yy, out) in y.chunks_exact_mut(ow).enumerate() {
         out.fill(f32::NEG_INFINITY);
         for row in x[yy * sh * iw..].chunks_exact(iw).take(kh) {
-            for (xx, o) in out.iter_mut().enumerate() {
-                for &v in &row[xx * sw..xx * sw + kw] {
-                    // NaN wins, as in the general loop.
-                    if v > *o || v.is_nan() {
-                        *o = v;
-                    }
+            for e in 0..kw {
+                for (o, &v) in out.iter_mut().zip(row[e..].iter().step_by(sw)) {
+                    *o = pick(*o, v);
                 }
             }
         }
