@@ -12,13 +12,18 @@
 #
 #   make wasm-pkg    just the npm package (target/wasm-pkg) and demo site (target/wasm-site)
 #   make web-demo    the same, then serve the demo on http://127.0.0.1:8000/
+#   make wasm-models the real models for tests/web/models.test.mjs (MiniLM f32
+#                    and int8, PP-OCR det and cls): .morsel files, the .onnx
+#                    files onnxruntime-web loads, inputs as .npy and native
+#                    Morsel's outputs, in target/web-models/ (needs `make
+#                    models`: run here when its files are missing)
 WASM_WEB := tests/web
 WASM_BINDGEN_VERSION := $(shell sed -n 's/^wasm-bindgen = { version = "=\([0-9.]*\)".*/\1/p' wasm/Cargo.toml)
 # The native CLI for the digits model and the reference outputs: the debug
 # build `cargo test --workspace --all-targets` has already made.
 WASM_CLI := target/debug/morsel
 
-.PHONY: test-wasm wasm-setup wasm-pkg web-demo wasm-digits
+.PHONY: test-wasm wasm-setup wasm-pkg web-demo wasm-digits wasm-models
 
 wasm-setup: $(WASM_WEB)/node_modules/.installed
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
@@ -39,11 +44,19 @@ wasm-digits:
 wasm-pkg: wasm-setup wasm-digits
 	bash wasm/build.sh
 
-test-wasm: wasm-pkg
+# tests/web/prepare_models.py remakes only what is missing or older than its
+# sources (the CLI binary included); a no-op run takes about a second.
+wasm-models: wasm-digits
+	@test -f $(MODELS_DIR)/minilm/inputs_b1.npz -a -f $(MODELS_DIR)/ocr/cls_inputs.npz \
+	    -a -f $(VENV)/.models-installed || $(MAKE) --no-print-directory models
+	MORSEL_MODELS_DIR=$(MODELS_DIR) $(PY) $(WASM_WEB)/prepare_models.py --cli $(WASM_CLI)
+
+test-wasm: wasm-pkg wasm-models
 	bash wasm/build.sh test-browser
 	$(WASM_WEB)/node_modules/.bin/tsc -p $(WASM_WEB)/tsconfig.json
 	MORSEL_CLI=$(WASM_CLI) node --test $(WASM_WEB)/node.test.mjs
 	MORSEL_CLI=$(WASM_CLI) node --test $(WASM_WEB)/e2e.test.mjs
+	node --test $(WASM_WEB)/models.test.mjs
 
 web-demo: wasm-pkg
 	node $(WASM_WEB)/server.mjs 8000

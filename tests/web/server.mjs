@@ -23,13 +23,17 @@ const TYPES = {
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** The mounts the tests use: the assembled demo site, the bench page, onnxruntime-web, the digits data. */
+/**
+ * The mounts the tests use: the assembled demo site, the bench pages,
+ * onnxruntime-web, the digits data, the real models (`make wasm-models`).
+ */
 export function defaultMounts() {
   return {
     '/': path.join(ROOT, 'target', 'wasm-site'),
     '/bench/': path.join(ROOT, 'tests', 'web', 'bench'),
     '/ort/': path.join(ROOT, 'tests', 'web', 'node_modules', 'onnxruntime-web', 'dist'),
     '/digits/': path.join(ROOT, 'examples', 'digits'),
+    '/web-models/': path.join(ROOT, 'target', 'web-models'),
   };
 }
 
