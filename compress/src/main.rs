@@ -188,7 +188,8 @@ enum Cmd {
     /// Time a model: warm-up, then median and p90 latency, and peak memory.
     Bench {
         model: PathBuf,
-        /// Inputs as in `run`; by default random data, symbolic dims set by --dim (default 1).
+        /// Inputs as in `run`; by default random data (floats in [0, 1),
+        /// integers 0 or 1), symbolic dims set by --dim (default 1).
         #[arg(short, long = "input")]
         inputs: Vec<String>,
         /// Size for a symbolic dim, e.g. `N=8`.
@@ -575,7 +576,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
     };
     let timing_feed = match &data {
         Some((feed, _)) => measure::head(feed, a.latency_batch)?,
-        None => random_inputs(&ref_model, &[])?,
+        None => random_inputs(&ref_model, &[]).context(
+            "making random inputs to time the models (pass --data to time on real ones)",
+        )?,
     };
     let mut before = summarize(
         "original",
@@ -1299,13 +1302,16 @@ fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>
                     .map(|_| (next() >> 8) as f32 / (1 << 24) as f32)
                     .collect::<Vec<_>>(),
             )?,
+            // Integer inputs are mostly indices (token ids, token types)
+            // and masks: 0s and 1s are valid for any table of two or more
+            // rows, and for a mask.
             DType::I64 => Tensor::from_slice(
                 &shape,
-                &(0..n).map(|_| (next() % 100) as i64).collect::<Vec<_>>(),
+                &(0..n).map(|_| (next() % 2) as i64).collect::<Vec<_>>(),
             )?,
             DType::I32 => Tensor::from_slice(
                 &shape,
-                &(0..n).map(|_| (next() % 100) as i32).collect::<Vec<_>>(),
+                &(0..n).map(|_| (next() % 2) as i32).collect::<Vec<_>>(),
             )?,
             d => bail!(
                 "cannot make random data for input '{}' of dtype {d}; pass --input",
@@ -1586,4 +1592,48 @@ fn eval(
     }
     let _ = shape_str;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use morsel_runtime::graph::{Attrs, Graph, Node};
+    use morsel_runtime::ops::op_id;
+
+    /// Random integer inputs stay valid indices for a two-row table (a
+    /// BERT token-type embedding), so `compress` without --data can time
+    /// such a model (it failed on MiniLM with ids 0..99).
+    #[test]
+    fn random_integer_inputs_index_a_two_row_table() {
+        let mut g = Graph::default();
+        let ids = g.add_value(
+            "token_type_ids",
+            DType::I64,
+            vec![Dim::Known(1), Dim::Sym("seq".into())],
+        );
+        let table = g.add_const(
+            "table",
+            Tensor::from_slice(&[2, 3], &[0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap(),
+        );
+        let out = g.add_value("out", DType::F32, Vec::new());
+        g.nodes.push(Node {
+            name: "gather".into(),
+            op: op_id("Gather").unwrap(),
+            attrs: Attrs::new(),
+            inputs: vec![Some(table), Some(ids)],
+            outputs: vec![out],
+        });
+        g.inputs.push(ids);
+        g.outputs.push(out);
+        let model = Model::from_graph(g).unwrap();
+        let inputs = random_inputs(&model, &["seq=64".to_string()]).unwrap();
+        let t = &inputs[0].1;
+        assert_eq!(t.dims, vec![1, 64]);
+        let v = t.to_i64_vec().unwrap();
+        assert!(v.iter().all(|&i| i == 0 || i == 1), "{v:?}");
+        assert!(v.contains(&0) && v.contains(&1), "both rows used: {v:?}");
+        let mut s = model.session(Options::default());
+        let r = s.run(&[("token_type_ids", t.view())]).unwrap();
+        assert_eq!(r[0].dims, vec![1, 64, 3]);
+    }
 }
