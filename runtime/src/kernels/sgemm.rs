@@ -389,7 +389,8 @@ pub const NC: usize = 256;
 /// Up to this many row panels, a row-major B is read in place.
 pub const IN_PLACE_MAX_PANELS: usize = 8;
 
-/// ... and its row stride is at most this many floats (32 KiB).
+/// ... and its row stride is at most this many floats (32 KiB). C rows at
+/// least this long are also walked row panel by row panel (see `Job::run`).
 pub const IN_PLACE_MAX_ROW: usize = 8192;
 
 /// Floats of scratch one thread needs at most to pack B blocks (a product
@@ -478,16 +479,14 @@ impl Job<'_> {
                 let mut qb = q0;
                 while qb < q1 {
                     let qe = (qb + MC / MR).min(q1);
-                    // Packed B: row panel outer, column panel inner, so
-                    // each tile row's stores run along one C row (few
-                    // streams; rows of a long-row C, e.g. a conv's output
-                    // planes, are often a multiple of 4 KiB apart and would
-                    // fight over the same cache sets if every row were
-                    // touched per panel). In-place B: column panel outer,
-                    // so each panel, scattered over k rows, is read from
-                    // memory once and reused from L1 by every row panel.
+                    // Column panel outer, row panel inner (each B panel
+                    // read once, from L1 for every row panel), except for
+                    // long C rows (a conv's output planes, often a multiple
+                    // of 4 KiB apart): there row panel outer, so each
+                    // tile's stores run along one C row instead of touching
+                    // every row per panel and fighting over cache sets.
                     let (qn, pn) = (qe - qb, pe - pb);
-                    let b_outer = matches!(self.b, BSrc::InPlace(_));
+                    let b_outer = self.ldc < IN_PLACE_MAX_ROW || matches!(self.b, BSrc::InPlace(_));
                     for t in 0..qn * pn {
                         let (q, p) = if b_outer {
                             (qb + t % qn, pb + t / qn)
