@@ -11,45 +11,27 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { serve } from './server.mjs';
+import { launch } from './browser.mjs';
 import { ROOT, OUT, DIGITS_MORSEL, digitsTest, nativeDigitsLogits, median } from './common.mjs';
 import { maxAbsDiff, argmaxRows } from './npy.mjs';
 import { DIGIT_STROKES } from './strokes.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-let server, browser;
-const external = [];
-const pageErrors = [];
+let server, chrome;
 
 before(async () => {
   fs.mkdirSync(OUT, { recursive: true });
   server = await serve();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  chrome = await launch(server);
 });
 
 after(async () => {
-  await browser?.close();
+  await chrome?.close();
   await server?.close();
 });
 
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 1040, height: 860 }, deviceScaleFactor: 1 });
-  const page = await context.newPage();
-  // Observed, not intercepted (interception would slow every load down).
-  page.on('request', (r) => {
-    const url = r.url();
-    if (!(url.startsWith(server.url + '/') || url.startsWith('blob:') || url.startsWith('data:'))) external.push(url);
-  });
-  page.on('pageerror', (e) => pageErrors.push(e.message));
-  page.on('response', (r) => r.status() >= 400 && pageErrors.push(`HTTP ${r.status()} ${r.url()}`));
-  // (Chromium also logs failed loads to the console, without the URL.)
-  page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && pageErrors.push(m.text()));
-  return page;
-}
+const newPage = () => chrome.newPage({ viewport: { width: 1040, height: 860 }, deviceScaleFactor: 1 });
 
 async function draw(page, strokes) {
   const box = await page.locator('#pad').boundingBox();
@@ -168,6 +150,6 @@ test('bench page: Chromium outputs equal native Morsel; load, memory, latency ne
 });
 
 test('no request left the page origin, no page errors', () => {
-  assert.deepEqual(external, []);
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(chrome.external, []);
+  assert.deepEqual(chrome.pageErrors, []);
 });

@@ -14,14 +14,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { serve } from './server.mjs';
+import { launch } from './browser.mjs';
 import { ROOT, OUT } from './common.mjs';
 import { readNpy, maxAbsDiff } from './npy.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const MODELS = path.join(ROOT, 'target', 'web-models');
 const RUNS = Number(process.env.MORSEL_WEB_RUNS ?? 20);
 
@@ -64,9 +61,7 @@ const LABELS = {
   cls: 'PP-OCR cls (1x3x48x192)',
 };
 
-let server, browser;
-const external = [];
-const pageErrors = [];
+let server, chrome;
 const results = {};
 
 before(async () => {
@@ -75,26 +70,15 @@ before(async () => {
   }
   fs.mkdirSync(OUT, { recursive: true });
   server = await serve();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  chrome = await launch(server);
 });
 
 after(async () => {
-  await browser?.close();
+  await chrome?.close();
   await server?.close();
 });
 
-async function newPage() {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  page.on('request', (r) => {
-    const url = r.url();
-    if (!(url.startsWith(server.url + '/') || url.startsWith('blob:') || url.startsWith('data:'))) external.push(url);
-  });
-  page.on('pageerror', (e) => pageErrors.push(e.message));
-  page.on('response', (r) => r.status() >= 400 && pageErrors.push(`HTTP ${r.status()} ${r.url()}`));
-  page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && pageErrors.push(m.text()));
-  return page;
-}
+const newPage = () => chrome.newPage();
 
 function decode(o) {
   const buf = Buffer.from(o.b64, 'base64');
@@ -208,6 +192,6 @@ test('report: latency table (Morsel / onnxruntime-web), target/wasm-test/models.
 });
 
 test('no request left the page origin, no page errors', () => {
-  assert.deepEqual(external, []);
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(chrome.external, []);
+  assert.deepEqual(chrome.pageErrors, []);
 });
