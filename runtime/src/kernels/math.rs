@@ -19,7 +19,9 @@
 //! relative where |y| ≥ 1e-3 [2e-6], 2.9e-6 relative on [-13, -3] [5e-6];
 //! GELU-tanh 5.2e-7 absolute, 1.2e-6 relative [2e-6]. ±inf give the limits
 //! (GELU(-inf) = -0), NaN propagates, exp overflows to inf and underflows
-//! through subnormals to 0. `generic` keeps the scalar f64 reference.
+//! through subnormals to 0. Softmax's exp-and-sum flushes results below
+//! about 2^-125.5 to zero instead (no lane ever computes a subnormal, which
+//! costs ~2x per vector on x86). `generic` keeps the scalar f64 reference.
 
 // Approximation coefficients are written with all the digits they were fit with.
 #![allow(clippy::excessive_precision)]
@@ -90,9 +92,16 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 
 /// e^x: x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite), e^r by the Cephes
 /// `expf` polynomial, 2^n built from exponent bits in two halves so that
-/// subnormal results (n down to -150) and overflow (n = 128) come out right.
+/// overflow (n = 128) comes out right.
+///
+/// `TINY` says what happens to results with n ≤ -126 (below about
+/// 2^-125.5, x < -87.0): [`EXACT`] to a subnormal ulp; [`FLUSH`] to zero;
+/// [`ANY`] some value below 2^-124.5, for callers that add the result to 1
+/// (sigmoid, the tanh forms), where that is exact. The last two never
+/// multiply into a subnormal: that costs ~2x on the whole vector, and
+/// softmax over masked positions would do it all the time.
 #[inline(always)]
-fn exp1<M: MulAdd>(x: f32) -> f32 {
+fn exp1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
     // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
     const SHIFT: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_375;
@@ -117,11 +126,44 @@ fn exp1<M: MulAdd>(x: f32) -> f32 {
     let er = M::mul_add(p, r * r, r) + 1.0;
     // n as an integer, straight from the bits of t (|n| < 2^22).
     let ni = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let n1 = ni >> 1;
-    let n2 = ni.wrapping_sub(n1);
+    let nn = ni.max(-125);
+    let n1 = nn >> 1;
+    let n2 = nn.wrapping_sub(n1);
     let s1 = f32::from_bits((n1.wrapping_add(127) << 23) as u32);
     let s2 = f32::from_bits((n2.wrapping_add(127) << 23) as u32);
-    er * s1 * s2
+    let normal = er * s1 * s2;
+    // (n compared as a float below, so that NaN keeps the normal path.)
+    match TINY {
+        ANY => return normal,
+        FLUSH => return if n < -125.0 { 0.0 } else { normal },
+        _ => {}
+    }
+    // n ≤ -126: the result's bit pattern is the integer nearest er·2^(n+149)
+    // (subnormals are multiples of 2^-149, and the encoding runs on into the
+    // normals linearly), found with integer-valued floats only: below 2^23,
+    // adding 2^23 rounds to an integer (ties to even); at or above it, the
+    // value already is one.
+    const TWO23: f32 = 8_388_608.0;
+    let ks = ni.clamp(-150, -126) + 149;
+    let v = er * f32::from_bits(((ks + 127) << 23) as u32);
+    let bits = if v < TWO23 {
+        (v + TWO23).to_bits()
+    } else {
+        v.to_bits() + (1 << 23)
+    };
+    let sub = f32::from_bits(bits.wrapping_sub(TWO23.to_bits()));
+    if n <= -126.0 { sub } else { normal }
+}
+
+/// What `exp1` does with results below the normals (see there).
+const ANY: u8 = 0;
+const FLUSH: u8 = 1;
+const EXACT: u8 = 2;
+
+/// e^x exact down to subnormal results.
+#[inline(always)]
+fn exp_exact<M: MulAdd>(x: f32) -> f32 {
+    exp1::<M, EXACT>(x)
 }
 
 /// Where erf switches from its series-like polynomial to `1 - erfc`.
@@ -149,7 +191,7 @@ fn erf_small<M: MulAdd>(x: f32) -> f32 {
 /// Relative error stays small far into the tail, where `1 - erf` is all
 /// rounding: GELU of negative inputs needs that.
 #[inline(always)]
-fn erfc_tail<M: MulAdd>(a: f32) -> f32 {
+fn erfc_tail<M: MulAdd, const TINY: u8>(a: f32) -> f32 {
     let t = 1.0 / M::mul_add(0.5, a, 1.0);
     let p = horner::<M, 8>(
         t,
@@ -164,14 +206,14 @@ fn erfc_tail<M: MulAdd>(a: f32) -> f32 {
             -1.265_389_561_653_137_2,
         ],
     );
-    t * exp1::<M>(M::mul_add(-a, a, p))
+    t * exp1::<M, TINY>(M::mul_add(-a, a, p))
 }
 
 /// erf(x). Past |x| ≈ 3.92, `1 - erfc` rounds to exactly 1.
 #[inline(always)]
 fn erf1<M: MulAdd>(x: f32) -> f32 {
     let a = x.abs();
-    let big = (1.0 - erfc_tail::<M>(a)).copysign(x);
+    let big = (1.0 - erfc_tail::<M, ANY>(a)).copysign(x);
     if a < ERF_SPLIT {
         erf_small::<M>(x)
     } else {
@@ -184,7 +226,7 @@ fn erf1<M: MulAdd>(x: f32) -> f32 {
 #[inline(always)]
 fn tanh1<M: MulAdd>(x: f32) -> f32 {
     let a = x.abs();
-    let e = exp1::<M>(a + a);
+    let e = exp1::<M, ANY>(a + a);
     let big = (1.0 - 2.0 / (e + 1.0)).copysign(x);
     let x2 = x * x;
     let p = horner::<M, 5>(
@@ -203,7 +245,7 @@ fn tanh1<M: MulAdd>(x: f32) -> f32 {
 
 #[inline(always)]
 fn sigmoid1<M: MulAdd>(x: f32) -> f32 {
-    1.0 / (1.0 + exp1::<M>(-x))
+    1.0 / (1.0 + exp1::<M, ANY>(-x))
 }
 
 /// `½·x`, with -inf taken as -f32::MAX so that GELU(-inf) is -0 (the
@@ -216,10 +258,10 @@ fn half(x: f32) -> f32 {
 /// `x·½·(1 + erf(x/√2))`, the exact GELU, computed as `½x·erfc(-x/√2)`
 /// so that negative inputs keep their relative accuracy.
 #[inline(always)]
-fn gelu1<M: MulAdd>(x: f32) -> f32 {
+fn gelu1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
-    let tail = erfc_tail::<M>(a);
+    let tail = erfc_tail::<M, TINY>(a);
     let big = if z < 0.0 { tail } else { 2.0 - tail };
     let small = 1.0 + erf_small::<M>(z);
     half(x) * if a < ERF_SPLIT { small } else { big }
@@ -232,41 +274,69 @@ fn gelu1<M: MulAdd>(x: f32) -> f32 {
 fn gelu_tanh1<M: MulAdd>(x: f32) -> f32 {
     const MINUS_2_SQRT_2_OVER_PI: f32 = -1.595_769_121_605_730_7;
     let u2 = MINUS_2_SQRT_2_OVER_PI * M::mul_add(0.044_715 * x * x, x, x);
-    (2.0 * half(x)) / (1.0 + exp1::<M>(u2))
+    (2.0 * half(x)) / (1.0 + exp1::<M, ANY>(u2))
 }
 
 /// One per-element function, generic over how multiply-adds are done.
 trait Lane {
-    fn f<M: MulAdd>(x: f32) -> f32;
+    /// The function; with `TINY` = [`ANY`] its exp may be off below the
+    /// normals, which is only right where `subnormal(x)` is false.
+    fn f<M: MulAdd, const TINY: u8>(x: f32) -> f32;
+    /// Whether `f(x)` needs an exp result below the smallest normal.
+    #[inline(always)]
+    fn subnormal(_x: f32) -> bool {
+        false
+    }
 }
 
 macro_rules! lanes {
-    ($($ty:ident => $f:ident,)*) => {$(
+    ($($ty:ident => $f:ident $(, subnormal below $lo:expr)?;)*) => {$(
         struct $ty;
         impl Lane for $ty {
             #[inline(always)]
-            fn f<M: MulAdd>(x: f32) -> f32 {
-                $f::<M>(x)
+            fn f<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
+                lanes!(@call $f, M, TINY, x $(, $lo)?)
             }
+            $(
+                #[inline(always)]
+                fn subnormal(x: f32) -> bool {
+                    x < $lo
+                }
+            )?
         }
     )*};
+    (@call $f:ident, $m:ident, $s:ident, $x:ident, $lo:expr) => { $f::<$m, $s>($x) };
+    (@call $f:ident, $m:ident, $s:ident, $x:ident) => { $f::<$m>($x) };
 }
 
 lanes! {
-    Exp => exp1,
-    Erf => erf1,
-    Tanh => tanh1,
-    Sigmoid => sigmoid1,
-    Gelu => gelu1,
-    GeluTanh => gelu_tanh1,
+    Exp => exp_exact;
+    Erf => erf1;
+    Tanh => tanh1;
+    Sigmoid => sigmoid1;
+    // erfc(-x/√2) reaches e^-87 near x = -13.
+    Gelu => gelu1, subnormal below GELU_NORMAL_MIN;
+    GeluTanh => gelu_tanh1;
 }
+
+/// Below this, GELU's erfc tail may need a subnormal exp (and a chunk
+/// with such a value is computed again with it).
+const GELU_NORMAL_MIN: f32 = -12.5;
 
 // ---------------------------------------------------------------- slice loops
 
+/// One chunk; again with exp's subnormal path if some lane needs it.
 #[inline(always)]
 fn chunk<L: Lane, M: MulAdd>(x: &[f32; CHUNK], y: &mut [f32; CHUNK]) {
+    let mut slow = false;
     for k in 0..CHUNK {
-        y[k] = L::f::<M>(x[k]);
+        y[k] = L::f::<M, ANY>(x[k]);
+        slow |= L::subnormal(x[k]);
+    }
+    if slow {
+        for k in 0..CHUNK {
+            y[k] = L::f::<M, EXACT>(x[k]);
+        }
     }
 }
 
@@ -310,7 +380,8 @@ fn map_in_place_loop<L: Lane, M: MulAdd>(xs: &mut [f32]) {
     }
 }
 
-/// `y = e^(x - shift)`, returning the sum of `y` (f32 partial sums, one per lane).
+/// `y = e^(x - shift)` with results below ~2^-125.5 flushed to zero,
+/// returning the sum of `y` (f32 partial sums, one per lane).
 #[inline(always)]
 fn exp_shift_sum_loop<M: MulAdd>(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     let n = x.len().min(y.len());
@@ -320,14 +391,14 @@ fn exp_shift_sum_loop<M: MulAdd>(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     let mut yc = y.chunks_exact_mut(CHUNK);
     for (xs, ys) in (&mut xc).zip(&mut yc) {
         for k in 0..CHUNK {
-            let e = exp1::<M>(xs[k] - shift);
+            let e = exp1::<M, FLUSH>(xs[k] - shift);
             ys[k] = e;
             acc[k] += e;
         }
     }
     let mut tail = 0f32;
     for (o, &v) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *o = exp1::<M>(v - shift);
+        *o = exp1::<M, FLUSH>(v - shift);
         tail += *o;
     }
     let mut s = acc;
@@ -469,7 +540,9 @@ slice_fns! {
 }
 
 /// Softmax's middle step: `y = e^(x - shift)` over the length of the
-/// shorter slice; returns the sum of `y`.
+/// shorter slice; returns the sum of `y`. Results below about 2^-125.5
+/// (x - shift < -87) are zero: with the row's max as the shift the sum is
+/// at least 1, so no probability moves by more than that.
 pub fn exp_shift_sum(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     exp_shift_sum_with(best(), x, shift, y)
 }
@@ -661,6 +734,20 @@ mod tests {
                     assert!((e as f64 - w).abs() <= 1.5e-7 * w, "{v}");
                 }
             }
+            // Far below the shift: exact while normal, zero from n = -126
+            // (x < -87.0) on; masked attention scores (-3.4e38) give zero.
+            let x = [-80.0f32, -86.9, -87.1, -95.0, -104.0, -3.4e38, f32::NAN];
+            let mut y = [1f32; 7];
+            let s = exp_shift_sum_with(isa, &x, 0.0, &mut y);
+            for (&v, &e) in x.iter().zip(&y[..2]) {
+                let w = (v as f64).exp();
+                assert!(
+                    e.is_normal() && (e as f64 - w).abs() <= 1.5e-7 * w,
+                    "{isa:?} {v}: {e}"
+                );
+            }
+            assert_eq!(&y[2..6], &[0.0; 4], "{isa:?}");
+            assert!(y[6].is_nan() && s.is_nan(), "{isa:?}");
         }
     }
 }

@@ -234,6 +234,7 @@ fn part<'s, T>(data: &'s [T], index: usize, size: usize, what: &str) -> Result<&
 }
 
 /// What the f32 path needs besides the operands.
+#[derive(Clone, Copy)]
 struct Extras<'a> {
     bias: Option<&'a [f32]>,
     act: Activation,
@@ -281,11 +282,28 @@ fn matmul_f32(
         };
         return product(Lhs::View(a), rhs, c, n, ex);
     }
-    for (i, c) in o.chunks_exact_mut(mn).take(batches).enumerate() {
+    let c = o
+        .get_mut(..checked(batches, mn, "MatMul output")?)
+        .ok_or_else(|| Error::Graph("MatMul: output buffer is too small".into()))?;
+    let one = |i: usize, c: &mut [f32], ex: &Extras<'_>| {
         let (ai, bi) = g.operands(i);
         let a = Mat::rows(part(x, ai, mk, "A")?, m, k);
         let b = Mat::rows(part(y, bi, kn, "B")?, k, n);
-        product(Lhs::View(a), Rhs::View(b), c, n, ex)?;
+        product(Lhs::View(a), Rhs::View(b), c, n, ex)
+    };
+    // Several products (attention's heads): whole products per thread, so
+    // small ones do not each pay a fork and join.
+    #[cfg(feature = "threads")]
+    if ex.threads > 1 && batches > 1 && batches.saturating_mul(mn).saturating_mul(k) >= 1 << 17 {
+        use rayon::prelude::*;
+        let single = Extras { threads: 1, ..*ex };
+        return c
+            .par_chunks_mut(mn)
+            .enumerate()
+            .try_for_each(|(i, c)| one(i, c, &single));
+    }
+    for (i, c) in c.chunks_exact_mut(mn).enumerate() {
+        one(i, c, ex)?;
     }
     Ok(())
 }

@@ -141,6 +141,17 @@ impl Op for Softmax {
             return Ok(());
         }
         if inner == 1 {
+            #[cfg(feature = "threads")]
+            if ctx.threads > 1 && xs.len() >= 1 << 15 && xs.len() > n {
+                use rayon::prelude::*;
+                return {
+                    xs.par_chunks(n)
+                        .zip(y.par_chunks_mut(n))
+                        .with_min_len((1 << 12) / n + 1)
+                        .for_each(|(xr, yr)| softmax_row(xr, yr));
+                    Ok(())
+                };
+            }
             for (xr, yr) in xs.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
                 softmax_row(xr, yr);
             }
