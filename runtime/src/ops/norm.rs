@@ -413,6 +413,34 @@ mod tests {
     }
 
     #[test]
+    fn softmax_rows_split_across_threads_give_the_same_bits() {
+        let mut seed = 9;
+        // attention-like: 4 heads x 96 rows x 128, some rows masked out
+        let dims = [4usize, 96, 128];
+        let mut x = rand_vec(&mut seed, dims.iter().product(), 6.0);
+        for row in x.chunks_mut(128).step_by(3) {
+            row[100..].fill(f32::MIN);
+        }
+        let op = softmax(Some(-1), false);
+        let run = |threads: usize| {
+            let ins = [Some(t(&dims, &x))];
+            super::super::conv::tests::run(op.as_ref(), &ins, threads).1
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one, two);
+        // per row in f64 (naive_softmax is quadratic in the whole size)
+        let want: Vec<f64> = x
+            .chunks(128)
+            .flat_map(|row| {
+                let max = row.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                row.iter().map(move |&v| (v as f64 - max).exp() / sum)
+            })
+            .collect();
+        assert_close(&two, &want, 1e-6, "threaded softmax");
+    }
+
+    #[test]
     fn legacy_softmax_flattens_from_axis() {
         let mut seed = 5;
         let dims = [2usize, 3, 4, 5];
