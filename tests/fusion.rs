@@ -410,6 +410,56 @@ fn convtranspose_leakyrelu() {
     );
 }
 
+/// BatchNormalization folded into the Conv before it (which gains a bias),
+/// then Relu fused.
+#[test]
+fn conv_bn_relu() {
+    check("conv_bn_relu", &[("Conv", 1)], &[host("Conv", 3, "relu")]);
+}
+
+/// ... into a ConvTranspose (weight [C_in, C_out, k, k]), as in PP-OCR det.
+#[test]
+fn convtranspose_bn_relu() {
+    check(
+        "convtranspose_bn_relu",
+        &[("ConvTranspose", 1)],
+        &[host("ConvTranspose", 3, "relu")],
+    );
+}
+
+/// ... into a grouped ConvTranspose without bias: each input channel scales
+/// by its own group's output channels.
+#[test]
+fn convtranspose_grouped_bn() {
+    check(
+        "convtranspose_grouped_bn",
+        &[("ConvTranspose", 1)],
+        &[host("ConvTranspose", 3, "")],
+    );
+}
+
+/// The bias as a separate Add before the BatchNormalization: the Add folds
+/// into the ConvTranspose's bias, then the BatchNormalization (second
+/// fold-batchnorm), then Relu.
+#[test]
+fn convtranspose_add_bn_relu() {
+    check(
+        "convtranspose_add_bn_relu",
+        &[("ConvTranspose", 1)],
+        &[host("ConvTranspose", 3, "relu")],
+    );
+}
+
+/// A per-channel affine after a grouped ConvTranspose (fold-conv-affine).
+#[test]
+fn convtranspose_grouped_affine() {
+    check(
+        "convtranspose_grouped_affine",
+        &[("ConvTranspose", 1)],
+        &[host("ConvTranspose", 3, "")],
+    );
+}
+
 #[test]
 fn gemm_transb_sigmoid() {
     check(
@@ -709,5 +759,5 @@ fn every_fixture_is_tested() {
             n += 1;
         }
     }
-    assert_eq!(n, 50, "fixtures in tests/fusion");
+    assert_eq!(n, 55, "fixtures in tests/fusion");
 }

@@ -50,6 +50,9 @@ pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
         fuse_gelu(g)?,
         fuse_hard_swish(g)?,
         fold_conv_affine(g)?,
+        // again: a BatchNormalization after a conv's separate bias Add
+        // (paddle2onnx's ConvTranspose → Add → BatchNormalization)
+        crate::passes::fold_batch_norm(g)?,
         fuse_bias(g)?,
         fuse_activation(g)?,
         fuse_post_affine(g)?,
@@ -614,10 +617,24 @@ fn channel_const(g: &Graph, v: ValueId, m: usize, out_rank: usize) -> Option<Vec
     ok.then_some(vals)
 }
 
-/// `Conv(x) · s + t` (either, both, any order of operands) → Conv with `W·s`
-/// and `B·s + t`, for constant scalar or per-channel `s`, `t`.
+/// `Conv(x) · s + t` (either, both, any order of operands; Conv or
+/// ConvTranspose) → the conv with `W·s` and `B·s + t`, for constant scalar
+/// or per-channel `s`, `t`.
 pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
-    let (conv, mul, add) = (op_id("Conv"), op_id("Mul"), op_id("Add"));
+    let (conv, conv_t) = (op_id("Conv"), op_id("ConvTranspose"));
+    let (mul, add) = (op_id("Mul"), op_id("Add"));
+    // (output channels, transposed, group) of a conv weight, if foldable
+    let geometry = |n: &Node, dims: &[usize]| -> Option<(usize, bool, usize)> {
+        let group = n.attrs.int("group", 1).ok()?.max(1) as usize;
+        if dims.len() < 3 || dims[0] % group != 0 {
+            return None;
+        }
+        if is(n, conv_t) {
+            Some((dims[1] * group, true, group))
+        } else {
+            Some((dims[0], false, group))
+        }
+    };
     let mut changed = 0;
     loop {
         let producers = g.producers();
@@ -633,7 +650,7 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
             for (x, c) in [(*p, *q), (*q, *p)] {
                 let Some(ci) = producers[x] else { continue };
                 let cn = &g.nodes[ci];
-                if !is(cn, conv)
+                if !(is(cn, conv) || is(cn, conv_t))
                     || only_reader(g, &cons, x).is_none()
                     || !cn
                         .attrs
@@ -653,12 +670,14 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
                     None => true,
                     Some(b) => g.values[b].konst.is_some(),
                 };
-                if wt.dtype != DType::F32 || wt.dims.len() < 3 || !bias_ok {
+                let Some(geo) = geometry(cn, &wt.dims) else {
+                    continue;
+                };
+                if wt.dtype != DType::F32 || !bias_ok {
                     continue;
                 }
-                let m = wt.dims[0];
-                if let Some(vals) = channel_const(g, c, m, wt.dims.len()) {
-                    hit = Some((ni, ci, vals, is(n, mul)));
+                if let Some(vals) = channel_const(g, c, geo.0, wt.dims.len()) {
+                    hit = Some((ni, ci, vals, is(n, mul), geo));
                     break;
                 }
             }
@@ -666,7 +685,7 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
                 break;
             }
         }
-        let Some((ni, ci, vals, is_mul)) = hit else {
+        let Some((ni, ci, vals, is_mul, (m, transposed, group))) = hit else {
             break;
         };
         let cn = &g.nodes[ci];
@@ -674,7 +693,6 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
         let Some(wt) = g.values[w].konst.clone() else {
             break;
         };
-        let m = wt.dims[0];
         let per = |k: usize| if vals.len() == 1 { vals[0] } else { vals[k] };
         let mut b: Vec<f32> = match cn.inputs.get(2).copied().flatten() {
             Some(bv) => konst_f32(g, bv).unwrap_or_else(|| vec![0.0; m]),
@@ -685,10 +703,7 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
         }
         let mut wv = wt.to_f32_vec()?;
         if is_mul {
-            let each = wv.len() / m.max(1);
-            for (k, chunk) in wv.chunks_mut(each.max(1)).enumerate() {
-                chunk.iter_mut().for_each(|v| *v *= per(k));
-            }
+            crate::passes::scale_out_channels(&mut wv, &wt.dims, transposed, group, per);
             b.iter_mut().enumerate().for_each(|(k, v)| *v *= per(k));
         } else {
             b.iter_mut().enumerate().for_each(|(k, v)| *v += per(k));

@@ -69,10 +69,12 @@ fn konst(g: &Graph, v: Option<ValueId>) -> Option<Vec<f32>> {
     (t.dtype == morsel_runtime::DType::F32).then(|| t.to_f32_vec().ok())?
 }
 
-/// Fold an inference BatchNormalization into the Conv or Gemm feeding it.
+/// Fold an inference BatchNormalization into the Conv, ConvTranspose or
+/// Gemm feeding it.
 pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
     let bn = op_id("BatchNormalization");
     let conv = op_id("Conv");
+    let conv_t = op_id("ConvTranspose");
     let gemm = op_id("Gemm");
     let mut changed = 0;
     let mut i = 0;
@@ -97,7 +99,8 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
             continue;
         };
         let p = &g.nodes[pi];
-        if uses[x] != 1 || (Some(p.op) != conv && Some(p.op) != gemm) || g.outputs.contains(&x) {
+        let host = [conv, conv_t, gemm].contains(&Some(p.op));
+        if uses[x] != 1 || !host || g.outputs.contains(&x) {
             i += 1;
             continue;
         }
@@ -114,20 +117,28 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
             continue;
         };
         let mut wv = w.to_f32_vec()?;
-        let is_conv = Some(p.op) == conv;
+        let is_conv_t = Some(p.op) == conv_t;
+        let is_conv = Some(p.op) == conv || is_conv_t;
         let trans_b = p.attrs.int("transB", 0).unwrap_or(0) != 0;
         let (alpha, beta) = (p.attrs.float("alpha", 1.0)?, p.attrs.float("beta", 1.0)?);
-        // output channel count of the producer
-        let out_c = if is_conv || trans_b {
+        let group = p.attrs.int("group", 1).unwrap_or(1).max(1) as usize;
+        // output channel count of the producer (ConvTranspose's weight is
+        // [C_in, C_out/group, k...])
+        let out_c = if is_conv_t {
+            w.dims.get(1).map(|&d| d * group)
+        } else if is_conv || trans_b {
             w.dims.first().copied()
         } else {
             w.dims.get(1).copied()
         };
-        if out_c != Some(c) || (!is_conv && w.dims.len() != 2) {
+        let bad_conv = is_conv && (w.dims.len() < 3 || w.dims[0] % group != 0);
+        if out_c != Some(c) || (!is_conv && w.dims.len() != 2) || bad_conv {
             i += 1;
             continue;
         }
-        if is_conv || trans_b {
+        if is_conv {
+            scale_out_channels(&mut wv, &w.dims, is_conv_t, group, |k| s[k]);
+        } else if trans_b {
             let per = wv.len() / c;
             for (k, chunk) in wv.chunks_mut(per).enumerate() {
                 chunk.iter_mut().for_each(|v| *v *= s[k]);
@@ -178,6 +189,34 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
         pass: "fold-batchnorm",
         changed,
     })
+}
+
+/// Multiply a Conv weight ([C_out, C_in/group, k...]) or a ConvTranspose
+/// weight ([C_in, C_out/group, k...]) by `s(output channel)`. The caller has
+/// checked the rank and that `group` divides C_in.
+pub(crate) fn scale_out_channels(
+    w: &mut [f32],
+    dims: &[usize],
+    transposed: bool,
+    group: usize,
+    s: impl Fn(usize) -> f32,
+) {
+    let taps: usize = dims[2..].iter().product();
+    if !transposed {
+        for (k, chunk) in w.chunks_mut(w.len() / dims[0].max(1)).enumerate() {
+            chunk.iter_mut().for_each(|v| *v *= s(k));
+        }
+        return;
+    }
+    // input channel ci (of group ci / (C_in/group)) feeds output channels
+    // group·(C_out/group) + j
+    let (c_in, c_out_g) = (dims[0], dims[1]);
+    for (ci, per_in) in w.chunks_mut((c_out_g * taps).max(1)).enumerate() {
+        let base = ci / (c_in / group).max(1) * c_out_g;
+        for (j, kernel) in per_in.chunks_mut(taps.max(1)).enumerate() {
+            kernel.iter_mut().for_each(|v| *v *= s(base + j));
+        }
+    }
 }
 
 /// Remove nodes whose outputs nobody reads, then values nothing refers to.

@@ -16,7 +16,7 @@ numpy Generator seeded per case, so reruns on the same numpy reproduce the
 files byte for byte. References come from ORT with graph optimisations
 disabled (ORT_DISABLE_ALL), so they are the plain unfused computation.
 The committed files were made with onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.6
-(43 cases, about 110 KB).
+(55 cases, about 150 KB).
 
 Usage:  .venv/bin/python tests/fusion/make_fusion_models.py
 """
@@ -216,6 +216,68 @@ def convtranspose_leakyrelu(b: B):
     bb = b.const(b.randn(3, scale=0.5), "bt")
     c = b.op("ConvTranspose", [x, w, bb], strides=[2, 2], pads=[1, 1, 1, 1])
     y = b.op("LeakyRelu", [c], alpha=0.1)
+    return b.model([y]), [y]
+
+
+def bn(b: B, x: str, c: int) -> str:
+    """An inference BatchNormalization over c channels with random statistics."""
+    scale = b.const(b.randn(c, scale=0.5) + 1.0, "bn_scale")
+    bias = b.const(b.randn(c, scale=0.5), "bn_bias")
+    mean = b.const(b.randn(c, scale=0.5), "bn_mean")
+    var = b.const(np.abs(b.randn(c)) + 0.2, "bn_var")
+    return b.op("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
+
+
+def conv_bn_relu(b: B):
+    # Conv without bias, BatchNormalization, Relu: one Conv with a bias.
+    x = b.input("x", b.randn(1, 3, 7, 8))
+    w = b.const(b.randn(5, 3, 3, 3, scale=0.4), "Wc")
+    c = b.op("Conv", [x, w], pads=[1, 1, 1, 1])
+    y = b.op("Relu", [bn(b, c, 5)])
+    return b.model([y]), [y]
+
+
+def convtranspose_bn_relu(b: B):
+    # PP-OCR det's head: ConvTranspose (kernel = stride = 2) with a bias,
+    # BatchNormalization, Relu.
+    x = b.input("x", b.randn(1, 6, 5, 6))
+    w = b.const(b.randn(6, 4, 2, 2, scale=0.4), "Wt")
+    bb = b.const(b.randn(4, scale=0.5), "bt")
+    c = b.op("ConvTranspose", [x, w, bb], strides=[2, 2])
+    y = b.op("Relu", [bn(b, c, 4)])
+    return b.model([y]), [y]
+
+
+def convtranspose_grouped_bn(b: B):
+    # Grouped ConvTranspose (weight [C_in, C_out/group, k, k]) without bias,
+    # then BatchNormalization over its 2·3 output channels.
+    x = b.input("x", b.randn(1, 4, 4, 5))
+    w = b.const(b.randn(4, 3, 3, 3, scale=0.4), "Wt")
+    c = b.op("ConvTranspose", [x, w], strides=[2, 2], pads=[1, 1, 1, 1], group=2)
+    y = bn(b, c, 6)
+    return b.model([y]), [y]
+
+
+def convtranspose_add_bn_relu(b: B):
+    # As paddle2onnx writes PP-OCR det's head: ConvTranspose without bias,
+    # the bias as an Add of a [C, 1, 1] constant, BatchNormalization, Relu.
+    x = b.input("x", b.randn(1, 6, 5, 6))
+    w = b.const(b.randn(6, 4, 2, 2, scale=0.4), "Wt")
+    c = b.op("ConvTranspose", [x, w], strides=[2, 2])
+    c = b.op("Add", [c, b.const(b.randn(4, 1, 1, scale=0.5), "bt")])
+    y = b.op("Relu", [bn(b, c, 4)])
+    return b.model([y]), [y]
+
+
+def convtranspose_grouped_affine(b: B):
+    # Grouped ConvTranspose, then s·y + t per channel ([1, C, 1, 1]).
+    x = b.input("x", b.randn(1, 4, 4, 5))
+    w = b.const(b.randn(4, 3, 3, 3, scale=0.4), "Wt")
+    bb = b.const(b.randn(6, scale=0.5), "bt")
+    c = b.op("ConvTranspose", [x, w, bb], strides=[2, 2], pads=[1, 1, 1, 1], group=2)
+    s = b.const(b.randn(1, 6, 1, 1), "s")
+    t = b.const(b.randn(1, 6, 1, 1), "t")
+    y = b.op("Add", [b.op("Mul", [c, s]), t])
     return b.model([y]), [y]
 
 
@@ -504,6 +566,12 @@ CASES = {
     "conv_hardswish": conv_act("HardSwish"),
     "conv_hardsigmoid": conv_act("HardSigmoid"),
     "convtranspose_leakyrelu": convtranspose_leakyrelu,
+    # BatchNormalization folded into the producer's weights and bias.
+    "conv_bn_relu": conv_bn_relu,
+    "convtranspose_bn_relu": convtranspose_bn_relu,
+    "convtranspose_grouped_bn": convtranspose_grouped_bn,
+    "convtranspose_add_bn_relu": convtranspose_add_bn_relu,
+    "convtranspose_grouped_affine": convtranspose_grouped_affine,
     "gemm_transb_sigmoid": gemm_transb_sigmoid,
     "matmul_bias_tanh": matmul_tanh,
     "gemm_gelu": gemm_gelu,
