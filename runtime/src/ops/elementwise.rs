@@ -8,7 +8,7 @@
 //! definitions the tests check them against.
 
 use super::broadcast::{broadcast_dims, broadcast_shapes, broadcast_strides, for_each_run};
-use super::{Ctx, Fact, Op, opt, req};
+use super::{Ctx, Fact, Op, opt, par_pieces, req};
 use crate::dtype::{DType, Element};
 use crate::graph::Attrs;
 use crate::kernels::{generic, math};
@@ -162,7 +162,7 @@ impl Op for Unary {
     }
     fn eval(
         &self,
-        _: &mut Ctx,
+        ctx: &mut Ctx,
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
@@ -178,9 +178,12 @@ impl Op for Unary {
                         y.len()
                     )));
                 }
-                y.copy_from_slice(xs);
-                self.apply_f32(y);
-                Ok(())
+                // Pieces of whole 16-float chunks: the same bits as one pass.
+                par_pieces(ctx.threads, y, 16, |start, piece| {
+                    piece.copy_from_slice(&xs[start..start + piece.len()]);
+                    self.apply_f32(piece);
+                    Ok(())
+                })
             }
             DType::I64 => ints_map(
                 *self,
@@ -556,24 +559,70 @@ fn zip_broadcast<T: Copy, U: Copy>(
     Ok(())
 }
 
-fn binary_kernel<T: Arith>(
+/// [`zip_broadcast`] over pieces of the output split along its first dim
+/// longer than 1 (the dims before it are 1 in every operand), on up to
+/// `threads` threads (see [`par_pieces`]).
+fn zip_broadcast_par<T: Copy + Send + Sync, U: Copy + Send>(
+    threads: usize,
+    (x, xd): (&[T], &[usize]),
+    (y, yd): (&[T], &[usize]),
+    o: &mut [U],
+    f: impl Fn(T, T) -> U + Copy + Send + Sync,
+) -> Result<()> {
+    let od = broadcast_dims(&[xd, yd])?;
+    let axis = od.iter().position(|&d| d > 1);
+    let sizes_ok = x.len() == numel(xd)? && y.len() == numel(yd)? && o.len() == numel(&od)?;
+    let (Some(a), true, true) = (axis, sizes_ok && !o.is_empty(), threads > 1) else {
+        return zip_broadcast((x, xd), (y, yd), o, f);
+    };
+    let r = od.len();
+    let pad = |d: &[usize]| -> Vec<usize> {
+        let mut p = vec![1; r - d.len()];
+        p.extend_from_slice(d);
+        p
+    };
+    let (px, py) = (pad(xd), pad(yd));
+    let inner = numel(&od[a + 1..])?;
+    let (ix, iy) = (numel(&px[a + 1..])?, numel(&py[a + 1..])?);
+    par_pieces(threads, o, inner, |start, piece| {
+        let (r0, rows) = (start / inner, piece.len() / inner);
+        // an operand's rows r0..r0+rows along axis a, or all of it where it
+        // is broadcast along a
+        let sub = |v: &'_ [T], p: &[usize], inn: usize| -> (Vec<usize>, std::ops::Range<usize>) {
+            if p[a] == 1 {
+                (p.to_vec(), 0..v.len())
+            } else {
+                let mut d = p.to_vec();
+                d[a] = rows;
+                (d, r0 * inn..(r0 + rows) * inn)
+            }
+        };
+        let (xdd, xr) = sub(x, &px, ix);
+        let (ydd, yr) = sub(y, &py, iy);
+        zip_broadcast((&x[xr], &xdd), (&y[yr], &ydd), piece, f)
+    })
+}
+
+fn binary_kernel<T: Arith + Send + Sync>(
     op: BinOp,
     a: TensorRef<'_>,
     b: TensorRef<'_>,
     out: &mut TensorMut<'_>,
+    threads: usize,
 ) -> Result<()> {
     let (x, y) = ((a.as_slice::<T>()?, a.dims), (b.as_slice::<T>()?, b.dims));
     let o = out.as_slice_mut::<T>()?;
+    let t = threads;
     match op {
-        BinOp::Add => zip_broadcast(x, y, o, T::add),
-        BinOp::Sub => zip_broadcast(x, y, o, T::sub),
-        BinOp::Mul => zip_broadcast(x, y, o, T::mul),
-        BinOp::Div => zip_broadcast(x, y, o, T::div),
+        BinOp::Add => zip_broadcast_par(t, x, y, o, T::add),
+        BinOp::Sub => zip_broadcast_par(t, x, y, o, T::sub),
+        BinOp::Mul => zip_broadcast_par(t, x, y, o, T::mul),
+        BinOp::Div => zip_broadcast_par(t, x, y, o, T::div),
         // x² is common (variance) and exact as a product
-        BinOp::Pow if y.0 == [T::TWO] => zip_broadcast(x, y, o, |p, _| T::mul(p, p)),
-        BinOp::Pow => zip_broadcast(x, y, o, T::pow),
-        BinOp::Max => zip_broadcast(x, y, o, T::max),
-        BinOp::Min => zip_broadcast(x, y, o, T::min),
+        BinOp::Pow if y.0 == [T::TWO] => zip_broadcast_par(t, x, y, o, |p, _| T::mul(p, p)),
+        BinOp::Pow => zip_broadcast_par(t, x, y, o, T::pow),
+        BinOp::Max => zip_broadcast_par(t, x, y, o, T::max),
+        BinOp::Min => zip_broadcast_par(t, x, y, o, T::min),
         BinOp::Equal | BinOp::Less | BinOp::Greater => Err(Error::Graph(format!(
             "{op:?} is a comparison, not arithmetic"
         ))),
@@ -622,10 +671,11 @@ impl Op for Binary {
     }
     fn eval(
         &self,
-        _: &mut Ctx,
+        ctx: &mut Ctx,
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
+        let threads = ctx.threads;
         let (a, b) = (*req(inputs, 0)?, *req(inputs, 1)?);
         let out = &mut outputs[0];
         if self.op.is_compare() {
@@ -645,14 +695,14 @@ impl Op for Binary {
                 dims: b.dims,
                 data: bytemuck::cast_slice(&exp),
             };
-            return binary_kernel::<f32>(self.op, a, bt, out);
+            return binary_kernel::<f32>(self.op, a, bt, out, threads);
         }
         match a.dtype {
-            DType::F32 => binary_kernel::<f32>(self.op, a, b, out),
-            DType::I64 => binary_kernel::<i64>(self.op, a, b, out),
-            DType::I32 => binary_kernel::<i32>(self.op, a, b, out),
-            DType::U8 => binary_kernel::<u8>(self.op, a, b, out),
-            DType::I8 => binary_kernel::<i8>(self.op, a, b, out),
+            DType::F32 => binary_kernel::<f32>(self.op, a, b, out, threads),
+            DType::I64 => binary_kernel::<i64>(self.op, a, b, out, threads),
+            DType::I32 => binary_kernel::<i32>(self.op, a, b, out, threads),
+            DType::U8 => binary_kernel::<u8>(self.op, a, b, out, threads),
+            DType::I8 => binary_kernel::<i8>(self.op, a, b, out, threads),
             d => Err(Error::Unsupported(format!("{:?} on {d}", self.op))),
         }
     }

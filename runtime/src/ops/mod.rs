@@ -96,6 +96,35 @@ impl Ctx {
     }
 }
 
+/// Outputs below this many elements are computed on one thread by the
+/// memory-bound ops (elementwise, Resize, Concat): a fork and join costs
+/// about as much as a few thousand elements.
+pub const PAR_MIN_ELEMS: usize = 1 << 15;
+
+/// `f(start, piece)` over at most `threads` contiguous pieces of `out`,
+/// each (but the last) a multiple of `unit` elements long, `start` being the
+/// piece's offset; in parallel when built with threads and `out` has at
+/// least [`PAR_MIN_ELEMS`] elements, else once over the whole.
+pub fn par_pieces<T: Send>(
+    threads: usize,
+    out: &mut [T],
+    unit: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
+) -> Result<()> {
+    #[cfg(feature = "threads")]
+    if threads > 1 && out.len() >= PAR_MIN_ELEMS {
+        use rayon::prelude::*;
+        let unit = unit.max(1);
+        let len = out.len().div_ceil(threads).div_ceil(unit) * unit;
+        return out
+            .par_chunks_mut(len)
+            .enumerate()
+            .try_for_each(|(i, piece)| f(i * len, piece));
+    }
+    let _ = (threads, unit);
+    f(0, out)
+}
+
 /// A built op: attributes validated, ready to infer and run.
 pub trait Op: Send + Sync + Debug {
     /// Output facts from input facts (`None` = omitted optional input).

@@ -298,7 +298,7 @@ impl Op for GlobalPool {
 
     fn eval(
         &self,
-        _: &mut Ctx,
+        ctx: &mut Ctx,
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
@@ -326,12 +326,25 @@ impl Op for GlobalPool {
             y.fill(if self.max { f32::NEG_INFINITY } else { 0.0 });
             return Ok(());
         }
-        for (o, p) in y.iter_mut().zip(xs.chunks_exact(plane)) {
+        let pool = |o: &mut f32, p: &[f32]| {
             *o = if self.max {
                 max_of(p)
             } else {
                 sum_of(p) / plane as f32
             };
+        };
+        #[cfg(feature = "threads")]
+        if ctx.threads > 1 && xs.len() >= super::PAR_MIN_ELEMS && nc > 1 {
+            use rayon::prelude::*;
+            y.par_iter_mut()
+                .zip(xs.par_chunks_exact(plane))
+                .with_min_len(nc.div_ceil(ctx.threads))
+                .for_each(|(o, p)| pool(o, p));
+            return Ok(());
+        }
+        let _ = ctx;
+        for (o, p) in y.iter_mut().zip(xs.chunks_exact(plane)) {
+            pool(o, p);
         }
         Ok(())
     }
@@ -660,33 +673,37 @@ mod tests {
             vec![1, 4, 13],
             vec![1, 2, 3, 2, 5],
             vec![1, 3, 1, 1],
+            // split across threads
+            vec![1, 24, 40, 41],
         ] {
             let x = rng.vec(xd.iter().product());
             let plane: usize = xd[2..].iter().product();
             let t = Tensor::from_slice(&xd, &x).unwrap();
             let mut want_dims = xd[..2].to_vec();
             want_dims.resize(xd.len(), 1);
-            let (dims, got) = run(
-                &*build_global_average_pool(&Attrs::new()).unwrap(),
-                &[Some(t.clone())],
-                1,
-            );
-            assert_eq!(dims, want_dims);
-            let want: Vec<f32> = x
-                .chunks(plane)
-                .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32)
-                .collect();
-            check_close(&got, &want, "global avg");
-            let (_, got) = run(
-                &*build_global_max_pool(&Attrs::new()).unwrap(),
-                &[Some(t)],
-                1,
-            );
-            let want: Vec<f32> = x
-                .chunks(plane)
-                .map(|p| p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
-                .collect();
-            check_close(&got, &want, "global max");
+            for threads in [1, 2] {
+                let (dims, got) = run(
+                    &*build_global_average_pool(&Attrs::new()).unwrap(),
+                    &[Some(t.clone())],
+                    threads,
+                );
+                assert_eq!(dims, want_dims);
+                let want: Vec<f32> = x
+                    .chunks(plane)
+                    .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32)
+                    .collect();
+                check_close(&got, &want, "global avg");
+                let (_, got) = run(
+                    &*build_global_max_pool(&Attrs::new()).unwrap(),
+                    &[Some(t.clone())],
+                    threads,
+                );
+                let want: Vec<f32> = x
+                    .chunks(plane)
+                    .map(|p| p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
+                    .collect();
+                check_close(&got, &want, "global max");
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! keep_aspect_ratio_policy other than stretch. Coordinates are computed in
 //! f32 like ONNX Runtime, so ties in nearest rounding land the same way.
 
-use super::{Ctx, Fact, Op, axis, known_ints, opt, req};
+use super::{Ctx, Fact, Op, axis, known_ints, opt, par_pieces, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel};
@@ -344,7 +344,7 @@ impl Op for Resize {
 
     fn eval(
         &self,
-        _: &mut Ctx,
+        ctx: &mut Ctx,
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
@@ -437,28 +437,38 @@ impl Op for Resize {
                     .collect(),
             );
         }
+        // Whole output rows per thread.
+        let w = od[rank - 1].max(1);
+        let tables = &tables;
+        fn near<T: Copy + Send + Sync + bytemuck::Pod>(
+            threads: usize,
+            x: &[u8],
+            y: &mut [u8],
+            w: usize,
+            tables: &[Vec<(usize, usize, f32)>],
+        ) -> Result<()> {
+            let x: &[T] = bytemuck::try_cast_slice(x).map_err(cast_err)?;
+            let y: &mut [T] = bytemuck::try_cast_slice_mut(y).map_err(cast_err)?;
+            par_pieces(threads, y, w, |start, piece| {
+                nearest(x, piece, tables, start / w);
+                Ok(())
+            })
+        }
+        let t = ctx.threads;
         match self.mode {
             Mode::Nearest => match es {
-                1 => nearest::<u8>(x.data, out.data, &tables),
-                2 => nearest::<u16>(
-                    bytemuck::try_cast_slice(x.data).map_err(cast_err)?,
-                    bytemuck::try_cast_slice_mut(out.data).map_err(cast_err)?,
-                    &tables,
-                ),
-                4 => nearest::<u32>(
-                    bytemuck::try_cast_slice(x.data).map_err(cast_err)?,
-                    bytemuck::try_cast_slice_mut(out.data).map_err(cast_err)?,
-                    &tables,
-                ),
-                _ => nearest::<u64>(
-                    bytemuck::try_cast_slice(x.data).map_err(cast_err)?,
-                    bytemuck::try_cast_slice_mut(out.data).map_err(cast_err)?,
-                    &tables,
-                ),
+                1 => near::<u8>(t, x.data, out.data, w, tables),
+                2 => near::<u16>(t, x.data, out.data, w, tables),
+                4 => near::<u32>(t, x.data, out.data, w, tables),
+                _ => near::<u64>(t, x.data, out.data, w, tables),
             },
-            Mode::Linear => linear(x.f32()?, out.f32()?, &tables)?,
+            Mode::Linear => {
+                let xs = x.f32()?;
+                par_pieces(t, out.f32()?, w, |start, piece| {
+                    linear(xs, piece, tables, start / w)
+                })
+            }
         }
-        Ok(())
     }
 }
 
@@ -466,13 +476,21 @@ fn cast_err(e: bytemuck::PodCastError) -> Error {
     Error::Graph(format!("misaligned tensor data: {e:?}"))
 }
 
-/// Walk the output rows (all axes but the last) in order, calling
-/// `f(row_index, outer_index)`.
-fn for_rows(tables: &[Vec<(usize, usize, f32)>], mut f: impl FnMut(usize, &[usize])) {
+/// Walk output rows `first..first + count` (a row: all axes but the last
+/// fixed) in order, calling `f(row - first, outer_index)`.
+fn for_rows(
+    tables: &[Vec<(usize, usize, f32)>],
+    (first, count): (usize, usize),
+    mut f: impl FnMut(usize, &[usize]),
+) {
     let outer = &tables[..tables.len() - 1];
-    let rows: usize = outer.iter().map(Vec::len).product();
     let mut idx = vec![0usize; outer.len()];
-    for row in 0..rows {
+    let mut r = first;
+    for a in (0..outer.len()).rev() {
+        idx[a] = r % outer[a].len();
+        r /= outer[a].len();
+    }
+    for row in 0..count {
         f(row, &idx);
         for a in (0..outer.len()).rev() {
             idx[a] += 1;
@@ -484,21 +502,40 @@ fn for_rows(tables: &[Vec<(usize, usize, f32)>], mut f: impl FnMut(usize, &[usiz
     }
 }
 
-fn nearest<T: Copy>(x: &[T], y: &mut [T], tables: &[Vec<(usize, usize, f32)>]) {
+/// Output rows `first..` into `y` (whole rows). A row reading the same input
+/// row as the one before it (upsampling along an outer axis) is a copy.
+fn nearest<T: Copy>(x: &[T], y: &mut [T], tables: &[Vec<(usize, usize, f32)>], first: usize) {
     let Some(last) = tables.last() else { return };
     let w = last.len();
-    for_rows(tables, |row, idx| {
+    if w == 0 {
+        return;
+    }
+    let mut prev = None;
+    for_rows(tables, (first, y.len() / w), |row, idx| {
         let base: usize = idx.iter().zip(tables).map(|(&i, t)| t[i].0).sum();
+        if let Some((pb, pr)) = prev
+            && pb == base
+        {
+            y.copy_within(pr * w..(pr + 1) * w, row * w);
+            return;
+        }
         for (o, &(off, _, _)) in y[row * w..][..w].iter_mut().zip(last) {
             *o = x[base + off];
         }
+        prev = Some((base, row));
     });
 }
 
 /// Most outer axes that may interpolate at once (2^6 corners per row).
 const MAX_CORNERS: usize = 64;
 
-fn linear(x: &[f32], y: &mut [f32], tables: &[Vec<(usize, usize, f32)>]) -> Result<()> {
+/// Output rows `first..` into `y` (whole rows).
+fn linear(
+    x: &[f32],
+    y: &mut [f32],
+    tables: &[Vec<(usize, usize, f32)>],
+    first: usize,
+) -> Result<()> {
     let Some(last) = tables.last() else {
         return Ok(());
     };
@@ -513,7 +550,10 @@ fn linear(x: &[f32], y: &mut [f32], tables: &[Vec<(usize, usize, f32)>]) -> Resu
         interpolated + 1
     );
     let w = last.len();
-    for_rows(tables, |row, idx| {
+    if w == 0 {
+        return Ok(());
+    }
+    for_rows(tables, (first, y.len() / w), |row, idx| {
         // The (offset, weight) corners the outer axes contribute to this row.
         let mut corners = [(0usize, 1f32); MAX_CORNERS];
         let mut n = 1;

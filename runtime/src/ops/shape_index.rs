@@ -5,7 +5,7 @@
 use super::shape::{
     copy_strided, eval_ints, int_list, list_len, norm_axes, out0, strides_of, to_dim, unknown_dims,
 };
-use super::{Ctx, Fact, Op, axis, opt, req};
+use super::{Ctx, Fact, Op, PAR_MIN_ELEMS, axis, opt, par_pieces, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::tensor::{Dim, Shape, TensorMut, TensorRef, dims_str, numel, shape_str};
@@ -434,7 +434,7 @@ impl Op for Concat {
 
     fn eval(
         &self,
-        _: &mut Ctx,
+        ctx: &mut Ctx,
         inputs: &[Option<TensorRef<'_>>],
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
@@ -470,21 +470,44 @@ impl Op for Concat {
         if out_row == 0 {
             return Ok(());
         }
+        // (input bytes, offset in an output row, bytes per row) per input
+        let mut parts = Vec::with_capacity(inputs.len());
         let mut off = 0;
         for x in inputs.iter().flatten() {
             let chunk = x.dims[a] * inner;
             if chunk > 0 {
-                for (src, dst) in x
-                    .data
-                    .chunks_exact(chunk)
-                    .zip(out.data.chunks_exact_mut(out_row))
-                {
-                    dst[off..off + chunk].copy_from_slice(src);
-                }
+                parts.push((x.data, off, chunk));
             }
             off += chunk;
         }
-        Ok(())
+        // Any byte range of the output is a run of pieces of input rows, so
+        // threads take ranges of whole cache lines (for as many bytes as
+        // other ops split floats).
+        let threads = if out.data.len() >= 4 * PAR_MIN_ELEMS {
+            ctx.threads
+        } else {
+            1
+        };
+        par_pieces(threads, out.data, 64, |start, dst| {
+            let mut pos = start;
+            let end = start + dst.len();
+            let mut k = 0;
+            while pos < end {
+                let (row, col) = (pos / out_row, pos % out_row);
+                if col == 0 {
+                    k = 0;
+                }
+                while parts[k].1 + parts[k].2 <= col {
+                    k += 1;
+                }
+                let (src, at, chunk) = parts[k];
+                let n = (at + chunk - col).min(end - pos);
+                let from = row * chunk + (col - at);
+                dst[pos - start..pos - start + n].copy_from_slice(&src[from..from + n]);
+                pos += n;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -126,6 +126,45 @@ fn f32_binary_ops_match_the_definition_on_every_broadcast_path() {
     }
 }
 
+/// Large enough to be split across threads: pieces along the first dim
+/// longer than 1, each operand sliced or (broadcast along it) whole.
+#[test]
+fn threaded_binary_and_unary_ops_match_one_thread_and_the_definition() {
+    let shapes: &[(&[usize], &[usize])] = &[
+        (&[1, 24, 40, 40], &[1, 24, 1, 1]),
+        (&[1, 1, 40, 40], &[1, 24, 40, 40]),
+        (&[2, 3, 80, 80], &[80]),
+        (&[1, 64, 600], &[1, 64, 600]),
+        (&[1, 1, 40001], &[1]),
+        (&[7, 1, 5000], &[1, 3, 1]),
+    ];
+    let run = |op: &dyn Op, ins: &[Option<Tensor>], threads| {
+        crate::ops::conv::tests::run(op, ins, threads)
+    };
+    let mut rng = Rng(17);
+    for &(xd, yd) in shapes {
+        let x = rand_f32(&mut rng, xd.iter().product());
+        let y = rand_f32(&mut rng, yd.iter().product());
+        let (od, pairs) = broadcast_index(xd, yd);
+        let ins = [
+            Some(Tensor::from_slice(xd, &x).unwrap()),
+            Some(Tensor::from_slice(yd, &y).unwrap()),
+        ];
+        for (bop, build) in [(BinOp::Add, build_add as Builder), (BinOp::Div, build_div)] {
+            let (dims, got) = run(&*op(build), &ins, 2);
+            assert_eq!(dims, od, "{bop:?} {xd:?} {yd:?}");
+            for (k, &(i, j)) in pairs.iter().enumerate() {
+                let want = f32_ref(bop, x[i], y[j]);
+                assert!(same(got[k], want), "{bop:?} {xd:?} {yd:?} [{k}]");
+            }
+        }
+        let sig = op(build_sigmoid);
+        let (_, one) = run(&*sig, &ins[..1], 1);
+        let (_, two) = run(&*sig, &ins[..1], 2);
+        assert_eq!(one, two, "Sigmoid {xd:?}");
+    }
+}
+
 #[test]
 fn pow_by_two_squares_exactly() {
     let x = [

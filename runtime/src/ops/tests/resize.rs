@@ -141,8 +141,10 @@ const NEAREST: [&str; 4] = ["round_prefer_floor", "round_prefer_ceil", "floor", 
 #[test]
 fn resize_scales_match_reference() {
     let mut rng = Rng(21);
-    let cases: [(&[usize], &[f32]); 5] = [
+    let cases: [(&[usize], &[f32]); 6] = [
         (&[1, 2, 3, 4], &[1.0, 1.0, 2.0, 2.0]),
+        // big enough to be split across threads (whole output rows each)
+        (&[1, 4, 48, 50], &[1.0, 1.0, 2.0, 2.0]),
         (&[2, 3, 5, 7], &[1.0, 1.0, 1.6, 2.5]),
         (&[1, 2, 9, 11], &[1.0, 1.0, 0.6, 0.45]),
         (&[2, 3, 7], &[1.0, 1.0, 1.5]),
@@ -167,10 +169,13 @@ fn resize_scales_match_reference() {
             }
             for (mode, nm) in runs {
                 let op = build_resize(&attrs(mode, ct, nm)).unwrap();
-                let (dims, got) = run(&*op, &ins, 1);
-                let what = format!("{mode} {ct} {nm} x {xd:?} scales {sc:?}");
-                assert_eq!(dims, od, "{what}");
-                check_close(&got, &naive(&x, xd, &od, sc, mode, ct, nm), &what);
+                let want = naive(&x, xd, &od, sc, mode, ct, nm);
+                for threads in [1, 2] {
+                    let (dims, got) = run(&*op, &ins, threads);
+                    let what = format!("{mode} {ct} {nm} x {xd:?} scales {sc:?} threads {threads}");
+                    assert_eq!(dims, od, "{what}");
+                    check_close(&got, &want, &what);
+                }
             }
         }
     }

@@ -246,6 +246,43 @@ fn gather_matches_reference() {
     assert_eq!(s.unwrap()[0].shape, shape(&["N", "S", "7"]));
 }
 
+/// Concat big enough to be split across threads at byte ranges that cut
+/// rows and inputs anywhere (and an empty input), against a plain build.
+#[test]
+fn threaded_concat_matches_reference() {
+    let mut rng = Rng(15);
+    for (rows, sizes, inner) in [
+        (3usize, &[5usize, 0, 17, 40][..], 997usize),
+        (1, &[7000, 9001], 5),
+    ] {
+        let parts: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|&s| {
+                (0..rows * s * inner)
+                    .map(|_| rng.below(1000) as f32)
+                    .collect()
+            })
+            .collect();
+        let mut want = Vec::new();
+        for r in 0..rows {
+            for (p, &s) in parts.iter().zip(sizes) {
+                want.extend_from_slice(&p[r * s * inner..(r + 1) * s * inner]);
+            }
+        }
+        let ins: Vec<Option<Tensor>> = parts
+            .iter()
+            .zip(sizes)
+            .map(|(p, &s)| Some(Tensor::from_slice(&[rows, s, inner], p).unwrap()))
+            .collect();
+        let op = build_concat(&Attrs::new().with("axis", Attr::Int(1))).unwrap();
+        for threads in [1, 2] {
+            let (dims, got) = crate::ops::conv::tests::run(&*op, &ins, threads);
+            assert_eq!(dims, [rows, sizes.iter().sum(), inner]);
+            assert!(got == want, "rows {rows} sizes {sizes:?} threads {threads}");
+        }
+    }
+}
+
 #[test]
 fn concat_and_split_round_trip_against_reference() {
     let mut rng = Rng(14);
