@@ -461,55 +461,73 @@ impl Session {
             slots.resize_with(plan.slot_bytes.len(), AlignedBuf::default);
         }
         let graph = model.graph();
-        for step in &plan.steps {
-            let node = &graph.nodes[step.node];
-            let started = profile.as_ref().map(|_| std::time::Instant::now());
-            let mut outs: SmallVec<[AlignedBuf; 4]> = step
-                .outputs
-                .iter()
-                .map(|&(slot, bytes, _)| {
-                    let mut b = std::mem::take(&mut slots[slot]);
-                    b.resize(bytes);
-                    b
-                })
-                .collect();
-            let result = {
-                let mut ins: SmallVec<[Option<TensorRef<'_>>; 8]> = SmallVec::new();
-                for i in &step.inputs {
-                    ins.push(match i {
-                        None => None,
-                        Some((src, v)) => Some(view(
-                            graph,
-                            plan,
-                            &inputs,
-                            src,
-                            &plan.dims[*v],
-                            plan.dtypes[*v],
-                            slots,
-                        )?),
-                    });
-                }
-                let mut out_views: SmallVec<[TensorMut<'_>; 4]> = outs
-                    .iter_mut()
-                    .zip(&step.outputs)
-                    .map(|(b, &(_, _, v))| TensorMut {
-                        dtype: plan.dtypes[v],
-                        dims: &plan.dims[v],
-                        data: b.as_bytes_mut(),
+        let threads = ctx.threads;
+        let mut run_steps = || -> Result<()> {
+            for step in &plan.steps {
+                let node = &graph.nodes[step.node];
+                let started = profile.as_ref().map(|_| std::time::Instant::now());
+                let mut outs: SmallVec<[AlignedBuf; 4]> = step
+                    .outputs
+                    .iter()
+                    .map(|&(slot, bytes, _)| {
+                        let mut b = std::mem::take(&mut slots[slot]);
+                        b.resize(bytes);
+                        b
                     })
                     .collect();
-                model.op(step.node).eval(ctx, &ins, &mut out_views)
-            };
-            for (b, &(slot, _, _)) in outs.into_iter().zip(&step.outputs) {
-                slots[slot] = b;
-            }
-            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
-                if let Some(e) = p.get_mut(step.node) {
-                    e.0 += 1;
-                    e.1 += t.elapsed();
+                let result = {
+                    let mut ins: SmallVec<[Option<TensorRef<'_>>; 8]> = SmallVec::new();
+                    for i in &step.inputs {
+                        ins.push(match i {
+                            None => None,
+                            Some((src, v)) => Some(view(
+                                graph,
+                                plan,
+                                &inputs,
+                                src,
+                                &plan.dims[*v],
+                                plan.dtypes[*v],
+                                slots,
+                            )?),
+                        });
+                    }
+                    let mut out_views: SmallVec<[TensorMut<'_>; 4]> = outs
+                        .iter_mut()
+                        .zip(&step.outputs)
+                        .map(|(b, &(_, _, v))| TensorMut {
+                            dtype: plan.dtypes[v],
+                            dims: &plan.dims[v],
+                            data: b.as_bytes_mut(),
+                        })
+                        .collect();
+                    model.op(step.node).eval(ctx, &ins, &mut out_views)
+                };
+                for (b, &(slot, _, _)) in outs.into_iter().zip(&step.outputs) {
+                    slots[slot] = b;
                 }
+                if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                    if let Some(e) = p.get_mut(step.node) {
+                        e.0 += 1;
+                        e.1 += t.elapsed();
+                    }
+                }
+                result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
             }
-            result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
+            Ok(())
+        };
+        // With threads, the whole run goes to a pool thread: the ops' fork
+        // and join then stay among the pool's threads instead of waking
+        // this one (a sleeping thread's wake-up per parallel op).
+        #[cfg(feature = "threads")]
+        if threads > 1 && rayon::current_thread_index().is_none() {
+            rayon::scope(|_| run_steps())?;
+        } else {
+            run_steps()?;
+        }
+        #[cfg(not(feature = "threads"))]
+        {
+            let _ = threads;
+            run_steps()?;
         }
         let mut results: SmallVec<[TensorRef<'_>; 4]> = SmallVec::new();
         for &o in &graph.outputs {
