@@ -539,6 +539,36 @@ fn matmul_relu_shift() {
     );
 }
 
+/// Q·Kᵀ / √8: the batched MatMul scales by 1/√8 (an ulp from dividing).
+#[test]
+fn attention_scores_div() {
+    check(
+        "attention_scores_div",
+        &[("MatMul", 1)],
+        &[host_affine("MatMul", 2, "", Some(1.0 / 8f32.sqrt()), None)],
+    );
+}
+
+/// MatMul + bias, `·0.7 - 0.25` with no activation.
+#[test]
+fn matmul_scale_shift() {
+    check(
+        "matmul_scale_shift",
+        &[("MatMul", 1)],
+        &[host_affine("MatMul", 3, "", Some(0.7), Some(-0.25))],
+    );
+}
+
+/// `2 / (MatMul(x) + 30)`: the + 30 is a shift, the Div stays.
+#[test]
+fn neg_scalar_div_by_matmul() {
+    check(
+        "neg_scalar_div_by_matmul",
+        &[("MatMul", 1), ("Div", 1)],
+        &[host_affine("MatMul", 3, "", None, Some(30.0))],
+    );
+}
+
 /// A per-channel Mul after the activation is not a scalar affine.
 #[test]
 fn neg_affine_per_channel_after_act() {
@@ -759,5 +789,5 @@ fn every_fixture_is_tested() {
             n += 1;
         }
     }
-    assert_eq!(n, 55, "fixtures in tests/fusion");
+    assert_eq!(n, 58, "fixtures in tests/fusion");
 }

@@ -425,9 +425,10 @@ pub fn fuse_activation(g: &mut Graph) -> Result<Report> {
     })
 }
 
-/// The fused activations a scalar affine may follow (see the runtime's
-/// `Activation::from_attrs`).
-const AFFINE_AFTER: [&str; 6] = [
+/// The fused activations a scalar affine may follow, "" being none (see
+/// the runtime's `Activation::from_attrs`).
+const AFFINE_AFTER: [&str; 7] = [
+    "",
     "relu",
     "leaky_relu",
     "sigmoid",
@@ -437,12 +438,14 @@ const AFFINE_AFTER: [&str; 6] = [
 ];
 
 /// `act(host(x))·s + t`, with the Mul and Add by constant scalars after a
-/// fused unary activation → `activation_scale = s`, `activation_shift = t`
-/// on the host. One Mul, one Add, or a Mul then an Add: those keep the
-/// rounding of the nodes they replace (`u·s`, then `+ t`); further ones
-/// are left as they are.
+/// fused unary activation or none → `activation_scale = s`,
+/// `activation_shift = t` on the host. One Mul, one Add, or a Mul then an
+/// Add: those keep the rounding of the nodes they replace (`u·s`, then
+/// `+ t`); further ones are left as they are. A Div by a scalar `c` (as
+/// attention divides its scores by √d) is a Mul by `1/c`, within an ulp of
+/// the division.
 pub fn fuse_post_affine(g: &mut Graph) -> Result<Report> {
-    let (mul, add) = (op_id("Mul"), op_id("Add"));
+    let (mul, add, div) = (op_id("Mul"), op_id("Add"), op_id("Div"));
     let hosts = activation_hosts();
     if !typed(g) {
         return unchanged("fuse-post-affine");
@@ -453,15 +456,22 @@ pub fn fuse_post_affine(g: &mut Graph) -> Result<Report> {
         let cons = consumers(g);
         let mut hit = None;
         for (ni, n) in g.nodes.iter().enumerate() {
-            let is_mul = is(n, mul);
+            let is_div = is(n, div);
+            let is_mul = is(n, mul) || is_div;
             if !(is_mul || is(n, add)) {
                 continue;
             }
             let (Some(Some(p)), Some(Some(q))) = (n.inputs.first(), n.inputs.get(1)) else {
                 continue;
             };
-            for (x, c) in [(*p, *q), (*q, *p)] {
+            // x / c only (c / x is no affine of x)
+            let orders = if is_div { 1 } else { 2 };
+            for (x, c) in [(*p, *q), (*q, *p)].into_iter().take(orders) {
                 let Some(k) = scalar(g, c) else { continue };
+                let k = if is_div { 1.0 / k } else { k };
+                if !k.is_finite() {
+                    continue;
+                }
                 let Some(hi) = producers[x] else { continue };
                 let h = &g.nodes[hi];
                 let act = h.attrs.string("activation", "").unwrap_or_default();

@@ -16,7 +16,7 @@ numpy Generator seeded per case, so reruns on the same numpy reproduce the
 files byte for byte. References come from ORT with graph optimisations
 disabled (ORT_DISABLE_ALL), so they are the plain unfused computation.
 The committed files were made with onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.6
-(55 cases, about 150 KB).
+(58 cases, about 155 KB).
 
 Usage:  .venv/bin/python tests/fusion/make_fusion_models.py
 """
@@ -382,6 +382,31 @@ def matmul_relu_shift(b: B):
     return b.model([y]), [y]
 
 
+def attention_scores_div(b: B):
+    # Attention's scores: Q·Kᵀ per head (batched MatMul of two inputs), then
+    # divided by √d (d = 8, not a power of two).
+    q = b.input("q", b.randn(1, 2, 6, 8))
+    kt = b.input("kt", b.randn(1, 2, 8, 5))
+    d = b.const(np.float32(np.sqrt(np.float32(8.0))), "sqrt_d")
+    y = b.op("Div", [b.op("MatMul", [q, kt]), d])
+    return b.model([y]), [y]
+
+
+def matmul_scale_shift(b: B):
+    # MatMul + bias without an activation, then Mul and Add by scalars.
+    x = b.input("x", b.randn(5, 19))
+    y = b.op("Add", [b.op("Mul", [b.linear(x, 19, 23), b.scalar(0.7)]), b.scalar(-0.25)])
+    return b.model([y]), [y]
+
+
+def neg_scalar_div_by_matmul(b: B):
+    # c / (MatMul(x) + 30) is not an affine of the product: the Div stays
+    # (the + 30, fused as a shift, keeps the quotient well conditioned).
+    x = b.input("x", b.randn(5, 19))
+    y = b.op("Div", [b.scalar(2.0), b.op("Add", [b.linear(x, 19, 23), b.scalar(30.0)])])
+    return b.model([y]), [y]
+
+
 def neg_affine_per_channel_after_act(b: B):
     # A per-channel scale after the activation is not a scalar affine: it stays.
     x = b.input("x", b.randn(1, 3, 6, 7))
@@ -588,6 +613,10 @@ CASES = {
     "matmul_relu_shift": matmul_relu_shift,
     "neg_affine_per_channel_after_act": neg_affine_per_channel_after_act,
     "neg_affine_after_gelu": neg_affine_after_gelu,
+    # A scalar affine with no activation before it; Div as a scale.
+    "attention_scores_div": attention_scores_div,
+    "matmul_scale_shift": matmul_scale_shift,
+    "neg_scalar_div_by_matmul": neg_scalar_div_by_matmul,
     # Negative.
     "neg_matmul_output_is_graph_output": neg_matmul_output_is_graph_output,
     "neg_second_reader": neg_second_reader,

@@ -278,6 +278,9 @@ pub enum Activation {
     /// product and the sum are rounded separately, as the Mul and Add nodes
     /// they replace are.
     UnaryAffine(Unary, f32, f32),
+    /// `x·scale + shift` with no activation before it (attention's scores
+    /// divided by √d), rounded in two steps like the nodes it replaces.
+    Affine(f32, f32),
 }
 
 const ACTIVATIONS: &str =
@@ -288,8 +291,8 @@ impl Activation {
     /// Parameters: leaky_relu alpha (default 0.01); hard_sigmoid alpha, beta
     /// (0.2, 0.5); clip alpha = min, beta = max (default -inf, +inf).
     /// `activation_scale` / `activation_shift` (default 1, 0) add a scalar
-    /// affine after the activation; only after the unary ones (not gelu,
-    /// gelu_tanh, clip, or no activation).
+    /// affine after the activation; only after the unary ones or none (not
+    /// gelu, gelu_tanh, clip).
     pub fn from_attrs(a: &Attrs) -> Result<Activation> {
         let base = Activation::base_from_attrs(a)?;
         let (scale, shift) = (
@@ -301,8 +304,9 @@ impl Activation {
         }
         match base {
             Activation::Unary(u) => Ok(Activation::UnaryAffine(u, scale, shift)),
+            Activation::None => Ok(Activation::Affine(scale, shift)),
             other => Err(Error::Unsupported(format!(
-                "attributes 'activation_scale'/'activation_shift' need one of relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish as 'activation', not {other:?}"
+                "attributes 'activation_scale'/'activation_shift' need no 'activation' or one of relu, leaky_relu, sigmoid, tanh, hard_sigmoid, hard_swish, not {other:?}"
             ))),
         }
     }
@@ -343,6 +347,7 @@ impl Activation {
                 u.apply_f32(xs);
                 map(xs, |x| x * scale + shift);
             }
+            Activation::Affine(scale, shift) => map(xs, |x| x * scale + shift),
         }
     }
 }

@@ -499,8 +499,17 @@ fn fused_activation_with_affine_is_the_activation_then_mul_then_add() {
         let want = Unary::HardSwish.f32(v) * 0.83 + -0.21;
         assert_eq!(g.to_bits(), want.to_bits(), "x = {v}");
     }
-    // Only after a unary activation.
-    for act in ["gelu", "clip", ""] {
+    // With no activation: the affine alone, also rounded in two steps.
+    let a = Attrs::new()
+        .with("activation_scale", Attr::Float(0.3535534))
+        .with("activation_shift", Attr::Float(1.5));
+    let mut y = x.clone();
+    Activation::from_attrs(&a).unwrap().apply(&mut y);
+    for (&v, &g) in x.iter().zip(&y) {
+        assert_eq!(g.to_bits(), (v * 0.3535534 + 1.5).to_bits(), "x = {v}");
+    }
+    // Not after gelu or clip.
+    for act in ["gelu", "clip"] {
         let a = Attrs::new()
             .with("activation", Attr::Str(act.into()))
             .with("activation_scale", Attr::Float(2.0));
