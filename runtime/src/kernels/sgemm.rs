@@ -223,18 +223,19 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// One full `MR×NR` tile: `C = init + Σ_k A[r, k]·B[k]`, `C` at `c` with row
-/// stride `ldc`; `A[r, k]` is at `a + aoff[r] + k·astep`, row `k` of the
-/// B panel (`NR` floats) at `b + k·bstep`.
+/// One `R×NR` tile (`R ≤ MR`; a short last row panel does only its own
+/// rows): `C = init + Σ_k A[r, k]·B[k]`, `C` at `c` with row stride `ldc`;
+/// `A[r, k]` is at `a + aoff[r] + k·astep`, row `k` of the B panel (`NR`
+/// floats) at `b + k·bstep`.
 ///
 /// # Safety
-/// Those A and B addresses for `k < kc` are readable;
-/// `c` has `MR` rows of `NR` writable floats at stride `ldc`; `Init`
-/// pointers have `NR` / `MR` floats; the CPU has AVX2 and FMA.
+/// Those A and B addresses for `r < R`, `k < kc` are readable;
+/// `c` has `R` rows of `NR` writable floats at stride `ldc`; `Init`
+/// pointers have `NR` / `R` floats; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<const R: usize>(
     kc: usize,
     a: *const f32,
     aoff: &[usize; MR],
@@ -249,7 +250,7 @@ unsafe fn tile_avx2(
     // SAFETY: (whole body) every pointer offset stays inside the ranges the
     // caller guarantees above.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         match init {
             Init::Zero => {}
             Init::Load => {
@@ -583,22 +584,88 @@ impl Job<'_> {
         let cp = unsafe { c.0.add(i0 * ldc + j0) };
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            if rows == MR && cols == NR {
-                // SAFETY: AVX2+FMA detected; ap/bp hold kc·MR / kc·NR floats
-                // (sliced by the caller); the full tile is inside C.
-                unsafe {
-                    tile_avx2(
-                        kc,
-                        ap.as_ptr(),
-                        aoff,
-                        astep,
-                        bp.as_ptr(),
-                        bstep,
-                        cp,
-                        ldc,
-                        init,
-                    )
+            // Only the tile's own rows: a short last row panel (m = 128 is
+            // 21 panels and 2 rows; a conv with 16 or 32 output channels
+            // ends on 4 or 2) skips the rows it would drop.
+            macro_rules! rows {
+                ($c:expr, $ldc:expr) => {
+                    // SAFETY: AVX2+FMA detected; ap/bp hold kc·MR / kc·NR
+                    // floats (sliced by the caller; rows past `rows` are
+                    // never read); `$c` has `rows` rows of NR floats.
+                    unsafe {
+                        match rows {
+                            1 => tile_avx2::<1>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                            2 => tile_avx2::<2>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                            3 => tile_avx2::<3>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                            4 => tile_avx2::<4>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                            5 => tile_avx2::<5>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                            _ => tile_avx2::<MR>(
+                                kc,
+                                ap.as_ptr(),
+                                aoff,
+                                astep,
+                                bp.as_ptr(),
+                                bstep,
+                                $c,
+                                $ldc,
+                                init,
+                            ),
+                        }
+                    }
                 };
+            }
+            if cols == NR {
+                rows!(cp, ldc);
             } else {
                 let mut buf = [0f32; MR * NR];
                 if let Init::Load = init {
@@ -608,20 +675,7 @@ impl Job<'_> {
                         buf[r * NR..r * NR + cols].copy_from_slice(src);
                     }
                 }
-                // SAFETY: AVX2+FMA detected; `buf` is a full MR×NR tile.
-                unsafe {
-                    tile_avx2(
-                        kc,
-                        ap.as_ptr(),
-                        aoff,
-                        astep,
-                        bp.as_ptr(),
-                        bstep,
-                        buf.as_mut_ptr(),
-                        NR,
-                        init,
-                    )
-                };
+                rows!(buf.as_mut_ptr(), NR);
                 for r in 0..rows {
                     // SAFETY: as above.
                     let dst = unsafe { std::slice::from_raw_parts_mut(cp.add(r * ldc), cols) };
