@@ -149,7 +149,7 @@ fn exp1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
     let bits = if v < TWO23 {
         (v + TWO23).to_bits()
     } else {
-        v.to_bits() + (1 << 23)
+        v.to_bits().wrapping_add(1 << 23)
     };
     let sub = f32::from_bits(bits.wrapping_sub(TWO23.to_bits()));
     if n <= -126.0 { sub } else { normal }
