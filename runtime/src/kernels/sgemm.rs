@@ -291,6 +291,70 @@ unsafe fn tile_avx2<const R: usize>(
     }
 }
 
+/// The `R × NR` tile for wasm simd128, as two `R × 8` halves (12 of V8's 16
+/// vector registers as accumulators for R = 6; the whole tile would spill).
+/// Multiply then add, each rounded (simd128 has no fused multiply-add): the
+/// same bits as the portable tile it replaces.
+///
+/// # Safety
+/// As for `tile_avx2`, with simd128 in place of AVX2 and FMA.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_simd128<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    aoff: &[usize; MR],
+    astep: usize,
+    b: *const f32,
+    bstep: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    use core::arch::wasm32::*;
+    // SAFETY: (whole body) every pointer offset stays inside the ranges the
+    // caller guarantees; loads and stores are unaligned.
+    unsafe {
+        let ld = |p: *const f32| (p as *const v128).read_unaligned();
+        for h in [0usize, 8] {
+            let mut acc = [[f32x4_splat(0.0); 2]; R];
+            match init {
+                Init::Zero => {}
+                Init::Load => {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        *row = [ld(c.add(r * ldc + h)), ld(c.add(r * ldc + h + 4))];
+                    }
+                }
+                Init::Col(bias) => {
+                    let v = [ld(bias.add(h)), ld(bias.add(h + 4))];
+                    acc.iter_mut().for_each(|row| *row = v);
+                }
+                Init::Row(bias) => {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let v = f32x4_splat(*bias.add(r));
+                        *row = [v, v];
+                    }
+                }
+            }
+            let (mut ap, mut bp) = (a, b.add(h));
+            for _ in 0..kc {
+                let (b0, b1) = (ld(bp), ld(bp.add(4)));
+                for (row, &off) in acc.iter_mut().zip(aoff) {
+                    let av = f32x4_splat(*ap.add(off));
+                    row[0] = f32x4_add(row[0], f32x4_mul(av, b0));
+                    row[1] = f32x4_add(row[1], f32x4_mul(av, b1));
+                }
+                ap = ap.add(astep);
+                bp = bp.add(bstep);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                (c.add(r * ldc + h) as *mut v128).write_unaligned(row[0]);
+                (c.add(r * ldc + h + 4) as *mut v128).write_unaligned(row[1]);
+            }
+        }
+    }
+}
+
 /// Portable tile: `acc += Σ_k A[r, k]·B[k]` for `kc` steps, `A[r, k]` at
 /// `a[aoff[r] + k·astep]`, B's row `k` at `b[k·bstep..]` (vectorised by LLVM).
 #[inline]
@@ -582,108 +646,58 @@ impl Job<'_> {
         };
         // SAFETY: the caller guarantees the tile is inside C.
         let cp = unsafe { c.0.add(i0 * ldc + j0) };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // Only the tile's own rows: a short last row panel (m = 128 is
-            // 21 panels and 2 rows; a conv with 16 or 32 output channels
-            // ends on 4 or 2) skips the rows it would drop.
-            macro_rules! rows {
-                ($c:expr, $ldc:expr) => {
-                    // SAFETY: AVX2+FMA detected; ap/bp hold kc·MR / kc·NR
-                    // floats (sliced by the caller; rows past `rows` are
-                    // never read); `$c` has `rows` rows of NR floats.
+        // Only the tile's own rows: a short last row panel (m = 128 is 21
+        // panels and 2 rows; a conv with 16 or 32 output channels ends on 4
+        // or 2) skips the rows it would drop. `$kernel::<R>` is an
+        // `R × NR` tile kernel with `tile_avx2`'s arguments.
+        #[allow(unused_macros)]
+        macro_rules! fast_tile {
+            ($kernel:ident) => {{
+                let call = |c: *mut f32, ldc: usize| {
+                    let (a, b) = (ap.as_ptr(), bp.as_ptr());
+                    // SAFETY: the kernel's CPU features are present; ap/bp
+                    // hold kc·MR / kc·NR floats (sliced by the caller; rows
+                    // past `rows` are never read); `c` has `rows` rows of
+                    // NR floats at stride ldc.
                     unsafe {
                         match rows {
-                            1 => tile_avx2::<1>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
-                            2 => tile_avx2::<2>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
-                            3 => tile_avx2::<3>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
-                            4 => tile_avx2::<4>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
-                            5 => tile_avx2::<5>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
-                            _ => tile_avx2::<MR>(
-                                kc,
-                                ap.as_ptr(),
-                                aoff,
-                                astep,
-                                bp.as_ptr(),
-                                bstep,
-                                $c,
-                                $ldc,
-                                init,
-                            ),
+                            1 => $kernel::<1>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            2 => $kernel::<2>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            3 => $kernel::<3>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            4 => $kernel::<4>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            5 => $kernel::<5>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            _ => $kernel::<MR>(kc, a, aoff, astep, b, bstep, c, ldc, init),
                         }
                     }
                 };
-            }
-            if cols == NR {
-                rows!(cp, ldc);
-            } else {
-                let mut buf = [0f32; MR * NR];
-                if let Init::Load = init {
+                if cols == NR {
+                    call(cp, ldc);
+                } else {
+                    let mut buf = [0f32; MR * NR];
+                    if let Init::Load = init {
+                        for r in 0..rows {
+                            // SAFETY: row r of the tile has `cols` floats in C.
+                            let src = unsafe { std::slice::from_raw_parts(cp.add(r * ldc), cols) };
+                            buf[r * NR..r * NR + cols].copy_from_slice(src);
+                        }
+                    }
+                    call(buf.as_mut_ptr(), NR);
                     for r in 0..rows {
-                        // SAFETY: row r of the tile has `cols` floats in C.
-                        let src = unsafe { std::slice::from_raw_parts(cp.add(r * ldc), cols) };
-                        buf[r * NR..r * NR + cols].copy_from_slice(src);
+                        // SAFETY: as above.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(cp.add(r * ldc), cols) };
+                        dst.copy_from_slice(&buf[r * NR..r * NR + cols]);
                     }
                 }
-                rows!(buf.as_mut_ptr(), NR);
-                for r in 0..rows {
-                    // SAFETY: as above.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(cp.add(r * ldc), cols) };
-                    dst.copy_from_slice(&buf[r * NR..r * NR + cols]);
-                }
-            }
-            return;
+                return;
+            }};
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            fast_tile!(tile_avx2);
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        fast_tile!(tile_simd128);
+        #[allow(unreachable_code)]
         let mut acc = [[0f32; NR]; MR];
         match init {
             Init::Zero => {}

@@ -566,7 +566,8 @@ fn zip_broadcast<T: Copy, U: Copy>(
 
 /// [`zip_broadcast`] over pieces of the output split along its first dim
 /// longer than 1 (the dims before it are 1 in every operand), on up to
-/// `threads` threads (see [`par_pieces`]).
+/// `threads` threads (see [`par_pieces`]). Without the `threads` feature
+/// (wasm) just `zip_broadcast`: no second inlined copy of every loop.
 fn zip_broadcast_par<T: Copy + Send + Sync, U: Copy + Send>(
     threads: usize,
     (x, xd): (&[T], &[usize]),
@@ -574,38 +575,42 @@ fn zip_broadcast_par<T: Copy + Send + Sync, U: Copy + Send>(
     o: &mut [U],
     f: impl Fn(T, T) -> U + Copy + Send + Sync,
 ) -> Result<()> {
-    let od = broadcast_dims(&[xd, yd])?;
-    let axis = od.iter().position(|&d| d > 1);
-    let sizes_ok = x.len() == numel(xd)? && y.len() == numel(yd)? && o.len() == numel(&od)?;
-    let (Some(a), true, true) = (axis, sizes_ok && !o.is_empty(), threads > 1) else {
-        return zip_broadcast((x, xd), (y, yd), o, f);
-    };
-    let r = od.len();
-    let pad = |d: &[usize]| -> Vec<usize> {
-        let mut p = vec![1; r - d.len()];
-        p.extend_from_slice(d);
-        p
-    };
-    let (px, py) = (pad(xd), pad(yd));
-    let inner = numel(&od[a + 1..])?;
-    let (ix, iy) = (numel(&px[a + 1..])?, numel(&py[a + 1..])?);
-    par_pieces(threads, o, inner, |start, piece| {
-        let (r0, rows) = (start / inner, piece.len() / inner);
-        // an operand's rows r0..r0+rows along axis a, or all of it where it
-        // is broadcast along a
-        let sub = |v: &'_ [T], p: &[usize], inn: usize| -> (Vec<usize>, std::ops::Range<usize>) {
-            if p[a] == 1 {
-                (p.to_vec(), 0..v.len())
-            } else {
-                let mut d = p.to_vec();
-                d[a] = rows;
-                (d, r0 * inn..(r0 + rows) * inn)
-            }
-        };
-        let (xdd, xr) = sub(x, &px, ix);
-        let (ydd, yr) = sub(y, &py, iy);
-        zip_broadcast((&x[xr], &xdd), (&y[yr], &ydd), piece, f)
-    })
+    #[cfg(feature = "threads")]
+    if threads > 1 && o.len() >= super::PAR_MIN_ELEMS {
+        let od = broadcast_dims(&[xd, yd])?;
+        let axis = od.iter().position(|&d| d > 1);
+        let sizes_ok = x.len() == numel(xd)? && y.len() == numel(yd)? && o.len() == numel(&od)?;
+        if let (Some(a), true) = (axis, sizes_ok) {
+            let r = od.len();
+            let pad = |d: &[usize]| -> Vec<usize> {
+                let mut p = vec![1; r - d.len()];
+                p.extend_from_slice(d);
+                p
+            };
+            let (px, py) = (pad(xd), pad(yd));
+            let inner = numel(&od[a + 1..])?;
+            let (ix, iy) = (numel(&px[a + 1..])?, numel(&py[a + 1..])?);
+            return par_pieces(threads, o, inner, |start, piece| {
+                let (r0, rows) = (start / inner, piece.len() / inner);
+                // an operand's rows r0..r0+rows along axis a, or all of it
+                // where it is broadcast along a
+                let sub = |len: usize, p: &[usize], inn: usize| {
+                    if p[a] == 1 {
+                        (p.to_vec(), 0..len)
+                    } else {
+                        let mut d = p.to_vec();
+                        d[a] = rows;
+                        (d, r0 * inn..(r0 + rows) * inn)
+                    }
+                };
+                let (xdd, xr) = sub(x.len(), &px, ix);
+                let (ydd, yr) = sub(y.len(), &py, iy);
+                zip_broadcast((&x[xr], &xdd), (&y[yr], &ydd), piece, f)
+            });
+        }
+    }
+    let _ = threads;
+    zip_broadcast((x, xd), (y, yd), o, f)
 }
 
 fn binary_kernel<T: Arith + Send + Sync>(
