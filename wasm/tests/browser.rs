@@ -1,6 +1,8 @@
 //! The JS API in headless Chromium (wasm-bindgen-test): load, describe, run
 //! the bundled digits CNN against ONNX Runtime's logits, and every error
-//! path throwing a `MorselError` without breaking the instance.
+//! path throwing a `MorselError` without breaking the instance. Also the
+//! kernels only this build has (simd128 f32 and int8 matmul, the vector
+//! exp) against their definitions.
 //!
 //! Run by `make test-wasm` (needs `target/digits_cnn.morsel`, which it
 //! converts first). Compiled only for wasm32.
@@ -223,4 +225,132 @@ fn bad_inputs_throw_input_errors_naming_the_problem() {
     }
     // Still runs after all those errors.
     assert!(m.run(feeds("x", x.into(), &[1.0, 1.0, 8.0, 8.0])).is_ok());
+}
+
+// ---------------------------------------------------------------- kernels
+//
+// The simd128 kernels exist only in this build, so their checks against the
+// definitions run here, in the browser that runs them.
+
+/// A small LCG: the same numbers on every run.
+struct Lcg(u32);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(1664525).wrapping_add(1013904223);
+        self.0 >> 8
+    }
+    fn f32(&mut self) -> f32 {
+        self.next() as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    }
+    fn i8(&mut self) -> i8 {
+        (self.next() % 256) as u8 as i8
+    }
+}
+
+/// The f32 matmul (simd128 tile, short row panels, partial column panels,
+/// k past one block, in-place and packed B, column bias) against f64 sums.
+#[wasm_bindgen_test]
+fn f32_matmul_matches_the_definition() {
+    use morsel_runtime::kernels::Mat;
+    use morsel_runtime::kernels::sgemm::{self, Bias, Lhs, PackedB, Rhs};
+    let mut rng = Lcg(5);
+    let mut scratch = Vec::new();
+    for &m in &[1usize, 2, 5, 6, 7, 13, 60] {
+        for &k in &[1usize, 7, 300] {
+            for &n in &[1usize, 15, 16, 17, 40] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.f32()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.f32()).collect();
+                let bias: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+                let packed = PackedB::new(Mat::rows(&b, k, n)).unwrap();
+                for (how, rhs) in [
+                    ("view", Rhs::View(Mat::rows(&b, k, n))),
+                    ("packed", Rhs::Packed(&packed)),
+                ] {
+                    let mut c = vec![f32::NAN; m * n];
+                    let lhs = Lhs::View(Mat::rows(&a, m, k));
+                    sgemm::matmul(lhs, rhs, &mut c, n, Bias::Col(&bias), None, 1, &mut scratch)
+                        .unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut want = bias[j] as f64;
+                            let mut mag = want.abs();
+                            for p in 0..k {
+                                let t = a[i * k + p] as f64 * b[p * n + j] as f64;
+                                want += t;
+                                mag += t.abs();
+                            }
+                            let got = c[i * n + j] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-5 * mag + 1e-7,
+                                "{m}x{k}x{n} {how} [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every int8 kernel this build has (the portable one and simd128's) gives
+/// exactly the integer products, on odd shapes and the extreme values.
+#[wasm_bindgen_test]
+fn int8_kernels_are_exact() {
+    use morsel_runtime::kernels::int8::{Kernel, gemm_i8, pack_b_for};
+    let kernels = Kernel::available();
+    assert!(
+        kernels.len() >= 2,
+        "simd128 int8 kernel missing: {kernels:?}"
+    );
+    let mut rng = Lcg(9);
+    for &m in &[1usize, 3, 4, 5, 9] {
+        for &k in &[1usize, 3, 4, 17, 64] {
+            for &n in &[1usize, 4, 5, 13, 32] {
+                let mut a: Vec<i8> = (0..m * k).map(|_| rng.i8()).collect();
+                // weights are symmetric: [-127, 127]
+                let mut b: Vec<i8> = (0..k * n).map(|_| rng.i8().max(-127)).collect();
+                a[0] = -128;
+                b[0] = -127;
+                let want: Vec<i32> = (0..m * n)
+                    .map(|ij| {
+                        let (i, j) = (ij / n, ij % n);
+                        (0..k)
+                            .map(|p| a[i * k + p] as i32 * b[p * n + j] as i32)
+                            .sum()
+                    })
+                    .collect();
+                for &kernel in kernels {
+                    let packed = pack_b_for(kernel, &b, k, n, n).unwrap();
+                    let mut c = vec![i32::MIN; m * n];
+                    gemm_i8(m, &a, k, &packed, &mut c, n);
+                    assert_eq!(c, want, "{kernel:?} {m}x{k}x{n}");
+                }
+            }
+        }
+    }
+}
+
+/// exp and softmax's exp-and-sum on this build's vector code: exact
+/// subnormal results from `exp`, zero below ~2^-125.5 from the softmax step.
+#[wasm_bindgen_test]
+fn exp_subnormals_and_softmax_flush() {
+    use morsel_runtime::kernels::math;
+    let mut x = [-80.0f32, -95.0, -103.0, -1e30, 1.0];
+    math::exp(&mut x);
+    for (&got, v) in x.iter().zip([-80.0f64, -95.0, -103.0]) {
+        let want = v.exp();
+        // within one subnormal ulp (2^-149) or 1.5e-7 relative
+        let tol = (1.5e-7 * want).max(1.4013e-45);
+        assert!(
+            (got as f64 - want).abs() <= tol,
+            "exp({v}) = {got}, want {want}"
+        );
+    }
+    assert_eq!(x[3], 0.0);
+    let x = [0.0f32, -86.0, -88.0, -3.4e38];
+    let mut y = [1f32; 4];
+    let s = math::exp_shift_sum(&x, 0.0, &mut y);
+    assert!(y[1].is_normal() && y[2] == 0.0 && y[3] == 0.0, "{y:?}");
+    assert!((s - 1.0).abs() < 1e-6, "{s}");
 }
