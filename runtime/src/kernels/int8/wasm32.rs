@@ -21,26 +21,41 @@ pub(super) fn tile_simd128_4x4(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
     }
 }
 
-/// Rows `0..R`; `t.check` passed.
+/// Rows `0..R`; `t.check` passed. The whole chunks run with the A rows'
+/// 4 bytes read as one i32 each (no per-chunk bounds checks or tail test:
+/// V8 keeps them as scalar compares and branches), then the padded tail.
 fn rows<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
     let mut acc = [[i32x4_splat(0); 2]; R];
-    for q in 0..t.chunks() {
-        let a: [i32; R] = std::array::from_fn(|r| {
-            let s = match t.tail {
-                Some(tail) if q == t.full => &tail[r][..4],
-                _ => &t.a[r][4 * q..4 * q + 4],
-            };
-            i32::from_le_bytes([s[0] as u8, s[1] as u8, s[2] as u8, s[3] as u8])
-        });
-        let b = &t.b[16 * q..16 * q + 16];
-        // SAFETY: `b` is a 16-byte slice; `v128_load` allows any alignment.
-        let b = unsafe { v128_load(b.as_ptr().cast()) };
+    #[inline(always)]
+    fn step<const R: usize>(acc: &mut [[v128; 2]; R], a: [i32; R], b: *const i8) {
+        // SAFETY: the caller passes a pointer to 16 readable bytes;
+        // `v128_load` allows any alignment.
+        let b = unsafe { v128_load(b.cast()) };
         let (b01, b23) = (i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b));
         for (acc, &a) in acc.iter_mut().zip(&a) {
             let a = i16x8_extend_low_i8x16(i32x4_splat(a));
             acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(a, b01));
             acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(a, b23));
         }
+    }
+    let full = t.full;
+    let rows: [*const i8; R] = std::array::from_fn(|r| t.a[r].as_ptr());
+    let b = t.b.as_ptr();
+    for q in 0..full {
+        // SAFETY: `t.check` passed: every A row holds `full·4` bytes and
+        // the panel `chunks()·16`, so chunk q < full is in bounds for both.
+        let a =
+            std::array::from_fn(|r| unsafe { rows[r].add(4 * q).cast::<i32>().read_unaligned() });
+        // SAFETY: as above.
+        step(&mut acc, a, unsafe { b.add(16 * q) });
+    }
+    if let Some(tail) = t.tail {
+        let a = std::array::from_fn(|r| {
+            let s = &tail[r];
+            i32::from_le_bytes([s[0] as u8, s[1] as u8, s[2] as u8, s[3] as u8])
+        });
+        // the panel's last 16 bytes, which `t.check` guaranteed
+        step(&mut acc, a, t.b[16 * full..16 * full + 16].as_ptr());
     }
     for (o, acc) in out.iter_mut().zip(&acc) {
         let even = i32x4_shuffle::<0, 2, 4, 6>(acc[0], acc[1]);
