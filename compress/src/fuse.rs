@@ -41,7 +41,7 @@ use morsel_runtime::graph::{Attr, Graph, Node, ValueId};
 use morsel_runtime::ops::{OpId, op_id};
 use morsel_runtime::tensor::Tensor;
 
-use crate::passes::{Report, compact};
+use crate::passes::{ConvWeight, Report, compact};
 
 /// All fusions, in the order they compose (bias before activation).
 pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
@@ -633,18 +633,6 @@ fn channel_const(g: &Graph, v: ValueId, m: usize, out_rank: usize) -> Option<Vec
 pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
     let (conv, conv_t) = (op_id("Conv"), op_id("ConvTranspose"));
     let (mul, add) = (op_id("Mul"), op_id("Add"));
-    // (output channels, transposed, group) of a conv weight, if foldable
-    let geometry = |n: &Node, dims: &[usize]| -> Option<(usize, bool, usize)> {
-        let group = n.attrs.int("group", 1).ok()?.max(1) as usize;
-        if dims.len() < 3 || dims[0] % group != 0 {
-            return None;
-        }
-        if is(n, conv_t) {
-            Some((dims[1] * group, true, group))
-        } else {
-            Some((dims[0], false, group))
-        }
-    };
     let mut changed = 0;
     loop {
         let producers = g.producers();
@@ -680,14 +668,14 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
                     None => true,
                     Some(b) => g.values[b].konst.is_some(),
                 };
-                let Some(geo) = geometry(cn, &wt.dims) else {
+                let Some(cw) = ConvWeight::of(cn, is(cn, conv_t), &wt.dims) else {
                     continue;
                 };
                 if wt.dtype != DType::F32 || !bias_ok {
                     continue;
                 }
-                if let Some(vals) = channel_const(g, c, geo.0, wt.dims.len()) {
-                    hit = Some((ni, ci, vals, is(n, mul), geo));
+                if let Some(vals) = channel_const(g, c, cw.out_channels, wt.dims.len()) {
+                    hit = Some((ni, ci, vals, is(n, mul), cw));
                     break;
                 }
             }
@@ -695,9 +683,10 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
                 break;
             }
         }
-        let Some((ni, ci, vals, is_mul, (m, transposed, group))) = hit else {
+        let Some((ni, ci, vals, is_mul, cw)) = hit else {
             break;
         };
+        let m = cw.out_channels;
         let cn = &g.nodes[ci];
         let w = cn.inputs[1].unwrap_or_default();
         let Some(wt) = g.values[w].konst.clone() else {
@@ -713,7 +702,7 @@ pub fn fold_conv_affine(g: &mut Graph) -> Result<Report> {
         }
         let mut wv = wt.to_f32_vec()?;
         if is_mul {
-            crate::passes::scale_out_channels(&mut wv, &wt.dims, transposed, group, per);
+            cw.scale(&mut wv, &wt.dims, per);
             b.iter_mut().enumerate().for_each(|(k, v)| *v *= per(k));
         } else {
             b.iter_mut().enumerate().for_each(|(k, v)| *v += per(k));

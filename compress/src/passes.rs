@@ -3,7 +3,7 @@
 //! `fn(&mut Graph) -> Result<Report>` and can run alone.
 
 use anyhow::{Result, anyhow};
-use morsel_runtime::graph::{Attr, Graph, ValueId};
+use morsel_runtime::graph::{Attr, Graph, Node, ValueId};
 use morsel_runtime::ops::{self, op_id};
 use morsel_runtime::tensor::Tensor;
 
@@ -121,23 +121,19 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
         let is_conv = Some(p.op) == conv || is_conv_t;
         let trans_b = p.attrs.int("transB", 0).unwrap_or(0) != 0;
         let (alpha, beta) = (p.attrs.float("alpha", 1.0)?, p.attrs.float("beta", 1.0)?);
-        let group = p.attrs.int("group", 1).unwrap_or(1).max(1) as usize;
-        // output channel count of the producer (ConvTranspose's weight is
-        // [C_in, C_out/group, k...])
-        let out_c = if is_conv_t {
-            w.dims.get(1).map(|&d| d * group)
-        } else if is_conv || trans_b {
-            w.dims.first().copied()
-        } else {
-            w.dims.get(1).copied()
+        let conv_w = is_conv.then(|| ConvWeight::of(p, is_conv_t, &w.dims));
+        // output channel count of the producer
+        let out_c = match conv_w {
+            Some(cw) => cw.map(|cw| cw.out_channels),
+            None if trans_b => w.dims.first().copied(),
+            None => w.dims.get(1).copied(),
         };
-        let bad_conv = is_conv && (w.dims.len() < 3 || w.dims[0] % group != 0);
-        if out_c != Some(c) || (!is_conv && w.dims.len() != 2) || bad_conv {
+        if out_c != Some(c) || (!is_conv && w.dims.len() != 2) {
             i += 1;
             continue;
         }
-        if is_conv {
-            scale_out_channels(&mut wv, &w.dims, is_conv_t, group, |k| s[k]);
+        if let Some(Some(cw)) = conv_w {
+            cw.scale(&mut wv, &w.dims, |k| s[k]);
         } else if trans_b {
             let per = wv.len() / c;
             for (k, chunk) in wv.chunks_mut(per).enumerate() {
@@ -191,30 +187,49 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<Report> {
     })
 }
 
-/// Multiply a Conv weight ([C_out, C_in/group, k...]) or a ConvTranspose
-/// weight ([C_in, C_out/group, k...]) by `s(output channel)`. The caller has
-/// checked the rank and that `group` divides C_in.
-pub(crate) fn scale_out_channels(
-    w: &mut [f32],
-    dims: &[usize],
+/// A Conv weight ([C_out, C_in/group, k...]) or a ConvTranspose weight
+/// ([C_in, C_out/group, k...]) seen by output channel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvWeight {
+    pub out_channels: usize,
     transposed: bool,
     group: usize,
-    s: impl Fn(usize) -> f32,
-) {
-    let taps: usize = dims[2..].iter().product();
-    if !transposed {
-        for (k, chunk) in w.chunks_mut(w.len() / dims[0].max(1)).enumerate() {
-            chunk.iter_mut().for_each(|v| *v *= s(k));
+}
+
+impl ConvWeight {
+    /// For node `n`'s weight of `dims` (ConvTranspose when `transposed`);
+    /// `None` when the rank is below 3 or `group` does not divide dim 0.
+    pub(crate) fn of(n: &Node, transposed: bool, dims: &[usize]) -> Option<ConvWeight> {
+        let group = n.attrs.int("group", 1).ok()?.max(1) as usize;
+        if dims.len() < 3 || dims[0] % group != 0 {
+            return None;
         }
-        return;
+        let out_channels = if transposed { dims[1] * group } else { dims[0] };
+        Some(ConvWeight {
+            out_channels,
+            transposed,
+            group,
+        })
     }
-    // input channel ci (of group ci / (C_in/group)) feeds output channels
-    // group·(C_out/group) + j
-    let (c_in, c_out_g) = (dims[0], dims[1]);
-    for (ci, per_in) in w.chunks_mut((c_out_g * taps).max(1)).enumerate() {
-        let base = ci / (c_in / group).max(1) * c_out_g;
-        for (j, kernel) in per_in.chunks_mut(taps.max(1)).enumerate() {
-            kernel.iter_mut().for_each(|v| *v *= s(base + j));
+
+    /// Multiply the weight `w` (of the `dims` given to [`ConvWeight::of`])
+    /// by `s(output channel)`.
+    pub(crate) fn scale(&self, w: &mut [f32], dims: &[usize], s: impl Fn(usize) -> f32) {
+        let taps: usize = dims[2..].iter().product();
+        if !self.transposed {
+            for (k, chunk) in w.chunks_mut(w.len() / dims[0].max(1)).enumerate() {
+                chunk.iter_mut().for_each(|v| *v *= s(k));
+            }
+            return;
+        }
+        // input channel ci (of group ci / (C_in/group)) feeds output
+        // channels group·(C_out/group) + j
+        let (c_in, c_out_g) = (dims[0], dims[1]);
+        for (ci, per_in) in w.chunks_mut((c_out_g * taps).max(1)).enumerate() {
+            let base = ci / (c_in / self.group).max(1) * c_out_g;
+            for (j, kernel) in per_in.chunks_mut(taps.max(1)).enumerate() {
+                kernel.iter_mut().for_each(|v| *v *= s(base + j));
+            }
         }
     }
 }

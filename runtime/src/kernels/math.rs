@@ -160,12 +160,6 @@ const ANY: u8 = 0;
 const FLUSH: u8 = 1;
 const EXACT: u8 = 2;
 
-/// e^x exact down to subnormal results.
-#[inline(always)]
-fn exp_exact<M: MulAdd>(x: f32) -> f32 {
-    exp1::<M, EXACT>(x)
-}
-
 /// Where erf switches from its series-like polynomial to `1 - erfc`.
 const ERF_SPLIT: f32 = 0.875;
 
@@ -310,7 +304,8 @@ macro_rules! lanes {
 }
 
 lanes! {
-    Exp => exp_exact;
+    // n ≥ -125 from here up (x·log2 e ≥ -124.8)
+    Exp => exp1, subnormal below EXP_NORMAL_MIN;
     Erf => erf1;
     Tanh => tanh1;
     Sigmoid => sigmoid1;
@@ -318,6 +313,10 @@ lanes! {
     Gelu => gelu1, subnormal below GELU_NORMAL_MIN;
     GeluTanh => gelu_tanh1;
 }
+
+/// Below this, e^x may be under the smallest normal (and a chunk with such
+/// a value is computed again on exp's exact path).
+const EXP_NORMAL_MIN: f32 = -86.5;
 
 /// Below this, GELU's erfc tail may need a subnormal exp (and a chunk
 /// with such a value is computed again with it).

@@ -3,7 +3,7 @@
 //! inference-mode `BatchNormalization` (the importer folds most of these
 //! into a preceding Conv/Gemm; this op covers the rest).
 
-use super::{Ctx, Fact, Op, axis, expect_dtype, req};
+use super::{Ctx, Fact, Op, axis, expect_dtype, par_pieces, req};
 use crate::dtype::DType;
 use crate::graph::{Attr, Attrs};
 use crate::kernels::math;
@@ -141,21 +141,14 @@ impl Op for Softmax {
             return Ok(());
         }
         if inner == 1 {
-            #[cfg(feature = "threads")]
-            if ctx.threads > 1 && xs.len() >= 1 << 15 && xs.len() > n {
-                use rayon::prelude::*;
-                return {
-                    xs.par_chunks(n)
-                        .zip(y.par_chunks_mut(n))
-                        .with_min_len((1 << 12) / n + 1)
-                        .for_each(|(xr, yr)| softmax_row(xr, yr));
-                    Ok(())
-                };
-            }
-            for (xr, yr) in xs.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-                softmax_row(xr, yr);
-            }
-            return Ok(());
+            // whole rows per thread
+            return par_pieces(ctx.threads, y, n, |start, piece| {
+                let xs = &xs[start..start + piece.len()];
+                for (xr, yr) in xs.chunks_exact(n).zip(piece.chunks_exact_mut(n)) {
+                    softmax_row(xr, yr);
+                }
+                Ok(())
+            });
         }
         let (max, sum) = ctx.scratch(inner.saturating_mul(2)).split_at_mut(inner);
         for (xb, yb) in xs.chunks_exact(block).zip(y.chunks_exact_mut(block)) {

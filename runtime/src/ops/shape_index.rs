@@ -471,15 +471,14 @@ impl Op for Concat {
             return Ok(());
         }
         // (input bytes, offset in an output row, bytes per row) per input
-        let mut parts = Vec::with_capacity(inputs.len());
-        let mut off = 0;
-        for x in inputs.iter().flatten() {
-            let chunk = x.dims[a] * inner;
-            if chunk > 0 {
-                parts.push((x.data, off, chunk));
-            }
-            off += chunk;
-        }
+        let parts = || {
+            inputs.iter().flatten().scan(0, |off, x| {
+                let chunk = x.dims[a] * inner;
+                let at = *off;
+                *off += chunk;
+                Some((x.data, at, chunk))
+            })
+        };
         // Any byte range of the output is a run of pieces of input rows, so
         // threads take ranges of whole cache lines (for as many bytes as
         // other ops split floats).
@@ -489,22 +488,16 @@ impl Op for Concat {
             1
         };
         par_pieces(threads, out.data, 64, |start, dst| {
-            let mut pos = start;
             let end = start + dst.len();
-            let mut k = 0;
-            while pos < end {
-                let (row, col) = (pos / out_row, pos % out_row);
-                if col == 0 {
-                    k = 0;
+            for row in start / out_row..end.div_ceil(out_row) {
+                let base = row * out_row;
+                for (src, at, chunk) in parts() {
+                    let (lo, hi) = ((base + at).max(start), (base + at + chunk).min(end));
+                    if lo < hi {
+                        let from = row * chunk + (lo - base - at);
+                        dst[lo - start..hi - start].copy_from_slice(&src[from..from + (hi - lo)]);
+                    }
                 }
-                while parts[k].1 + parts[k].2 <= col {
-                    k += 1;
-                }
-                let (src, at, chunk) = parts[k];
-                let n = (at + chunk - col).min(end - pos);
-                let from = row * chunk + (col - at);
-                dst[pos - start..pos - start + n].copy_from_slice(&src[from..from + n]);
-                pos += n;
             }
             Ok(())
         })
