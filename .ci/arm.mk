@@ -81,6 +81,8 @@ arm-native-ref: $(ARM_OUT)/sample_input.f32 $(ARM_OUT)/digits450.f32
 	$(ARM_BUILD)
 	target/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/sample_input.f32 > $(ARM_OUT)/minimal-native.txt
 	target/debug/examples/minimal $(DIGITS_INT8) $(ARM_OUT)/digits450.f32 > $(ARM_OUT)/int8-native.txt
+	MORSEL_ISA=baseline target/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/digits450.f32 \
+	    > $(ARM_OUT)/f32-native-baseline.txt
 	@echo "== a budget below the plan is refused"
 	@if target/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/sample_input.f32 --budget 1000 \
 	    > /dev/null 2> $(ARM_OUT)/budget.txt; then echo "a 1000-byte budget should fail"; exit 1; fi
@@ -99,6 +101,15 @@ arm-e2e-%: setup-arm arm-native-ref
 	    > $(ARM_OUT)/int8-$*.txt
 	@cmp $(ARM_OUT)/int8-native.txt $(ARM_OUT)/int8-$*.txt && \
 	    echo "$*: int8 outputs bit-identical to native ($$(grep -vc '^output' $(ARM_OUT)/int8-native.txt) values)"
+	@# armv7 computes f32 without FMA, like x86-64 held to its SSE2 loops
+	@# (MORSEL_ISA=baseline, runtime/src/kernels/cpu.rs): the same bits.
+	@if [ $* = armv7-unknown-linux-gnueabihf ]; then \
+	    echo "== f32 digits, 450 images: armv7 vs x86-64 with MORSEL_ISA=baseline"; \
+	    $(QEMU_$*) target/$*/debug/examples/minimal $(DIGITS_MORSEL) $(ARM_OUT)/digits450.f32 \
+	        > $(ARM_OUT)/f32-$*.txt && \
+	    cmp $(ARM_OUT)/f32-native-baseline.txt $(ARM_OUT)/f32-$*.txt && \
+	    echo "$*: f32 outputs bit-identical to x86-64 baseline"; \
+	fi
 
 # The C example, native and aarch64 (linked against the dev-profile static lib).
 C_AARCH64 := target/c-example/aarch64-unknown-linux-gnu-debug/digits

@@ -22,15 +22,18 @@ export function digitsTest() {
 
 /**
  * Native Morsel's logits for the digits test split: `morsel run` on the same
- * .morsel file and the same x, through the CLI the README documents.
+ * .morsel file and the same x, through the CLI the README documents. With
+ * `baseline`, run with MORSEL_ISA=baseline (no FMA: the wasm build's
+ * arithmetic, runtime/src/kernels/cpu.rs).
  */
-export function nativeDigitsLogits() {
+export function nativeDigitsLogits({ baseline = false } = {}) {
   fs.mkdirSync(OUT, { recursive: true });
   const { x } = digitsTest();
   const xFile = path.join(OUT, 'digits_test_x.npy');
   writeNpyF32(xFile, x.data, x.shape);
-  const dir = path.join(OUT, 'native');
-  execFileSync(MORSEL_CLI, ['run', DIGITS_MORSEL, '--input', `x=${xFile}`, '-d', dir], { stdio: 'pipe' });
+  const dir = path.join(OUT, baseline ? 'native-baseline' : 'native');
+  const env = { ...process.env, ...(baseline ? { MORSEL_ISA: 'baseline' } : {}) };
+  execFileSync(MORSEL_CLI, ['run', DIGITS_MORSEL, '--input', `x=${xFile}`, '-d', dir], { stdio: 'pipe', env });
   return readNpy(path.join(dir, 'logits.npy'));
 }
 

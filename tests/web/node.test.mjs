@@ -38,7 +38,7 @@ test('describes the digits model', () => {
   }
 });
 
-test('whole digits test split equals native Morsel (max |diff| <= 1e-5)', () => {
+test('whole digits test split equals native Morsel (max |diff| <= 1e-5; bit-identical with MORSEL_ISA=baseline)', () => {
   const { x, y } = digitsTest();
   const native = nativeDigitsLogits();
   const m = Model.load(bytes);
@@ -53,6 +53,11 @@ test('whole digits test split equals native Morsel (max |diff| <= 1e-5)', () => 
   console.log(`node: 450 digits, max |diff| vs native ${diff.toExponential(3)}, accuracy ${correct}/450`);
   assert.ok(diff <= 1e-5, `max |diff| ${diff}`);
   assert.deepEqual(pred, argmaxRows(native.data, 10));
+  // Without FMA natively too, the wasm build's arithmetic: the same bits.
+  const baseline = nativeDigitsLogits({ baseline: true });
+  const same = Buffer.compare(Buffer.from(out.logits.data.buffer, out.logits.data.byteOffset, out.logits.data.byteLength),
+    Buffer.from(baseline.data.buffer, baseline.data.byteOffset, baseline.data.byteLength)) === 0;
+  assert.ok(same, `not bit-identical to native MORSEL_ISA=baseline (max |diff| ${maxAbsDiff(out.logits.data, baseline.data)})`);
 });
 
 test('bad files and bad inputs throw MorselError with the runtime message', () => {

@@ -18,6 +18,10 @@ target/models/ (or $MORSEL_MODELS_DIR):
                         1x3x48x192 line of cls_inputs.npz (the same examples
                         benches/side_by_side.py times)
   ref/{case}/*.npy      native Morsel's outputs on those files (`morsel run`)
+  ref_baseline/{case}/*.npy
+                        the same with MORSEL_ISA=baseline: x86-64 held to its
+                        SSE2 loops and portable tiles, no FMA, the arithmetic
+                        of the wasm simd128 build (runtime/src/kernels/cpu.rs)
 
 Idempotent: each file is remade only when it is missing or older than what
 it is made from (the CLI binary included, for .morsel files and references).
@@ -62,12 +66,13 @@ def stale(out: Path, *sources: Path) -> bool:
     return not out.exists() or any(out.stat().st_mtime < s.stat().st_mtime for s in sources)
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     t0 = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    shown = " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd])
     if r.returncode != 0:
-        sys.exit(f"error: `{' '.join(cmd)}` failed (status {r.returncode}):\n{r.stderr.strip()}")
-    print(f"  {' '.join(cmd)}  ({time.monotonic() - t0:.1f} s)", flush=True)
+        sys.exit(f"error: `{shown}` failed (status {r.returncode}):\n{r.stderr.strip()}")
+    print(f"  {shown}  ({time.monotonic() - t0:.1f} s)", flush=True)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -141,14 +146,15 @@ def main() -> int:
         elif stale(theirs, onnx):
             link_or_copy(onnx, theirs)
         # Native Morsel's outputs on the same files; the marker is written last.
-        ref = OUT / "ref" / case
-        done = ref / ".done"
-        if stale(done, morsel, cli, *inputs[inp]):
-            shutil.rmtree(ref, ignore_errors=True)
-            ref.mkdir(parents=True)
-            feeds = [a for f in inputs[inp] for a in ("--input", f"{f.stem}={f}")]
-            run([str(cli), "run", str(morsel), *feeds, "-d", str(ref)])
-            done.touch()
+        for kind, env in (("ref", {}), ("ref_baseline", {"MORSEL_ISA": "baseline"})):
+            ref = OUT / kind / case
+            done = ref / ".done"
+            if stale(done, morsel, cli, *inputs[inp]):
+                shutil.rmtree(ref, ignore_errors=True)
+                ref.mkdir(parents=True)
+                feeds = [a for f in inputs[inp] for a in ("--input", f"{f.stem}={f}")]
+                run([str(cli), "run", str(morsel), *feeds, "-d", str(ref)], env)
+                done.touch()
     print(f"web models ready in {OUT.relative_to(ROOT)}", flush=True)
     return 0
 

@@ -423,27 +423,11 @@ enum Isa {
     Avx2Fma,
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    // 0: not probed yet, 1: no, 2: yes.
-    static PROBED: AtomicU8 = AtomicU8::new(0);
-    match PROBED.load(Ordering::Relaxed) {
-        0 => {
-            let yes = std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma");
-            PROBED.store(1 + yes as u8, Ordering::Relaxed);
-            yes
-        }
-        v => v == 2,
-    }
-}
-
 /// The fastest copy this CPU runs.
 #[inline]
 fn best() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if super::cpu::avx2_fma() {
         return Isa::Avx2Fma;
     }
     Isa::Portable

@@ -6,6 +6,7 @@
 //! f32 matrix multiply is [`sgemm`]: packed panels, bias and activation
 //! fused into the tile loop, weights packed once per model.
 
+pub mod cpu;
 pub mod generic;
 pub mod int8;
 pub mod math;

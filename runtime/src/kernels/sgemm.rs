@@ -216,13 +216,6 @@ enum Init {
     Row(*const f32),
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 /// One `R×NR` tile (`R ≤ MR`; a short last row panel does only its own
 /// rows): `C = init + Σ_k A[r, k]·B[k]`, `C` at `c` with row stride `ldc`;
 /// `A[r, k]` is at `a + aoff[r] + k·astep`, row `k` of the B panel (`NR`
@@ -692,7 +685,7 @@ impl Job<'_> {
             }};
         }
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if super::cpu::avx2_fma() {
             fast_tile!(tile_avx2);
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

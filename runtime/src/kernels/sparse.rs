@@ -410,13 +410,6 @@ unsafe fn run_cols<F: Madd>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 /// # Safety
 /// As [`run_cols`]; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
@@ -431,7 +424,7 @@ unsafe fn run_cols_avx2(job: &Job<'_>, out: OutPtr, j0: usize, j1: usize, scratc
 unsafe fn run_best(job: &Job<'_>, out: OutPtr, j0: usize, j1: usize, portable: bool) {
     super::with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
-        if !portable && has_avx2_fma() {
+        if !portable && super::cpu::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA; the rest is the caller's.
             return unsafe { run_cols_avx2(job, out, j0, j1, scratch) };
         }

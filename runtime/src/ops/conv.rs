@@ -732,20 +732,13 @@ fn depthwise(
 fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
     crate::kernels::with_scratch(|buf| {
         #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
+        if crate::kernels::cpu::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
             unsafe { depthwise_plane_avx2(x, w, bias, y, g, buf) };
             return;
         }
         depthwise_plane_impl(x, w, bias, y, g, buf)
     })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// The same loop compiled for AVX2 (8 lanes instead of SSE's 4).

@@ -38,13 +38,6 @@ pub enum Unary {
     GeluTanh,
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
 /// `f` over a slice in place: one loop per closure, vectorised where `f` is
 /// simple enough.
 #[inline(always)]
@@ -97,7 +90,7 @@ impl Unary {
     /// Apply to a whole f32 slice (the fused-activation entry point too).
     pub fn apply_f32(self, xs: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if crate::kernels::cpu::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
             unsafe { self.apply_f32_avx2(xs) };
             return;

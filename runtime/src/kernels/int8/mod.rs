@@ -111,14 +111,14 @@ impl Kernel {
             #[allow(unused_mut)]
             let mut v = vec![Kernel::Generic];
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if super::cpu::avx2() {
                 v.push(Kernel::Avx2);
             }
             #[cfg(target_arch = "aarch64")]
             {
                 // NEON is part of the aarch64 baseline Rust targets assume.
                 v.push(Kernel::Neon);
-                if std::arch::is_aarch64_feature_detected!("dotprod") {
+                if super::cpu::aarch64_dotprod() {
                     v.push(Kernel::NeonDot);
                 }
             }

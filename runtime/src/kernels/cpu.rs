@@ -1,0 +1,63 @@
+//! What this CPU runs, probed once per process, for every kernel that picks
+//! a faster copy at run time.
+//!
+//! `MORSEL_ISA=baseline` in the environment (read once, at the first probe)
+//! turns every run-time-detected feature off: x86-64 then runs its SSE2
+//! loops and the portable f32 tile, with no FMA, which is the arithmetic of
+//! the wasm32 simd128 build and of armv7. That reproduces on a desktop the
+//! exact bits a browser computes, and tells FMA rounding apart from a real
+//! difference when two platforms disagree. Any other value, or none, means
+//! the fastest copy. (aarch64's portable code fuses multiply-adds, as NEON
+//! always can, so there it only turns `sdot` off.)
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Whether `MORSEL_ISA=baseline` was set when the CPU was first probed.
+pub fn baseline_only() -> bool {
+    static BASELINE: AtomicU8 = AtomicU8::new(0);
+    cached(&BASELINE, || {
+        std::env::var_os("MORSEL_ISA").is_some_and(|v| v == "baseline")
+    })
+}
+
+/// `probe()` once, cached in `cell` (0: not probed yet, 1: no, 2: yes).
+#[inline]
+fn cached(cell: &AtomicU8, probe: impl FnOnce() -> bool) -> bool {
+    match cell.load(Ordering::Relaxed) {
+        0 => {
+            let yes = probe();
+            cell.store(1 + yes as u8, Ordering::Relaxed);
+            yes
+        }
+        v => v == 2,
+    }
+}
+
+/// x86-64 with AVX2 and FMA, and not held to the baseline.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx2_fma() -> bool {
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    cached(&HAS, || {
+        !baseline_only()
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+/// x86-64 with AVX2 (integer kernels need no FMA), and not held to the
+/// baseline.
+#[cfg(target_arch = "x86_64")]
+pub fn avx2() -> bool {
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    cached(&HAS, || {
+        !baseline_only() && std::arch::is_x86_feature_detected!("avx2")
+    })
+}
+
+/// aarch64 with the `sdot` dot-product instructions, and not held to the
+/// baseline.
+#[cfg(target_arch = "aarch64")]
+pub fn aarch64_dotprod() -> bool {
+    !baseline_only() && std::arch::is_aarch64_feature_detected!("dotprod")
+}
