@@ -284,10 +284,13 @@ unsafe fn tile_avx2<const R: usize>(
     }
 }
 
-/// The `R × NR` tile for wasm simd128, as two `R × 8` halves (12 of V8's 16
-/// vector registers as accumulators for R = 6; the whole tile would spill).
+/// The `R × NR` tile for wasm simd128, as `G × 8` blocks of at most 4 rows
+/// (two halves of 8 columns, rows 0-3 then 4-5). V8 keeps 15 vector
+/// registers for wasm on x64, and LLVM hoists a block's row broadcasts ahead
+/// of its multiplies, so a block holds 2G accumulators, 2 B vectors and G
+/// broadcasts: 14 for G = 4, where 6 rows at once (19) spilled in the k loop.
 /// Multiply then add, each rounded (simd128 has no fused multiply-add): the
-/// same bits as the portable tile it replaces.
+/// same bits as the portable tile.
 ///
 /// # Safety
 /// As for `tile_avx2`, with simd128 in place of AVX2 and FMA.
@@ -304,46 +307,89 @@ unsafe fn tile_simd128<const R: usize>(
     ldc: usize,
     init: Init,
 ) {
+    // SAFETY: (whole body) each block is a part of the caller's tile.
+    unsafe {
+        for h in [0usize, 8] {
+            let mut r0 = 0;
+            while r0 < R {
+                let g = (R - r0).min(4);
+                let off = &aoff[r0..r0 + g];
+                let init = match init {
+                    Init::Col(bias) => Init::Col(bias.add(h)),
+                    Init::Row(bias) => Init::Row(bias.add(r0)),
+                    other => other,
+                };
+                let (b, c) = (b.add(h), c.add(r0 * ldc + h));
+                match g {
+                    4 => block_simd128::<4>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    3 => block_simd128::<3>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    2 => block_simd128::<2>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    _ => block_simd128::<1>(kc, a, off, astep, b, bstep, c, ldc, init),
+                }
+                r0 += g;
+            }
+        }
+    }
+}
+
+/// `G` rows × 8 columns of [`tile_simd128`]; `aoff` has `G` row offsets, `b`
+/// and `c` point at the block's first column (and `c` at its first row).
+///
+/// # Safety
+/// As for [`tile_simd128`].
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block_simd128<const G: usize>(
+    kc: usize,
+    a: *const f32,
+    aoff: &[usize],
+    astep: usize,
+    b: *const f32,
+    bstep: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
     use core::arch::wasm32::*;
     // SAFETY: (whole body) every pointer offset stays inside the ranges the
     // caller guarantees; loads and stores are unaligned.
     unsafe {
         let ld = |p: *const f32| (p as *const v128).read_unaligned();
-        for h in [0usize, 8] {
-            let mut acc = [[f32x4_splat(0.0); 2]; R];
-            match init {
-                Init::Zero => {}
-                Init::Load => {
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        *row = [ld(c.add(r * ldc + h)), ld(c.add(r * ldc + h + 4))];
-                    }
-                }
-                Init::Col(bias) => {
-                    let v = [ld(bias.add(h)), ld(bias.add(h + 4))];
-                    acc.iter_mut().for_each(|row| *row = v);
-                }
-                Init::Row(bias) => {
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let v = f32x4_splat(*bias.add(r));
-                        *row = [v, v];
-                    }
+        let aoff: [usize; G] = std::array::from_fn(|r| aoff[r]);
+        let mut acc = [[f32x4_splat(0.0); 2]; G];
+        match init {
+            Init::Zero => {}
+            Init::Load => {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    *row = [ld(c.add(r * ldc)), ld(c.add(r * ldc + 4))];
                 }
             }
-            let (mut ap, mut bp) = (a, b.add(h));
-            for _ in 0..kc {
-                let (b0, b1) = (ld(bp), ld(bp.add(4)));
-                for (row, &off) in acc.iter_mut().zip(aoff) {
-                    let av = f32x4_splat(*ap.add(off));
-                    row[0] = f32x4_add(row[0], f32x4_mul(av, b0));
-                    row[1] = f32x4_add(row[1], f32x4_mul(av, b1));
+            Init::Col(bias) => {
+                let v = [ld(bias), ld(bias.add(4))];
+                acc.iter_mut().for_each(|row| *row = v);
+            }
+            Init::Row(bias) => {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let v = f32x4_splat(*bias.add(r));
+                    *row = [v, v];
                 }
-                ap = ap.add(astep);
-                bp = bp.add(bstep);
             }
-            for (r, row) in acc.iter().enumerate() {
-                (c.add(r * ldc + h) as *mut v128).write_unaligned(row[0]);
-                (c.add(r * ldc + h + 4) as *mut v128).write_unaligned(row[1]);
+        }
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let (b0, b1) = (ld(bp), ld(bp.add(4)));
+            for (row, &off) in acc.iter_mut().zip(&aoff) {
+                let av = f32x4_splat(*ap.add(off));
+                row[0] = f32x4_add(row[0], f32x4_mul(av, b0));
+                row[1] = f32x4_add(row[1], f32x4_mul(av, b1));
             }
+            ap = ap.add(astep);
+            bp = bp.add(bstep);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            (c.add(r * ldc) as *mut v128).write_unaligned(row[0]);
+            (c.add(r * ldc + 4) as *mut v128).write_unaligned(row[1]);
         }
     }
 }
