@@ -60,21 +60,28 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     y.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// Max of a row, eight lanes (NaN-ignoring like `f32::max`; a NaN input
-/// still makes its whole row NaN through the exponentials).
+/// Max of a row, eight lanes, ignoring NaN like `f32::max` (a NaN input
+/// still makes its whole row NaN through the exponentials). Written as a
+/// compare and select (`maxps`, wasm `f32x4.pmax`): `f32::max` is a call
+/// to `fmaxf` per element in wasm32. Which zero wins a tie of ±0 may differ
+/// from `f32::max`; the shift `x - max` does not see it.
 fn fold_max(x: &[f32]) -> f32 {
+    #[inline(always)]
+    fn max(m: f32, v: f32) -> f32 {
+        if v > m { v } else { m }
+    }
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {
         for k in 0..8 {
-            lanes[k] = lanes[k].max(c[k]);
+            lanes[k] = max(lanes[k], c[k]);
         }
     }
     let m = chunks
         .remainder()
         .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    lanes.iter().fold(m, |m, &v| m.max(v))
+        .fold(f32::NEG_INFINITY, |m, &v| max(m, v));
+    lanes.iter().fold(m, |m, &v| max(m, v))
 }
 
 /// Softmax over the rows of an `[n, inner]` block, per column, walking rows

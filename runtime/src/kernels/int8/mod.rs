@@ -24,8 +24,8 @@
 //! - `NeonDot` (aarch64 with FEAT_DotProd, 4×16): `sdot` by lane.
 //! - `Neon` (aarch64, 4×4): `smull`/`smlal2` (two products in i16) then
 //!   `sadalp` into i32.
-//! - `Simd128` (wasm32 built with simd128, 4×4): i16 extend and
-//!   `i32x4.dot_i16x8_s`.
+//! - `Simd128` (wasm32 built with simd128, 4×4, K in groups of 8): A rows
+//!   and B columns sign-extended to i16 as they load, `i32x4.dot_i16x8_s`.
 //!
 //! Packed layout (`Kernel::layout`): columns in panels of `nr` (the last one
 //! zero-padded), K padded with zeros to a multiple of `kpad`; inside a
@@ -98,7 +98,7 @@ impl Kernel {
             #[cfg(target_arch = "aarch64")]
             Kernel::NeonDot => (16, 4, 16),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Kernel::Simd128 => (4, 4, 4),
+            Kernel::Simd128 => (4, 8, 8),
         };
         Layout { nr, kg, kpad }
     }

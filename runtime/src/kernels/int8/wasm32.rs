@@ -1,10 +1,13 @@
 //! wasm32 simd128 int8 code (compiled in when the build enables simd128).
 //!
-//! `tile_simd128_4x4`: panels of 4 columns, K in groups of 4, so one 16-byte
-//! load is 4 columns × 4 k. Its low and high halves sign-extended to i16
-//! (columns 0-1 and 2-3) meet the row's 4 activation bytes, extended and
-//! repeated, in `i32x4.dot_i16x8_s`: each i32 lane gets two products, so an
-//! accumulator holds two partial sums per column, added pairwise at the end.
+//! `tile_simd128_4x4`: panels of 4 columns, K in groups of 8, so one
+//! 32-byte group is 8 k of each column in turn. Each step sign-extends 8
+//! bytes of an A row and of every column to i16 as it loads them
+//! (`i16x8.load8x8_s`) and meets them in `i32x4.dot_i16x8_s`: an
+//! accumulator per row and column holds four partial sums, added at the
+//! end. Rows go two at a time (8 accumulators, 4 B vectors and 2 A vectors
+//! fit V8's 15 vector registers): 8 dots in 22 instructions per step, where
+//! the 4×4 form with broadcast A rows and K in groups of 4 needed 27.
 //! Products are formed in i16×i16 → i32, so nothing can saturate.
 
 use super::generic::{dequant1, quantize1};
@@ -14,59 +17,75 @@ use std::arch::wasm32::*;
 pub(super) fn tile_simd128_4x4(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
     t.check(Kernel::Simd128.layout());
     match t.mr {
-        4 => rows::<4>(t, out),
-        3 => rows::<3>(t, out),
-        2 => rows::<2>(t, out),
-        _ => rows::<1>(t, out),
+        4 => {
+            rows::<2>(t, 0, out);
+            rows::<2>(t, 2, out);
+        }
+        3 => {
+            rows::<2>(t, 0, out);
+            rows::<1>(t, 2, out);
+        }
+        2 => rows::<2>(t, 0, out),
+        _ => rows::<1>(t, 0, out),
     }
 }
 
-/// Rows `0..R`; `t.check` passed. The whole chunks run with the A rows'
-/// 4 bytes read as one i32 each (no per-chunk bounds checks or tail test:
-/// V8 keeps them as scalar compares and branches), then the padded tail.
-fn rows<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
-    let mut acc = [[i32x4_splat(0); 2]; R];
+/// Rows `r0..r0 + R`; `t.check` passed. The whole chunks read A and B by
+/// pointer (no per-chunk bounds checks: V8 keeps them as scalar compares
+/// and branches), then the padded tail.
+fn rows<const R: usize>(t: &Tile<'_>, r0: usize, out: &mut [[i32; MAX_NR]; MR]) {
+    let mut acc = [[i32x4_splat(0); 4]; R];
+    /// # Safety
+    /// Each `a[r]` has 8 readable bytes, `b` 32.
     #[inline(always)]
-    fn step<const R: usize>(acc: &mut [[v128; 2]; R], a: [i32; R], b: *const i8) {
-        // SAFETY: the caller passes a pointer to 16 readable bytes;
-        // `v128_load` allows any alignment.
-        let b = unsafe { v128_load(b.cast()) };
-        let (b01, b23) = (i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b));
-        for (acc, &a) in acc.iter_mut().zip(&a) {
-            let a = i16x8_extend_low_i8x16(i32x4_splat(a));
-            acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(a, b01));
-            acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(a, b23));
+    unsafe fn step<const R: usize>(acc: &mut [[v128; 4]; R], a: [*const i8; R], b: *const i8) {
+        // SAFETY: the caller's guarantee; the loads allow any alignment.
+        unsafe {
+            let b: [v128; 4] = std::array::from_fn(|j| i16x8_load_extend_i8x8(b.add(8 * j)));
+            for (acc, &a) in acc.iter_mut().zip(&a) {
+                let a = i16x8_load_extend_i8x8(a);
+                for (acc, &b) in acc.iter_mut().zip(&b) {
+                    *acc = i32x4_add(*acc, i32x4_dot_i16x8(a, b));
+                }
+            }
         }
     }
-    let full = t.full;
-    let rows: [*const i8; R] = std::array::from_fn(|r| t.a[r].as_ptr());
+    let rows: [*const i8; R] = std::array::from_fn(|r| t.a[r0 + r].as_ptr());
     let b = t.b.as_ptr();
-    for q in 0..full {
-        // SAFETY: `t.check` passed: every A row holds `full·4` bytes and
-        // the panel `chunks()·16`, so chunk q < full is in bounds for both.
-        let a =
-            std::array::from_fn(|r| unsafe { rows[r].add(4 * q).cast::<i32>().read_unaligned() });
-        // SAFETY: as above.
-        step(&mut acc, a, unsafe { b.add(16 * q) });
+    for q in 0..t.full {
+        // SAFETY: `t.check` passed: every A row holds `full·8` bytes and
+        // the panel `chunks()·32`, so chunk q < full is in bounds for both.
+        unsafe { step(&mut acc, rows.map(|p| p.add(8 * q)), b.add(32 * q)) };
     }
     if let Some(tail) = t.tail {
-        let a = std::array::from_fn(|r| {
-            let s = &tail[r];
-            i32::from_le_bytes([s[0] as u8, s[1] as u8, s[2] as u8, s[3] as u8])
-        });
-        // the panel's last 16 bytes, which `t.check` guaranteed
-        step(&mut acc, a, t.b[16 * full..16 * full + 16].as_ptr());
+        let last = &t.b[32 * t.full..32 * t.full + 32];
+        // SAFETY: each tail row has MAX_CH ≥ 8 bytes; `last` has 32.
+        unsafe {
+            step(
+                &mut acc,
+                std::array::from_fn(|r| tail[r0 + r].as_ptr()),
+                last.as_ptr(),
+            )
+        };
     }
-    for (o, acc) in out.iter_mut().zip(&acc) {
-        let even = i32x4_shuffle::<0, 2, 4, 6>(acc[0], acc[1]);
-        let odd = i32x4_shuffle::<1, 3, 5, 7>(acc[0], acc[1]);
-        let s = i32x4_add(even, odd);
-        o[..4].copy_from_slice(&[
-            i32x4_extract_lane::<0>(s),
-            i32x4_extract_lane::<1>(s),
-            i32x4_extract_lane::<2>(s),
-            i32x4_extract_lane::<3>(s),
-        ]);
+    for (o, [c0, c1, c2, c3]) in out[r0..].iter_mut().zip(acc) {
+        // Pairwise: [c0₀+c0₂, c1₀+c1₂, c0₁+c0₃, c1₁+c1₃] and the same for
+        // c2, c3; then their halves added give the four column totals.
+        let s01 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(c0, c1),
+            i32x4_shuffle::<2, 6, 3, 7>(c0, c1),
+        );
+        let s23 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(c2, c3),
+            i32x4_shuffle::<2, 6, 3, 7>(c2, c3),
+        );
+        let s = i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
+            i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
+        );
+        let o = &mut o[..4];
+        // SAFETY: `o` has 4 i32s; `v128_store` allows any alignment.
+        unsafe { v128_store(o.as_mut_ptr().cast(), s) };
     }
 }
 
