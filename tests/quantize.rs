@@ -595,18 +595,41 @@ fn ctc_greedy(scores: &[f32], classes: usize, keys: &[String]) -> String {
     out
 }
 
-fn int8_of(onnx: &str) -> (Model, Model, QuantReport) {
+/// The f32 and dynamic-int8 models of an ONNX fixture, the quantization
+/// report, and how many times smaller the int8 file is.
+fn int8_of(onnx: &str) -> (Model, Model, QuantReport, f64) {
     let mut g = morsel::compress::convert(&fixture(onnx)).unwrap();
-    let f32_model = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
+    let f32_bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let f32_model = Model::from_bytes(&f32_bytes).unwrap();
     let r = quantize_dynamic(&mut g, &QuantOptions::default()).unwrap();
-    let q = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
-    (f32_model, q, r)
+    let int8_bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+    let q = Model::from_bytes(&int8_bytes).unwrap();
+    let ratio = f32_bytes.len() as f64 / int8_bytes.len() as f64;
+    println!(
+        "{onnx}: .morsel f32 {} bytes, int8 {} bytes: {ratio:.2}x smaller ({} layers int8, {} f32 layers with int8-stored weights)",
+        f32_bytes.len(),
+        int8_bytes.len(),
+        r.converted.len(),
+        r.kept.iter().filter(|k| k.int8_storage.is_some()).count()
+    );
+    (f32_model, q, r, ratio)
 }
+
+/// The goal is 3.8x. With every Conv/ConvTranspose weight int8
+/// (int8 compute, or int8 storage where the layer stays f32) PP-OCR det is
+/// 3.69x and rec 3.77x: per-channel scales (4 bytes per depthwise channel
+/// of 9 or 25 weights), f32 biases and the graph keep them under it. These
+/// bounds guard what is reached.
+const PPOCR_MIN_RATIO: [(&str, f64); 2] = [("det", 3.65), ("rec", 3.75)];
 
 #[test]
 fn ppocr_rec_int8_reads_the_same_text_as_f32() {
-    let (f, q, r) = int8_of("ocr/ch_PP-OCRv4_rec_infer.onnx");
+    let (f, q, r, ratio) = int8_of("ocr/ch_PP-OCRv4_rec_infer.onnx");
     assert!(r.converted.iter().any(|c| c.to == "QConv"));
+    assert!(
+        ratio >= PPOCR_MIN_RATIO[1].1,
+        "rec int8 only {ratio:.2}x smaller"
+    );
     let keys: Vec<String> = std::fs::read_to_string(fixture("ocr/ppocr_keys_v1.txt"))
         .unwrap()
         .lines()
@@ -646,8 +669,12 @@ fn ppocr_rec_int8_reads_the_same_text_as_f32() {
 
 #[test]
 fn ppocr_det_int8_finds_the_same_text_regions_as_f32() {
-    let (f, q, r) = int8_of("ocr/ch_PP-OCRv4_det_infer.onnx");
+    let (f, q, r, ratio) = int8_of("ocr/ch_PP-OCRv4_det_infer.onnx");
     assert!(r.converted.iter().any(|c| c.to == "QConv"));
+    assert!(
+        ratio >= PPOCR_MIN_RATIO[0].1,
+        "det int8 only {ratio:.2}x smaller"
+    );
     let x = npz(&fixture("ocr/det_inputs.npz")).remove(0).1;
     let name = f.graph().values[f.graph().inputs[0]].name.clone();
     let map = |m: &Model| -> Vec<bool> {

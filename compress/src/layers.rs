@@ -4,7 +4,7 @@
 //! stored as, and what arithmetic it runs in. Layers that run in f32 say so.
 
 use morsel_runtime::DType;
-use morsel_runtime::graph::Graph;
+use morsel_runtime::graph::{Graph, Storage};
 use morsel_runtime::ops::op_name;
 use morsel_runtime::tensor::dims_str;
 use serde_json::{Value as Json, json};
@@ -76,6 +76,13 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
                 .map_or(0, |v| v.iter().filter(|x| **x == 0).count()),
             _ => 0,
         };
+        let (mut encoding, mut compute) = (encoding, compute);
+        if let Storage::Int8PerChannel { axis } = g.values[w].storage {
+            // In memory it is f32 again; the file holds int8 + scales.
+            bytes = morsel_runtime::format::int8::encoded_len(&t.dims, axis).unwrap_or(bytes);
+            encoding = "int8 per channel in the file (weight-only)";
+            compute = "widened to f32 at load; f32 compute";
+        }
         out.push(Layer {
             sparsity: zeros as f64 / t.numel().max(1) as f64,
             node: n.name.clone(),

@@ -960,6 +960,16 @@ fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {
         mib(wb),
         mib(wa)
     );
+    let stored: Vec<(usize, usize)> = report.kept.iter().filter_map(|k| k.int8_storage).collect();
+    if !stored.is_empty() {
+        let (f, q) = stored.iter().fold((0, 0), |(a, b), (f, q)| (a + f, b + q));
+        println!(
+            "  of those kept in f32, {} store their weights int8 (computing in f32): {:.1} KiB -> {:.1} KiB",
+            stored.len(),
+            f as f64 / 1024.0,
+            q as f64 / 1024.0
+        );
+    }
     if report.converted.is_empty() {
         println!(
             "note: no layer was converted (int8 covers MatMul, Gemm and embedding Gathers with constant f32 weights of at least --min-size {} elements)",

@@ -97,6 +97,21 @@ pub struct Value {
     pub shape: Shape,
     /// Set for constants (weights, folded values).
     pub konst: Option<Tensor>,
+    /// How a file stores the constant.
+    pub storage: Storage,
+}
+
+/// How a constant is stored in a `.morsel` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// Exactly: raw, or sparse where that is smaller (the writer's choice).
+    #[default]
+    Exact,
+    /// An f32 constant as int8 with one f32 scale per slice along `axis`
+    /// (symmetric, values in [-127, 127]): a quarter of the bytes, widened
+    /// back to f32 at load, so it computes in f32. Lossy: the compressor
+    /// asks for it (`--quantize int8`, for layers whose compute stays f32).
+    Int8PerChannel { axis: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +142,7 @@ impl Graph {
             dtype,
             shape,
             konst: None,
+            storage: Storage::Exact,
         });
         self.values.len() - 1
     }
@@ -138,6 +154,7 @@ impl Graph {
             dtype: t.dtype,
             shape,
             konst: Some(t),
+            storage: Storage::Exact,
         });
         self.values.len() - 1
     }

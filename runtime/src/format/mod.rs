@@ -2,6 +2,7 @@
 //! by the reader and the writer.
 
 mod bytes;
+pub mod int8;
 pub mod reader;
 pub mod sparse;
 #[cfg(feature = "write")]
@@ -30,6 +31,8 @@ pub enum Encoding {
     Raw,
     F16,
     BF16,
+    /// f32 as int8 with one f32 scale per slice along an axis ([`int8`]).
+    Int8PerChannel,
     /// Bitmask of nonzero elements, then those elements ([`sparse`]).
     SparseBitmask,
     /// Per-row counts and column indices, then the nonzero elements ([`sparse`]).
@@ -42,6 +45,7 @@ impl Encoding {
             Encoding::Raw => 0,
             Encoding::F16 => 1,
             Encoding::BF16 => 2,
+            Encoding::Int8PerChannel => 16,
             Encoding::SparseBitmask => 32,
             Encoding::SparseCsr => 33,
         }
@@ -51,6 +55,7 @@ impl Encoding {
             Encoding::Raw => "raw",
             Encoding::F16 => "f16",
             Encoding::BF16 => "bf16",
+            Encoding::Int8PerChannel => "int8-per-channel",
             Encoding::SparseBitmask => "sparse-bitmask",
             Encoding::SparseCsr => "sparse-csr",
         }
@@ -60,6 +65,7 @@ impl Encoding {
             0 => Some(Encoding::Raw),
             1 => Some(Encoding::F16),
             2 => Some(Encoding::BF16),
+            16 => Some(Encoding::Int8PerChannel),
             32 => Some(Encoding::SparseBitmask),
             33 => Some(Encoding::SparseCsr),
             _ => None,

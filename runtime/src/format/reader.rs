@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::bytes::Cursor;
 use super::*;
 use crate::dtype::DType;
-use crate::graph::{Attr, Attrs, Graph, Node, Value};
+use crate::graph::{Attr, Attrs, Graph, Node, Storage, Value};
 use crate::ops::OpId;
 use crate::tensor::{AlignedBuf, Blob, Dim, Tensor, dims_str, numel};
 use crate::{Error, Result};
@@ -211,7 +211,7 @@ fn read_tensors(
     data_off: usize,
     data_len: usize,
     encodings: &mut Vec<(Encoding, DType, usize)>,
-) -> Result<Vec<Tensor>> {
+) -> Result<Vec<(Tensor, Storage)>> {
     let mut c = Cursor::new(b, "TENSORS");
     let n = c.count(28)?;
     let mut out = Vec::with_capacity(n);
@@ -232,8 +232,9 @@ fn read_tensors(
         let offset = c.usize64()?;
         let len = c.usize64()?;
         let n_params = c.count(8)?;
+        let mut params = Vec::with_capacity(n_params);
         for _ in 0..n_params {
-            c.u64()?;
+            params.push(c.u64()?);
         }
         let enc = Encoding::from_id(enc_id).ok_or_else(|| {
             Error::Unsupported(format!(
@@ -252,12 +253,32 @@ fn read_tensors(
         }
         let count = numel(&dims)
             .map_err(|_| fmt_err(format!("tensor {ti} dims {} overflow", dims_str(&dims))))?;
+        // int8-per-channel: one param, the axis, inside the rank.
+        let axis = match (enc, &params[..]) {
+            (Encoding::Int8PerChannel, &[a]) if (a as usize) < rank && dtype == DType::F32 => {
+                a as usize
+            }
+            (Encoding::Int8PerChannel, _) => {
+                return Err(fmt_err(format!(
+                    "tensor {ti} ({dtype} {}, int8-per-channel) needs f32 and one axis param below its rank, has params {params:?}",
+                    dims_str(&dims)
+                )));
+            }
+            _ => 0,
+        };
         let stored_size = match enc {
             Encoding::Raw => Some(dtype.size()),
             Encoding::F16 | Encoding::BF16 => Some(2),
             // Checked exactly while decoding.
-            Encoding::SparseBitmask | Encoding::SparseCsr => None,
+            Encoding::SparseBitmask | Encoding::SparseCsr | Encoding::Int8PerChannel => None,
         };
+        if enc == Encoding::Int8PerChannel && int8::encoded_len(&dims, axis) != Some(len) {
+            return Err(fmt_err(format!(
+                "tensor {ti} (f32 {}, int8-per-channel along axis {axis}) should have {} bytes, has {len}",
+                dims_str(&dims),
+                int8::encoded_len(&dims, axis).map_or("too many".into(), |n| n.to_string())
+            )));
+        }
         if let Some(size) = stored_size {
             if count.checked_mul(size) != Some(len) {
                 return Err(fmt_err(format!(
@@ -315,13 +336,26 @@ fn read_tensors(
                 })?;
                 Tensor::new(dtype, dims, Blob::owned(buf))?
             }
+            Encoding::Int8PerChannel => {
+                let vals = int8::decode(raw, &dims, axis).map_err(|e| {
+                    fmt_err(format!(
+                        "tensor {ti} (f32 {}, int8-per-channel along axis {axis}): {e}",
+                        dims_str(&dims)
+                    ))
+                })?;
+                Tensor::from_slice(&dims, &vals)?
+            }
         };
-        out.push(tensor);
+        let storage = match enc {
+            Encoding::Int8PerChannel => Storage::Int8PerChannel { axis },
+            _ => Storage::Exact,
+        };
+        out.push((tensor, storage));
     }
     Ok(out)
 }
 
-fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
+fn read_graph(b: &[u8], tensors: Vec<(Tensor, Storage)>) -> Result<Graph> {
     let mut c = Cursor::new(b, "GRAPH");
     let mut g = Graph::default();
     let mut used = vec![false; tensors.len()];
@@ -345,11 +379,12 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
             });
         }
         let ti = c.u32()?;
+        let mut storage = Storage::Exact;
         let konst = if ti == NONE {
             None
         } else {
             let ti = ti as usize;
-            let t = tensors.get(ti).ok_or_else(|| {
+            let (t, kept) = tensors.get(ti).ok_or_else(|| {
                 fmt_err(format!(
                     "value '{name}' names tensor {ti}, which does not exist"
                 ))
@@ -366,6 +401,7 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
                     dims_str(&t.dims)
                 )));
             }
+            storage = *kept;
             Some(t.clone())
         };
         let _ = vi;
@@ -374,6 +410,7 @@ fn read_graph(b: &[u8], tensors: Vec<Tensor>) -> Result<Graph> {
             dtype,
             shape,
             konst,
+            storage,
         });
     }
     let ids = |c: &mut Cursor<'_>, allow_none: bool| -> Result<Vec<Option<usize>>> {

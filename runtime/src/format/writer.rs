@@ -6,7 +6,7 @@ use std::path::Path;
 use super::bytes::Out;
 use super::*;
 use crate::dtype::DType;
-use crate::graph::{Attr, Graph};
+use crate::graph::{Attr, Graph, Storage};
 use crate::tensor::Dim;
 use crate::{Error, Result};
 
@@ -59,9 +59,27 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
         let Some(t) = &v.konst else { continue };
         data.pad_to(ALIGN);
         let offset = data.0.len() as u64;
-        let enc = match (storage, t.dtype) {
-            (FloatStorage::F16, DType::F32) => Encoding::F16,
-            (FloatStorage::BF16, DType::F32) => Encoding::BF16,
+        let mut params = Vec::new();
+        let enc = match (v.storage, storage, t.dtype) {
+            (Storage::Int8PerChannel { axis }, _, DType::F32) => {
+                if axis >= t.dims.len() {
+                    return Err(Error::Graph(format!(
+                        "constant '{}' {}: int8 storage along axis {axis}, past its rank",
+                        v.name,
+                        crate::tensor::dims_str(&t.dims)
+                    )));
+                }
+                if let Some(x) = t.as_slice::<f32>()?.iter().find(|x| !x.is_finite()) {
+                    return Err(Error::Graph(format!(
+                        "constant '{}' holds {x}: int8 storage needs finite values",
+                        v.name
+                    )));
+                }
+                params.push(axis as u64);
+                Encoding::Int8PerChannel
+            }
+            (_, FloatStorage::F16, DType::F32) => Encoding::F16,
+            (_, FloatStorage::BF16, DType::F32) => Encoding::BF16,
             _ => smallest_exact(t),
         };
         match enc {
@@ -82,6 +100,12 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
                     data.u16(half::bf16::from_f32(*x).to_bits());
                 }
             }
+            Encoding::Int8PerChannel => int8::encode(
+                t.as_slice::<f32>()?,
+                &t.dims,
+                params[0] as usize,
+                &mut data.0,
+            ),
         }
         let len = data.0.len() as u64 - offset;
         tensors.u16(enc.id());
@@ -93,7 +117,8 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
         }
         tensors.u64(offset);
         tensors.u64(len);
-        tensors.u32(0);
+        tensors.u32(params.len() as u32);
+        params.iter().for_each(|&p| tensors.u64(p));
         tensor_of[vi] = n_tensors;
         n_tensors += 1;
     }
@@ -426,5 +451,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tensor 0") && e.contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn int8_storage_round_trips_within_half_a_step_and_corrupt_scales_are_errors() {
+        // [4, 3, 3]: four output channels of very different ranges.
+        let dims = [4usize, 3, 3];
+        let x: Vec<f32> = (0..36)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) * [0.01, 1.0, 30.0, 0.5][i / 9])
+            .collect();
+        let mut g = graph(vec![("w", Tensor::from_slice(&dims, &x).unwrap())]);
+        g.values[0].storage = Storage::Int8PerChannel { axis: 0 };
+        let bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+        assert_eq!(
+            encodings(&bytes).into_iter().collect::<Vec<_>>(),
+            [("int8-per-channel f32".to_string(), 4 * 4 + 36)]
+        );
+        let back = super::super::reader::read(Arc::new(bytes.clone())).unwrap();
+        assert_eq!(back.values[0].storage, Storage::Int8PerChannel { axis: 0 });
+        let y = back.values[0]
+            .konst
+            .as_ref()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+            let c = i / 9;
+            let step = x[9 * c..9 * c + 9].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert!(
+                (a - b).abs() <= step * 0.5 * (1.0 + 1e-6),
+                "element {i}: {a} -> {b}"
+            );
+        }
+        // Written again from what was read: the same file.
+        assert_eq!(to_bytes(&back, FloatStorage::F32).unwrap(), bytes);
+
+        // A NaN scale, and a value that cannot be stored.
+        let mut bad = bytes.clone();
+        patch_data(&mut bad, 4, &f32::NAN.to_le_bytes());
+        let e = super::super::reader::read(Arc::new(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tensor 0")
+                && e.contains("int8-per-channel")
+                && e.contains("scale 1 is NaN"),
+            "{e}"
+        );
+        let mut inf = x.clone();
+        inf[5] = f32::INFINITY;
+        let mut g = graph(vec![("w", Tensor::from_slice(&dims, &inf).unwrap())]);
+        g.values[0].storage = Storage::Int8PerChannel { axis: 0 };
+        let e = to_bytes(&g, FloatStorage::F32).unwrap_err().to_string();
+        assert!(e.contains("'w' holds inf"), "{e}");
+        g.values[0].storage = Storage::Int8PerChannel { axis: 3 };
+        let e = to_bytes(&g, FloatStorage::F32).unwrap_err().to_string();
+        assert!(e.contains("axis 3, past its rank"), "{e}");
     }
 }
