@@ -22,7 +22,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use morsel::compress::quantize::{QuantOptions, QuantReport, measure_error, quantize_dynamic};
+use morsel::compress::quantize::{
+    QuantOptions, QuantReport, measure_error, output_error, quantize_dynamic, sensitivity_guard,
+};
 use morsel::runtime::ErrorKind;
 use morsel::runtime::format::writer::{FloatStorage, to_bytes};
 use morsel::runtime::graph::{Attr, Attrs, Graph, Node};
@@ -571,6 +573,62 @@ fn digits_int8_keeps_its_accuracy() {
         a1 * 100.0
     );
     assert!(a0 - a1 <= 0.005, "lost {:.2} points", (a0 - a1) * 100.0);
+}
+
+/// `--max-error`: the guard measures each int8 layer alone, puts the most
+/// sensitive back in f32 until the error is within the bound, and the
+/// model quantized with its choice, measured on its own, is within it.
+#[test]
+fn max_error_keeps_the_most_sensitive_layers_in_f32_until_within_the_bound() {
+    let g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
+    let data = npz(&digits_dir().join("digits_test.npz"));
+    let feed: Vec<(String, Tensor)> = data.into_iter().filter(|(k, _)| k == "x").collect();
+    let reference = Model::from_graph(g.clone()).unwrap();
+    let error_of = |opts: &QuantOptions| {
+        let mut q = g.clone();
+        quantize_dynamic(&mut q, opts).unwrap();
+        let m = Model::from_bytes(&to_bytes(&q, FloatStorage::F32).unwrap()).unwrap();
+        output_error(&measure_error(&reference, &m, &feed, 64, 1).unwrap())
+    };
+    let quiet = |_: String| {};
+    // A loose bound: nothing to do.
+    let (o, guard) = sensitivity_guard(&g, &all(), 1.0, &feed, 64, 1, quiet).unwrap();
+    assert!(o.keep_float.is_empty() && guard.kept.is_empty() && guard.sensitivity.is_empty());
+    let all_int8 = guard.error_all_int8;
+    assert!(all_int8 > 0.0 && all_int8 == guard.error);
+    // A quarter of that: some layers go back, the most sensitive first.
+    let bound = all_int8 / 4.0;
+    let (o, guard) = sensitivity_guard(&g, &all(), bound, &feed, 64, 1, quiet).unwrap();
+    println!(
+        "digits --max-error {bound:.2e} (all int8: {all_int8:.2e}): sensitivity {:?}, kept {:?}, error {:.2e}",
+        guard.sensitivity, guard.kept, guard.error
+    );
+    assert_eq!(guard.sensitivity.len(), 4, "2 QConv + 2 QMatMul");
+    assert!(guard.sensitivity.windows(2).all(|w| w[0].1 >= w[1].1));
+    assert!(
+        !guard.kept.is_empty() && guard.kept.len() < 4,
+        "{:?}",
+        guard.kept
+    );
+    assert_eq!(
+        guard.kept,
+        guard.sensitivity[..guard.kept.len()]
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(o.keep_float, guard.kept);
+    assert!(guard.error <= bound, "{} > {bound}", guard.error);
+    assert_eq!(error_of(&o), guard.error);
+    // Bad bounds.
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let e = sensitivity_guard(&g, &all(), bad, &feed, 64, 1, quiet).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--max-error must be a finite number"),
+            "{e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- PP-OCR

@@ -112,6 +112,13 @@ struct CompressArgs {
     /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
     #[arg(long, value_delimiter = ',')]
     keep_float: Vec<String>,
+    /// With --quantize int8: the largest output error allowed, as 1 − cosine
+    /// between the f32 and int8 outputs per sample (worst over --calibration,
+    /// or --data, samples and outputs). Each int8 layer's error alone is
+    /// measured, and the most sensitive layers stay f32 until the model is
+    /// within it.
+    #[arg(long)]
+    max_error: Option<f64>,
     /// Weights with fewer elements than this stay f32 (int8) or full rank.
     #[arg(long, default_value_t = 4096)]
     min_size: usize,
@@ -549,13 +556,41 @@ fn compress(a: &CompressArgs) -> Result<()> {
     }
 
     // 4. int8.
-    let qopts = QuantOptions {
+    let mut qopts = QuantOptions {
         keep_float: a.keep_float.clone(),
         min_size: a.min_size,
     };
+    let mut guard = None;
+    if let Some(max_error) = a.max_error {
+        if a.quantize.is_none() {
+            bail!("--max-error bounds the error of --quantize int8; pass --quantize int8 too");
+        }
+        let feed = calibration
+            .as_ref()
+            .context("--max-error needs --data or --calibration to measure the error on")?;
+        let (o, gd) =
+            quantize::sensitivity_guard(&g, &qopts, max_error, feed, a.batch, a.threads, |m| {
+                say(m)
+            })?;
+        qopts = o;
+        guard = Some(gd);
+    }
     let qreport = match a.quantize {
         Some(Quantize::Int8) => {
-            let r = quantize::quantize_dynamic(&mut g, &qopts)?;
+            let mut r = quantize::quantize_dynamic(&mut g, &qopts)?;
+            if let Some(gd) = &guard {
+                for k in r.kept.iter_mut().filter(|k| gd.kept.contains(&k.node)) {
+                    let alone = gd
+                        .sensitivity
+                        .iter()
+                        .find(|s| s.0 == k.node)
+                        .map_or(0.0, |s| s.1);
+                    k.reason = format!(
+                        "--max-error {:.2e}: among the most sensitive layers (alone int8: error {alone:.2e})",
+                        gd.max_error
+                    );
+                }
+            }
             quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
             if !a.json {
                 print_quant_report(&r, &qopts);
@@ -614,7 +649,10 @@ fn compress(a: &CompressArgs) -> Result<()> {
     }
 
     if let Some(r) = &qreport {
-        let meta = quantize::metadata_json(r, &qopts, error.as_deref());
+        let mut meta = quantize::metadata_json(r, &qopts, error.as_deref());
+        if let Some(gd) = &guard {
+            meta["max_error"] = gd.to_json();
+        }
         g.metadata.insert("quantization".into(), meta.to_string());
     }
     let measured = json!({"data": a.data.as_ref().map(|d| d.display().to_string()),
@@ -636,6 +674,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
             "size_ratio": ratio});
         if let Some(r) = &qreport {
             j["quantization"] = quantize::metadata_json(r, &qopts, error.as_deref());
+            if let Some(gd) = &guard {
+                j["quantization"]["max_error"] = gd.to_json();
+            }
         }
         if let Some(e) = &error {
             j["error"] = json!(e.iter().map(|o| json!({"name": o.name, "max_abs_diff": o.max_abs_diff,
