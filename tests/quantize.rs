@@ -631,6 +631,66 @@ fn max_error_keeps_the_most_sensitive_layers_in_f32_until_within_the_bound() {
     }
 }
 
+/// Models quantized by ONNX Runtime (tests/quantized/make_ort_quantized.py):
+/// its dynamic QOperator-style model (DynamicQuantizeLinear, ConvInteger,
+/// MatMulInteger) and its static QDQ model import, keep their integer ops,
+/// and give ONNX Runtime's outputs on the 450 digits.
+#[test]
+fn onnx_runtime_quantized_models_import_and_match_it() {
+    let dir = repo().join("tests/quantized");
+    let x = npz(&digits_dir().join("digits_test.npz"))
+        .into_iter()
+        .find(|(k, _)| k == "x")
+        .unwrap()
+        .1;
+    for (name, must_have) in [
+        (
+            "digits_ort_dynamic",
+            &["DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"][..],
+        ),
+        (
+            "digits_ort_qdq",
+            &["QuantizeLinear", "DequantizeLinear"][..],
+        ),
+    ] {
+        let g = morsel::compress::convert(&dir.join(format!("{name}.onnx"))).unwrap();
+        let have = ops(&g);
+        for op in must_have {
+            assert!(have.iter().any(|o| o == op), "{name}: no {op} in {have:?}");
+        }
+        let m = Model::from_bytes(&to_bytes(&g, FloatStorage::F32).unwrap()).unwrap();
+        let input = &m.graph().values[m.graph().inputs[0]].name;
+        let got = m
+            .run(&[(input, x.view())])
+            .unwrap()
+            .remove(0)
+            .to_f32_vec()
+            .unwrap();
+        let want = npy(&dir.join(format!("{name}_logits.npy")))
+            .to_f32_vec()
+            .unwrap();
+        let diff = max_abs_diff(&got, &want);
+        let bits = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        println!(
+            "{name}: max |diff| vs ONNX Runtime {diff:.2e}, {bits} of {} values differ in bits",
+            got.len()
+        );
+        // The integer ops are exact; the f32 ops between them (BatchNorm, the
+        // f32 Conv/Gemm of the QDQ model) may round differently elsewhere.
+        assert!(diff <= 1e-4, "{name}: max |diff| {diff}");
+        let arg = |v: &[f32]| -> Vec<usize> {
+            v.chunks(10)
+                .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                .collect()
+        };
+        assert_eq!(arg(&got), arg(&want), "{name}: a top-1 differs");
+    }
+}
+
 // ---------------------------------------------------------------- PP-OCR
 
 /// Greedy CTC decoding of `[T, classes]` scores: best class per step,

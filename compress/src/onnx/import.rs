@@ -415,6 +415,17 @@ impl Importer<'_> {
                     ins.get(1).copied().flatten(),
                 ];
             }
+            "QuantizeLinear" if attrs.get("output_dtype").is_some() => {
+                let to = attrs.int("output_dtype", 0)? as i32;
+                if to != 0 {
+                    let d = dtype_from_onnx(to).with_context(|| {
+                        format!("QuantizeLinear output_dtype {}", onnx_type_name(to))
+                    })?;
+                    attrs.set("output_dtype", Attr::Int(d.code() as i64));
+                } else {
+                    attrs.0.remove("output_dtype");
+                }
+            }
             "Cast" => {
                 let to = attrs.int("to", 0)? as i32;
                 let d = dtype_from_onnx(to)

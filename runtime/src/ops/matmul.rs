@@ -68,7 +68,7 @@ struct MatMul {
 }
 
 /// Output shape of numpy matmul on (maybe symbolic) shapes.
-fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Shape> {
+pub(super) fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Shape> {
     let (ra, rb) = (a.len(), b.len());
     if ra == 0 || rb == 0 {
         return Err(Error::Graph(format!(
@@ -109,13 +109,13 @@ fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Shape> {
 }
 
 /// Concrete matmul geometry, checked against the output dims.
-struct Geometry<'d> {
+pub(super) struct Geometry<'d> {
     a_batch: &'d [usize],
     b_batch: &'d [usize],
-    out_batch: &'d [usize],
-    m: usize,
-    k: usize,
-    n: usize,
+    pub(super) out_batch: &'d [usize],
+    pub(super) m: usize,
+    pub(super) k: usize,
+    pub(super) n: usize,
 }
 
 /// Dim `d` of `batch` right-aligned to `rank` (1 where missing).
@@ -129,7 +129,7 @@ fn aligned(batch: &[usize], rank: usize, d: usize) -> usize {
 }
 
 impl<'d> Geometry<'d> {
-    fn new(a: &'d [usize], b: &'d [usize], out: &'d [usize]) -> Result<Geometry<'d>> {
+    pub(super) fn new(a: &'d [usize], b: &'d [usize], out: &'d [usize]) -> Result<Geometry<'d>> {
         let (ra, rb) = (a.len(), b.len());
         if ra == 0 || rb == 0 {
             return Err(Error::Graph(format!(
@@ -202,7 +202,7 @@ impl<'d> Geometry<'d> {
     }
 
     /// Indices of the A and B matrices used by output matrix `i`.
-    fn operands(&self, i: usize) -> (usize, usize) {
+    pub(super) fn operands(&self, i: usize) -> (usize, usize) {
         let rank = self.out_batch.len();
         let (mut rem, mut ai, mut bi, mut sa, mut sb) = (i, 0, 0, 1, 1);
         for d in (0..rank).rev() {

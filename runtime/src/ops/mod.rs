@@ -22,6 +22,7 @@ pub mod pool;
 pub mod qconv;
 pub mod qgather;
 pub mod qmatmul;
+pub mod quant_linear;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -235,6 +236,11 @@ registry! {
     130 "QMatMul" => qmatmul::build_qmatmul,
     131 "QGather" => qgather::build_qgather,
     132 "QConv" => qconv::build_qconv,
+    140 "QuantizeLinear" => quant_linear::build_quantize_linear,
+    141 "DequantizeLinear" => quant_linear::build_dequantize_linear,
+    142 "DynamicQuantizeLinear" => quant_linear::build_dynamic_quantize_linear,
+    143 "MatMulInteger" => quant_linear::build_matmul_integer,
+    144 "ConvInteger" => quant_linear::build_conv_integer,
 }
 
 pub fn lookup(id: OpId) -> Option<&'static OpDef> {

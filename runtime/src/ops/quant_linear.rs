@@ -1,0 +1,601 @@
+//! ONNX's quantization ops, so that models quantized by other tools (ONNX
+//! Runtime's `quantize_dynamic` / `quantize_static`, QDQ and QOperator
+//! formats) import: `QuantizeLinear`, `DequantizeLinear`,
+//! `DynamicQuantizeLinear`, `MatMulInteger` and `ConvInteger`. Integer in,
+//! integer out: the two products sum exact i32 products, nothing goes
+//! through f32.
+//!
+//! Quantized values are u8 or i8 (the zero point's dtype; u8 without one,
+//! or `output_dtype`). Scales and zero points are scalars (per tensor) or
+//! 1-D along `axis` (per axis); blocked quantization (`block_size`) is not
+//! supported and says so.
+
+use super::conv::{Geo, Window, check_ranks, group_attr};
+use super::matmul::{Geometry, first_out, matmul_shape};
+use super::{Ctx, Fact, Op, axis as norm_axis, opt, req};
+use crate::dtype::DType;
+use crate::graph::Attrs;
+use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
+use crate::{Error, Result};
+
+fn err(msg: String) -> Error {
+    Error::Graph(msg)
+}
+
+/// The per-axis layout of a scale or zero point against `x`'s dims: `None`
+/// for one value (per tensor), else `(axis, inner)` with `len` values along
+/// `axis` and `inner` elements per value run.
+fn per_axis(
+    op: &str,
+    what: &str,
+    len: usize,
+    dims: &[usize],
+    axis: i64,
+) -> Result<Option<(usize, usize)>> {
+    if len == 1 {
+        return Ok(None); // per tensor, whatever `axis` says
+    }
+    let a = norm_axis(axis, dims.len()).map_err(|e| err(format!("{op}: {e}")))?;
+    if len != dims[a] {
+        return Err(err(format!(
+            "{op}: {what} has {len} values; per axis it needs {} (axis {a} of {})",
+            dims[a],
+            dims_str(dims)
+        )));
+    }
+    Ok(Some((a, dims[a + 1..].iter().product())))
+}
+
+/// Index into a scale/zero point for element `i` of `x`.
+#[inline]
+fn slot(layout: Option<(usize, usize)>, len: usize, i: usize) -> usize {
+    match layout {
+        None => 0,
+        Some((_, inner)) => (i / inner.max(1)) % len,
+    }
+}
+
+/// Scale values (f32), checked finite.
+fn scales<'a>(op: &str, t: &TensorRef<'a>) -> Result<&'a [f32]> {
+    if t.dtype != DType::F32 {
+        return Err(err(format!(
+            "{op}: the scale is {}, only f32 is supported",
+            t.dtype
+        )));
+    }
+    if t.dims.len() > 1 {
+        return Err(err(format!(
+            "{op}: the scale is {}: only per-tensor and per-axis (1-D) scales are supported (blocked quantization is not)",
+            dims_str(t.dims)
+        )));
+    }
+    t.as_slice::<f32>()
+}
+
+/// Zero points as i32, and their dtype (u8 or i8).
+fn zero_points(op: &str, t: Option<&TensorRef<'_>>) -> Result<(Vec<i32>, Option<DType>)> {
+    let Some(t) = t else {
+        return Ok((vec![0], None));
+    };
+    if t.dims.len() > 1 {
+        return Err(err(format!(
+            "{op}: the zero point is {}: only per-tensor and per-axis (1-D) are supported",
+            dims_str(t.dims)
+        )));
+    }
+    let v = match t.dtype {
+        DType::U8 => t.as_slice::<u8>()?.iter().map(|&z| z as i32).collect(),
+        DType::I8 => t.as_slice::<i8>()?.iter().map(|&z| z as i32).collect(),
+        DType::I32 => t.as_slice::<i32>()?.to_vec(),
+        other => {
+            return Err(err(format!(
+                "{op}: zero points of {other} are not supported (u8, i8)"
+            )));
+        }
+    };
+    Ok((v, Some(t.dtype)))
+}
+
+fn range_of(dtype: DType) -> (f32, f32) {
+    match dtype {
+        DType::I8 => (-128.0, 127.0),
+        _ => (0.0, 255.0),
+    }
+}
+
+fn check_block_size(op: &str, a: &Attrs) -> Result<()> {
+    match a.int("block_size", 0)? {
+        0 => Ok(()),
+        b => Err(Error::Unsupported(format!(
+            "{op}: blocked quantization (block_size {b}) is not supported"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------- QuantizeLinear
+
+/// `y = saturate(round_half_even(x / scale) + zero_point)`.
+#[derive(Debug)]
+struct QuantizeLinear {
+    axis: i64,
+    /// Output dtype when there is no zero point (`output_dtype`, else u8).
+    default_out: DType,
+}
+
+impl Op for QuantizeLinear {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let x = req(inputs, 0)?;
+        if x.dtype != DType::F32 {
+            return Err(err(format!(
+                "QuantizeLinear: x is {}, only f32 is supported",
+                x.dtype
+            )));
+        }
+        let out = match opt(inputs, 2) {
+            Some(z) if matches!(z.dtype, DType::U8 | DType::I8) => z.dtype,
+            Some(z) => {
+                return Err(err(format!(
+                    "QuantizeLinear: zero points of {} are not supported (u8, i8)",
+                    z.dtype
+                )));
+            }
+            None => self.default_out,
+        };
+        Ok(vec![Fact::new(out, x.shape.clone())])
+    }
+
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let op = "QuantizeLinear";
+        let x = req(inputs, 0)?;
+        let s = scales(op, req(inputs, 1)?)?;
+        let (zp, _) = zero_points(op, opt(inputs, 2))?;
+        let layout = per_axis(op, "the scale", s.len(), x.dims, self.axis)?;
+        if zp.len() != 1 && zp.len() != s.len() {
+            return Err(err(format!(
+                "{op}: {} scales but {} zero points",
+                s.len(),
+                zp.len()
+            )));
+        }
+        let out = first_out(outputs, op)?;
+        let (lo, hi) = range_of(out.dtype);
+        let xs = x.as_slice::<f32>()?;
+        let q = |i: usize, v: f32| -> f32 {
+            let k = slot(layout, s.len(), i);
+            let z = zp[if zp.len() == 1 { 0 } else { k }] as f32;
+            // (NaN stays NaN here and becomes 0 in the cast: ONNX leaves
+            // it undefined.)
+            ((v / s[k]).round_ties_even() + z).clamp(lo, hi)
+        };
+        match out.dtype {
+            DType::U8 => {
+                for (i, (o, &v)) in out.as_slice_mut::<u8>()?.iter_mut().zip(xs).enumerate() {
+                    *o = q(i, v) as u8;
+                }
+            }
+            DType::I8 => {
+                for (i, (o, &v)) in out.as_slice_mut::<i8>()?.iter_mut().zip(xs).enumerate() {
+                    *o = q(i, v) as i8;
+                }
+            }
+            other => return Err(err(format!("{op}: output {other} is not supported"))),
+        }
+        Ok(())
+    }
+}
+
+pub fn build_quantize_linear(a: &Attrs) -> Result<Box<dyn Op>> {
+    check_block_size("QuantizeLinear", a)?;
+    let default_out = match a.int("output_dtype", DType::U8.code() as i64)? {
+        c if c == DType::U8.code() as i64 => DType::U8,
+        c if c == DType::I8.code() as i64 => DType::I8,
+        c => {
+            return Err(Error::Unsupported(format!(
+                "QuantizeLinear: output_dtype code {c} is not supported (u8, i8)"
+            )));
+        }
+    };
+    Ok(Box::new(QuantizeLinear {
+        axis: a.int("axis", 1)?,
+        default_out,
+    }))
+}
+
+// ---------------------------------------------------------------- DequantizeLinear
+
+/// `y = (x - zero_point) · scale`, in f32.
+#[derive(Debug)]
+struct DequantizeLinear {
+    axis: i64,
+}
+
+impl Op for DequantizeLinear {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let x = req(inputs, 0)?;
+        if !matches!(x.dtype, DType::U8 | DType::I8 | DType::I32) {
+            return Err(err(format!(
+                "DequantizeLinear: x is {}, supported are u8, i8 and i32",
+                x.dtype
+            )));
+        }
+        Ok(vec![Fact::new(DType::F32, x.shape.clone())])
+    }
+
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let op = "DequantizeLinear";
+        let x = req(inputs, 0)?;
+        let s = scales(op, req(inputs, 1)?)?;
+        let (zp, zdt) = zero_points(op, opt(inputs, 2))?;
+        if zdt.is_some_and(|z| z != x.dtype) {
+            return Err(err(format!(
+                "{op}: x is {} but the zero point is {}",
+                x.dtype,
+                zdt.unwrap_or(x.dtype)
+            )));
+        }
+        let layout = per_axis(op, "the scale", s.len(), x.dims, self.axis)?;
+        if zp.len() != 1 && zp.len() != s.len() {
+            return Err(err(format!(
+                "{op}: {} scales but {} zero points",
+                s.len(),
+                zp.len()
+            )));
+        }
+        let out = first_out(outputs, op)?.as_slice_mut::<f32>()?;
+        let y = |i: usize, v: i32| -> f32 {
+            let k = slot(layout, s.len(), i);
+            (v - zp[if zp.len() == 1 { 0 } else { k }]) as f32 * s[k]
+        };
+        match x.dtype {
+            DType::U8 => x
+                .as_slice::<u8>()?
+                .iter()
+                .enumerate()
+                .zip(out.iter_mut())
+                .for_each(|((i, &v), o)| *o = y(i, v as i32)),
+            DType::I8 => x
+                .as_slice::<i8>()?
+                .iter()
+                .enumerate()
+                .zip(out.iter_mut())
+                .for_each(|((i, &v), o)| *o = y(i, v as i32)),
+            _ => x
+                .as_slice::<i32>()?
+                .iter()
+                .enumerate()
+                .zip(out.iter_mut())
+                .for_each(|((i, &v), o)| *o = y(i, v)),
+        }
+        Ok(())
+    }
+}
+
+pub fn build_dequantize_linear(a: &Attrs) -> Result<Box<dyn Op>> {
+    check_block_size("DequantizeLinear", a)?;
+    Ok(Box::new(DequantizeLinear {
+        axis: a.int("axis", 1)?,
+    }))
+}
+
+// ---------------------------------------------------------------- DynamicQuantizeLinear
+
+/// x (f32) → (y u8, scale f32 scalar, zero point u8 scalar), the range
+/// taken from x and widened to include 0 (ONNX's definition).
+#[derive(Debug)]
+struct DynamicQuantizeLinear;
+
+impl Op for DynamicQuantizeLinear {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let x = req(inputs, 0)?;
+        if x.dtype != DType::F32 {
+            return Err(err(format!(
+                "DynamicQuantizeLinear: x is {}, only f32 is supported",
+                x.dtype
+            )));
+        }
+        Ok(vec![
+            Fact::new(DType::U8, x.shape.clone()),
+            Fact::new(DType::F32, vec![]),
+            Fact::new(DType::U8, vec![]),
+        ])
+    }
+
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let xs = req(inputs, 0)?.as_slice::<f32>()?;
+        if outputs.len() != 3 {
+            return Err(err(format!(
+                "DynamicQuantizeLinear: 3 outputs, got {}",
+                outputs.len()
+            )));
+        }
+        let (lo, hi) = xs
+            .iter()
+            .fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        if !(lo.is_finite() && hi.is_finite()) {
+            return Err(Error::Input(format!(
+                "DynamicQuantizeLinear: the input's range [{lo}, {hi}] is not finite"
+            )));
+        }
+        let scale = (hi - lo) / 255.0;
+        let zp = if scale > 0.0 {
+            (0.0 - lo / scale).round_ties_even().clamp(0.0, 255.0)
+        } else {
+            0.0
+        };
+        let (y, rest) = outputs.split_at_mut(1);
+        for (o, &v) in y[0].as_slice_mut::<u8>()?.iter_mut().zip(xs) {
+            *o = if scale > 0.0 {
+                ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8
+            } else {
+                0
+            };
+        }
+        rest[0].as_slice_mut::<f32>()?[0] = scale;
+        rest[1].as_slice_mut::<u8>()?[0] = zp as u8;
+        Ok(())
+    }
+}
+
+pub fn build_dynamic_quantize_linear(_: &Attrs) -> Result<Box<dyn Op>> {
+    Ok(Box::new(DynamicQuantizeLinear))
+}
+
+// ---------------------------------------------------------------- MatMulInteger
+
+/// `Σ_k (A[m,k] − a_zp) · (B[k,n] − b_zp)` in i32 (wrapping past 2³¹, as
+/// i32 hardware does; each product fits), numpy-matmul shapes;
+/// A and B u8 or i8; `a_zero_point` per tensor or per row of A (M values),
+/// `b_zero_point` per tensor or per column of B (N values).
+#[derive(Debug)]
+struct MatMulInteger;
+
+fn ints<'a>(t: &TensorRef<'a>, what: &str) -> Result<Vec<i32>> {
+    Ok(match t.dtype {
+        DType::U8 => t.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),
+        DType::I8 => t.as_slice::<i8>()?.iter().map(|&v| v as i32).collect(),
+        other => {
+            return Err(err(format!(
+                "MatMulInteger: {what} is {other}, supported are u8 and i8"
+            )));
+        }
+    })
+}
+
+impl Op for MatMulInteger {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let (a, b) = (req(inputs, 0)?, req(inputs, 1)?);
+        for (f, what) in [(a, "A"), (b, "B")] {
+            if !matches!(f.dtype, DType::U8 | DType::I8) {
+                return Err(err(format!(
+                    "MatMulInteger: {what} is {}, supported are u8 and i8",
+                    f.dtype
+                )));
+            }
+        }
+        Ok(vec![Fact::new(
+            DType::I32,
+            matmul_shape(&a.shape, &b.shape)?,
+        )])
+    }
+
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let (a, b) = (req(inputs, 0)?, req(inputs, 1)?);
+        let out = first_out(outputs, "MatMulInteger")?;
+        let g = Geometry::new(a.dims, b.dims, out.dims)?;
+        let (m, k, n) = (g.m, g.k, g.n);
+        let zp = |i: usize, what: &str, len: usize| -> Result<Vec<i32>> {
+            match opt(inputs, i) {
+                None => Ok(vec![0]),
+                Some(t) => {
+                    let v = ints(t, what)?;
+                    if v.len() == 1 || v.len() == len {
+                        Ok(v)
+                    } else {
+                        Err(err(format!(
+                            "MatMulInteger: {what} has {} values; it is one, or one per {} ({len})",
+                            v.len(),
+                            if i == 2 { "row of A" } else { "column of B" }
+                        )))
+                    }
+                }
+            }
+        };
+        let (za, zb) = (zp(2, "a_zero_point", m)?, zp(3, "b_zero_point", n)?);
+        let (av, bv) = (ints(a, "A")?, ints(b, "B")?);
+        let c = out.as_slice_mut::<i32>()?;
+        let batches: usize = g.out_batch.iter().product();
+        let mut row = vec![0i32; n];
+        for bi in 0..batches {
+            let (ia, ib) = g.operands(bi);
+            let (am, bm) = (&av[ia * m * k..][..m * k], &bv[ib * k * n..][..k * n]);
+            for r in 0..m {
+                let zr = za[if za.len() == 1 { 0 } else { r }];
+                row.fill(0);
+                for kk in 0..k {
+                    let x = am[r * k + kk] - zr;
+                    if x == 0 {
+                        continue;
+                    }
+                    let brow = &bm[kk * n..][..n];
+                    if zb.len() == 1 {
+                        let z = zb[0];
+                        row.iter_mut()
+                            .zip(brow)
+                            .for_each(|(o, &w)| *o = o.wrapping_add(x * (w - z)));
+                    } else {
+                        row.iter_mut()
+                            .zip(brow)
+                            .zip(&zb)
+                            .for_each(|((o, &w), &z)| *o = o.wrapping_add(x * (w - z)));
+                    }
+                }
+                c[(bi * m + r) * n..][..n].copy_from_slice(&row);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build_matmul_integer(_: &Attrs) -> Result<Box<dyn Op>> {
+    Ok(Box::new(MatMulInteger))
+}
+
+// ---------------------------------------------------------------- ConvInteger
+
+/// Conv of u8/i8 X and W in exact i32: `Σ (x − x_zp) · (w − w_zp)`, with
+/// Conv's attributes (pads, strides, dilations, group, auto_pad). Padding
+/// reads as `x_zp`, so it adds nothing. `x_zero_point` is per tensor,
+/// `w_zero_point` per tensor or per output channel.
+#[derive(Debug)]
+struct ConvInteger {
+    win: Window,
+    group: usize,
+}
+
+impl Op for ConvInteger {
+    fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
+        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
+        for (f, what) in [(x, "X"), (w, "W")] {
+            if !matches!(f.dtype, DType::U8 | DType::I8) {
+                return Err(err(format!(
+                    "ConvInteger: {what} is {}, supported are u8 and i8",
+                    f.dtype
+                )));
+            }
+        }
+        let r = check_ranks(x, w)?;
+        self.win.check_rank(r)?;
+        let g = self.group;
+        if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
+            if cg.checked_mul(g) != Some(c) {
+                return Err(err(format!(
+                    "ConvInteger: X has {c} channels, W {} with group {g} expects {}",
+                    shape_str(&w.shape),
+                    cg.saturating_mul(g)
+                )));
+            }
+        }
+        let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
+        for i in 0..r {
+            let k = self.win.kernel_dim(i, w.shape[2 + i].known())?;
+            shape.push(self.win.out_dim(i, r, &x.shape[2 + i], k)?);
+        }
+        Ok(vec![Fact::new(DType::I32, shape)])
+    }
+
+    fn eval(
+        &self,
+        _: &mut Ctx,
+        inputs: &[Option<TensorRef<'_>>],
+        outputs: &mut [TensorMut<'_>],
+    ) -> Result<()> {
+        let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
+        let (xv, wv) = (ints(x, "X")?, ints(w, "W")?);
+        let (n, c, m) = (x.dims[0], x.dims[1], w.dims[0]);
+        let g = self.group;
+        let cg = w.dims[1];
+        if cg * g != c || m % g != 0 {
+            return Err(err(format!(
+                "ConvInteger: X {} does not fit W {} with group {g}",
+                dims_str(x.dims),
+                dims_str(w.dims)
+            )));
+        }
+        let zp = |i: usize, what: &str, len: usize| -> Result<Vec<i32>> {
+            match opt(inputs, i) {
+                None => Ok(vec![0]),
+                Some(t) => {
+                    let v = ints(t, what)?;
+                    if v.len() == 1 || v.len() == len {
+                        Ok(v)
+                    } else {
+                        Err(err(format!(
+                            "ConvInteger: {what} has {} values; it is one{}",
+                            v.len(),
+                            if i == 3 {
+                                ", or one per output channel"
+                            } else {
+                                ""
+                            }
+                        )))
+                    }
+                }
+            }
+        };
+        let (xz, wz) = (zp(2, "x_zero_point", 1)?[0], zp(3, "w_zero_point", m)?);
+        let geo: Geo = self.win.geo(&x.dims[2..], &w.dims[2..])?;
+        let out = first_out(outputs, "ConvInteger")?;
+        let y = out.as_slice_mut::<i32>()?;
+        let (in_sp, out_sp, ks) = (geo.in_size(), geo.out_size(), geo.k_size());
+        if y.len() != n * m * out_sp || xv.len() != n * c * in_sp || wv.len() != m * cg * ks {
+            return Err(err(format!(
+                "ConvInteger: buffers do not fit X {}, W {}",
+                dims_str(x.dims),
+                dims_str(w.dims)
+            )));
+        }
+        let [_, i1, i2] = geo.input;
+        let [_, o1, o2] = geo.output;
+        let [k0, k1, k2] = geo.kernel;
+        let src = |o: usize, k: usize, a: usize| -> Option<usize> {
+            let p = o * geo.stride[a] + k * geo.dilation[a];
+            p.checked_sub(geo.pad_begin[a])
+                .filter(|&p| p < geo.input[a])
+        };
+        for b in 0..n {
+            for oc in 0..m {
+                let grp = oc / (m / g);
+                let z = wz[if wz.len() == 1 { 0 } else { oc }];
+                let wk = &wv[oc * cg * ks..][..cg * ks];
+                for (oi, yv) in y[(b * m + oc) * out_sp..][..out_sp].iter_mut().enumerate() {
+                    let (d, h, ww) = (oi / (o1 * o2), oi / o2 % o1, oi % o2);
+                    let mut acc = 0i32;
+                    for ic in 0..cg {
+                        let xc = &xv[(b * c + grp * cg + ic) * in_sp..][..in_sp];
+                        for kd in 0..k0 {
+                            let Some(sd) = src(d, kd, 0) else { continue };
+                            for kh in 0..k1 {
+                                let Some(sh) = src(h, kh, 1) else { continue };
+                                for kw in 0..k2 {
+                                    let Some(sw) = src(ww, kw, 2) else { continue };
+                                    let xq = xc[(sd * i1 + sh) * i2 + sw] - xz;
+                                    let wq = wk[((ic * k0 + kd) * k1 + kh) * k2 + kw] - z;
+                                    acc = acc.wrapping_add(xq * wq);
+                                }
+                            }
+                        }
+                    }
+                    *yv = acc;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn build_conv_integer(a: &Attrs) -> Result<Box<dyn Op>> {
+    Ok(Box::new(ConvInteger {
+        win: Window::parse(a, false)?,
+        group: group_attr(a)?,
+    }))
+}
