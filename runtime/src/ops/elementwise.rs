@@ -38,6 +38,24 @@ pub enum Unary {
     GeluTanh,
 }
 
+/// `max(x, lo)` and `min(x, hi)` as compare-and-select: NaN passes through
+/// (as ONNX's reference, numpy, has it), and they vectorise everywhere,
+/// where `f32::max`/`min` (NaN-ignoring) are a call to `fmaxf`/`fminf` per
+/// element in wasm32.
+#[inline(always)]
+fn at_least(x: f32, lo: f32) -> f32 {
+    if x < lo { lo } else { x }
+}
+#[inline(always)]
+fn at_most(x: f32, hi: f32) -> f32 {
+    if x > hi { hi } else { x }
+}
+/// `x` clamped to `[lo, hi]`, NaN passing through (like `f32::clamp`).
+#[inline(always)]
+fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    at_most(at_least(x, lo), hi)
+}
+
 /// `f` over a slice in place: one loop per closure, vectorised where `f` is
 /// simple enough.
 #[inline(always)]
@@ -49,7 +67,7 @@ impl Unary {
     /// The scalar definition (the reference for [`Unary::apply_f32`]).
     pub fn f32(self, x: f32) -> f32 {
         match self {
-            Unary::Relu => x.max(0.0),
+            Unary::Relu => at_least(x, 0.0),
             Unary::LeakyRelu(a) => {
                 if x < 0.0 {
                     a * x
@@ -59,9 +77,9 @@ impl Unary {
             }
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::Tanh => x.tanh(),
-            Unary::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
+            Unary::HardSigmoid(a, b) => clamp(a * x + b, 0.0, 1.0),
             // ONNX: x·max(0, min(1, αx + β)), α = 1/6, β = ½.
-            Unary::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
+            Unary::HardSwish => x * clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0),
             Unary::Neg => -x,
             Unary::Exp => x.exp(),
             Unary::Log => x.ln(),
@@ -112,12 +130,12 @@ impl Unary {
     #[inline(always)]
     fn apply_f32_impl(self, xs: &mut [f32]) {
         match self {
-            Unary::Relu => map(xs, |x| x.max(0.0)),
+            Unary::Relu => map(xs, |x| at_least(x, 0.0)),
             Unary::LeakyRelu(a) => map(xs, |x| if x < 0.0 { a * x } else { x }),
             Unary::Sigmoid => math::sigmoid(xs),
             Unary::Tanh => math::tanh(xs),
-            Unary::HardSigmoid(a, b) => map(xs, |x| (a * x + b).clamp(0.0, 1.0)),
-            Unary::HardSwish => map(xs, |x| x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0)),
+            Unary::HardSigmoid(a, b) => map(xs, |x| clamp(a * x + b, 0.0, 1.0)),
+            Unary::HardSwish => map(xs, |x| x * clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)),
             Unary::Neg => map(xs, |x| -x),
             Unary::Exp => math::exp(xs),
             Unary::Log => map(xs, f32::ln),
@@ -335,7 +353,7 @@ impl Activation {
             Activation::Unary(u) => u.apply_f32(xs),
             Activation::Gelu => math::gelu(xs),
             Activation::GeluTanh => math::gelu_tanh(xs),
-            Activation::Clip(lo, hi) => map(xs, |x| x.max(lo).min(hi)),
+            Activation::Clip(lo, hi) => map(xs, |x| clamp(x, lo, hi)),
             Activation::UnaryAffine(u, scale, shift) => {
                 u.apply_f32(xs);
                 map(xs, |x| x * scale + shift);
@@ -379,7 +397,7 @@ impl Op for Clip {
         let lo = scalar_f32(opt(inputs, 1), "Clip min")?.unwrap_or(f32::NEG_INFINITY);
         let hi = scalar_f32(opt(inputs, 2), "Clip max")?.unwrap_or(f32::INFINITY);
         for (y, &v) in outputs[0].f32()?.iter_mut().zip(x) {
-            *y = v.max(lo).min(hi);
+            *y = clamp(v, lo, hi);
         }
         Ok(())
     }

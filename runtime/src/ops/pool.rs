@@ -251,8 +251,10 @@ fn max_pool_unpadded(x: &[f32], y: &mut [f32], g: &Geo) -> bool {
     }
     // Branch-free (a data-dependent branch per element mispredicts half
     // the time): max, then NaN if either side is NaN, as the general loop.
+    // (Compare and select, not `f32::max`: that is an `fmaxf` call per
+    // element in wasm32.)
     let pick = |o: f32, v: f32| {
-        let m = o.max(v);
+        let m = if v > o { v } else { o };
         if o.is_nan() || v.is_nan() {
             f32::NAN
         } else {
