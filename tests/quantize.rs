@@ -691,6 +691,77 @@ fn onnx_runtime_quantized_models_import_and_match_it() {
     }
 }
 
+/// Bad quantized inputs name what is wrong: a zero point of the wrong
+/// length, a dtype the integer ops do not take, blocked quantization.
+#[test]
+fn quantization_ops_reject_bad_inputs_by_name() {
+    let graph = |op: &str, a: Tensor, b: Tensor, extra: Vec<Tensor>, attrs: Attrs| {
+        let mut g = Graph::default();
+        let a = g.add_const("a", a);
+        let mut inputs = vec![Some(a), Some(g.add_const("b", b))];
+        for (i, t) in extra.into_iter().enumerate() {
+            inputs.push(Some(g.add_const(&format!("e{i}"), t)));
+        }
+        let y = g.add_value("y", DType::I32, vec![]);
+        g.nodes.push(Node {
+            name: "q".into(),
+            op: op_id(op).unwrap(),
+            attrs,
+            inputs,
+            outputs: vec![y],
+        });
+        g.outputs.push(y);
+        g
+    };
+    let u8s =
+        |dims: &[usize]| Tensor::from_slice(dims, &vec![3u8; dims.iter().product()][..]).unwrap();
+    let run_err = |g: Graph| -> String {
+        match Model::from_graph(g) {
+            Err(e) => e.to_string(),
+            Ok(m) => m.run(&[]).map(|_| ()).unwrap_err().to_string(),
+        }
+    };
+    // MatMulInteger [2, 4] x [4, 3] with three a_zero_points for two rows.
+    let e = run_err(graph(
+        "MatMulInteger",
+        u8s(&[2, 4]),
+        u8s(&[4, 3]),
+        vec![u8s(&[3])],
+        Attrs::new(),
+    ));
+    assert!(
+        e.contains("a_zero_point has 3 values; it is one, or one per row of A (2)"),
+        "{e}"
+    );
+    // f32 operands.
+    let f = Tensor::from_slice(&[2, 4], &[0.5f32; 8]).unwrap();
+    let e = run_err(graph(
+        "MatMulInteger",
+        f,
+        u8s(&[4, 3]),
+        vec![],
+        Attrs::new(),
+    ));
+    assert!(
+        e.contains("MatMulInteger: A is f32, supported are u8 and i8"),
+        "{e}"
+    );
+    // Blocked quantization is refused when the op is built.
+    let x = Tensor::from_slice(&[2, 4], &[0.5f32; 8]).unwrap();
+    let s = Tensor::from_slice(&[2, 2], &[0.1f32; 4]).unwrap();
+    let e = run_err(graph(
+        "QuantizeLinear",
+        x,
+        s,
+        vec![],
+        Attrs::new().with("block_size", Attr::Int(2)),
+    ));
+    assert!(
+        e.contains("blocked quantization (block_size 2) is not supported"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------- PP-OCR
 
 /// Greedy CTC decoding of `[T, classes]` scores: best class per step,

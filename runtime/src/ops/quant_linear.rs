@@ -369,11 +369,32 @@ fn ints<'a>(t: &TensorRef<'a>, what: &str) -> Result<Vec<i32>> {
         DType::U8 => t.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),
         DType::I8 => t.as_slice::<i8>()?.iter().map(|&v| v as i32).collect(),
         other => {
-            return Err(err(format!(
-                "MatMulInteger: {what} is {other}, supported are u8 and i8"
-            )));
+            return Err(err(format!("{what} is {other}, supported are u8 and i8")));
         }
     })
+}
+
+/// Optional integer zero point input `i`: one value, or `len` (one per
+/// `per`); absent means 0.
+fn int_zero_point(
+    inputs: &[Option<TensorRef<'_>>],
+    i: usize,
+    what: &str,
+    len: usize,
+    per: &str,
+) -> Result<Vec<i32>> {
+    let Some(t) = opt(inputs, i) else {
+        return Ok(vec![0]);
+    };
+    let v = ints(t, what)?;
+    if v.len() == 1 || v.len() == len {
+        Ok(v)
+    } else {
+        Err(err(format!(
+            "{what} has {} values; it is one, or one per {per} ({len})",
+            v.len()
+        )))
+    }
 }
 
 impl Op for MatMulInteger {
@@ -403,25 +424,11 @@ impl Op for MatMulInteger {
         let out = first_out(outputs, "MatMulInteger")?;
         let g = Geometry::new(a.dims, b.dims, out.dims)?;
         let (m, k, n) = (g.m, g.k, g.n);
-        let zp = |i: usize, what: &str, len: usize| -> Result<Vec<i32>> {
-            match opt(inputs, i) {
-                None => Ok(vec![0]),
-                Some(t) => {
-                    let v = ints(t, what)?;
-                    if v.len() == 1 || v.len() == len {
-                        Ok(v)
-                    } else {
-                        Err(err(format!(
-                            "MatMulInteger: {what} has {} values; it is one, or one per {} ({len})",
-                            v.len(),
-                            if i == 2 { "row of A" } else { "column of B" }
-                        )))
-                    }
-                }
-            }
-        };
-        let (za, zb) = (zp(2, "a_zero_point", m)?, zp(3, "b_zero_point", n)?);
-        let (av, bv) = (ints(a, "A")?, ints(b, "B")?);
+        let (za, zb) = (
+            int_zero_point(inputs, 2, "MatMulInteger: a_zero_point", m, "row of A")?,
+            int_zero_point(inputs, 3, "MatMulInteger: b_zero_point", n, "column of B")?,
+        );
+        let (av, bv) = (ints(a, "MatMulInteger: A")?, ints(b, "MatMulInteger: B")?);
         let c = out.as_slice_mut::<i32>()?;
         let batches: usize = g.out_batch.iter().product();
         let mut row = vec![0i32; n];
@@ -510,7 +517,7 @@ impl Op for ConvInteger {
         outputs: &mut [TensorMut<'_>],
     ) -> Result<()> {
         let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
-        let (xv, wv) = (ints(x, "X")?, ints(w, "W")?);
+        let (xv, wv) = (ints(x, "ConvInteger: X")?, ints(w, "ConvInteger: W")?);
         let (n, c, m) = (x.dims[0], x.dims[1], w.dims[0]);
         let g = self.group;
         let cg = w.dims[1];
@@ -521,28 +528,10 @@ impl Op for ConvInteger {
                 dims_str(w.dims)
             )));
         }
-        let zp = |i: usize, what: &str, len: usize| -> Result<Vec<i32>> {
-            match opt(inputs, i) {
-                None => Ok(vec![0]),
-                Some(t) => {
-                    let v = ints(t, what)?;
-                    if v.len() == 1 || v.len() == len {
-                        Ok(v)
-                    } else {
-                        Err(err(format!(
-                            "ConvInteger: {what} has {} values; it is one{}",
-                            v.len(),
-                            if i == 3 {
-                                ", or one per output channel"
-                            } else {
-                                ""
-                            }
-                        )))
-                    }
-                }
-            }
-        };
-        let (xz, wz) = (zp(2, "x_zero_point", 1)?[0], zp(3, "w_zero_point", m)?);
+        let (xz, wz) = (
+            int_zero_point(inputs, 2, "ConvInteger: x_zero_point", 1, "tensor")?[0],
+            int_zero_point(inputs, 3, "ConvInteger: w_zero_point", m, "output channel")?,
+        );
         let geo: Geo = self.win.geo(&x.dims[2..], &w.dims[2..])?;
         let out = first_out(outputs, "ConvInteger")?;
         let y = out.as_slice_mut::<i32>()?;
