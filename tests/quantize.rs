@@ -633,8 +633,12 @@ fn max_error_keeps_the_most_sensitive_layers_in_f32_until_within_the_bound() {
 
 /// Models quantized by ONNX Runtime (tests/quantized/make_ort_quantized.py):
 /// its dynamic QOperator-style model (DynamicQuantizeLinear, ConvInteger,
-/// MatMulInteger) and its static QDQ model import, keep their integer ops,
-/// and give ONNX Runtime's outputs on the 450 digits.
+/// MatMulInteger) imports with its integer ops and gives ONNX Runtime's
+/// outputs bit for bit on the 450 digits; its static QDQ model imports into
+/// Morsel's int8 ops (the int8 weights into QConv/QMatMul, activations
+/// quantized at run time, the model's activation Q/DQ pairs kept), within
+/// about one step of the model's own output grid (logits_scale ≈ 0.14) of
+/// ONNX Runtime's (unfused) outputs, with the same top-1 everywhere.
 #[test]
 fn onnx_runtime_quantized_models_import_and_match_it() {
     let dir = repo().join("tests/quantized");
@@ -650,7 +654,7 @@ fn onnx_runtime_quantized_models_import_and_match_it() {
         ),
         (
             "digits_ort_qdq",
-            &["QuantizeLinear", "DequantizeLinear"][..],
+            &["QuantizeLinear", "DequantizeLinear", "QConv", "QMatMul"][..],
         ),
     ] {
         let g = morsel::compress::convert(&dir.join(format!("{name}.onnx"))).unwrap();
@@ -679,9 +683,17 @@ fn onnx_runtime_quantized_models_import_and_match_it() {
             "{name}: max |diff| vs ONNX Runtime {diff:.2e}, {bits} of {} values differ in bits",
             got.len()
         );
-        // The integer ops are exact; the f32 ops between them (BatchNorm, the
-        // f32 Conv/Gemm of the QDQ model) may round differently elsewhere.
-        assert!(diff <= 1e-4, "{name}: max |diff| {diff}");
+        // The dynamic model's integer ops are exact (the f32 ops between them
+        // may round differently on other CPUs); the QDQ one quantizes its
+        // activations at run time, not on the model's static grid.
+        let bound = if name.ends_with("qdq") { 0.3 } else { 1e-4 };
+        assert!(diff <= bound, "{name}: max |diff| {diff}");
+        if name.ends_with("qdq") {
+            assert!(
+                !have.iter().any(|o| *o == "Conv" || *o == "Gemm"),
+                "{name}: {have:?}"
+            );
+        }
         let arg = |v: &[f32]| -> Vec<usize> {
             v.chunks(10)
                 .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())

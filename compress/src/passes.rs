@@ -16,10 +16,174 @@ pub struct Report {
 
 /// The import-time cleanup pipeline.
 pub fn cleanup(g: &mut Graph) -> Result<Vec<Report>> {
-    let mut reports = vec![fold_constants(g)?, fold_batch_norm(g)?];
+    let mut reports = vec![
+        fuse_qdq_weights(g)?,
+        fold_constants(g)?,
+        fold_batch_norm(g)?,
+    ];
     reports.extend(crate::fuse::fuse_all(g)?);
     reports.push(eliminate_dead(g)?);
     Ok(reports)
+}
+
+/// Pre-quantized weights (QDQ ONNX, e.g. from ONNX Runtime's
+/// `quantize_static`) into Morsel's int8 ops: a Conv (group 1), MatMul or
+/// Gemm whose weight is `DequantizeLinear(q, scale)` of a constant int8 `q`
+/// with zero zero points and one scale per output channel (or one for all)
+/// becomes `QConv` / `QMatMul` on `q` itself, so it computes int8×int8 in
+/// i32 and the file keeps the int8 weight. Its activations are quantized at
+/// run time, as Morsel's own int8 is; the model's activation
+/// Quantize/DequantizeLinear pairs stay and run as ONNX defines them.
+/// Weights holding -128 (Morsel's int8 weights are symmetric, [-127, 127])
+/// or other layouts are left to constant folding (f32 compute).
+pub fn fuse_qdq_weights(g: &mut Graph) -> Result<Report> {
+    use morsel_runtime::DType;
+    use morsel_runtime::graph::Attrs;
+    let ids = [
+        op_id("DequantizeLinear"),
+        op_id("Conv"),
+        op_id("MatMul"),
+        op_id("Gemm"),
+        op_id("QConv"),
+        op_id("QMatMul"),
+    ];
+    let [
+        Some(dq),
+        Some(conv),
+        Some(matmul),
+        Some(gemm),
+        Some(qconv),
+        Some(qmatmul),
+    ] = ids
+    else {
+        return Ok(Report {
+            pass: "fuse-qdq-weights",
+            changed: 0,
+        });
+    };
+    let mut changed = 0;
+    for i in 0..g.nodes.len() {
+        let n = &g.nodes[i];
+        if ![conv, matmul, gemm].contains(&n.op) {
+            continue;
+        }
+        let Some(w) = n.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        let Some(p) = g
+            .nodes
+            .iter()
+            .find(|d| d.op == dq && d.outputs.first() == Some(&w))
+        else {
+            continue;
+        };
+        let konst = |k: usize| {
+            p.inputs
+                .get(k)
+                .copied()
+                .flatten()
+                .and_then(|v| g.values[v].konst.as_ref())
+        };
+        let (Some(q), Some(s)) = (konst(0), konst(1)) else {
+            continue;
+        };
+        if p.inputs.get(2).copied().flatten().is_some() {
+            match konst(2) {
+                Some(z) if z.data.as_bytes().iter().all(|&b| b == 0) => {}
+                _ => continue,
+            }
+        }
+        if q.dtype != DType::I8 || s.dtype != DType::F32 || s.dims.len() > 1 {
+            continue;
+        }
+        let Ok(qv) = q.as_slice::<i8>() else { continue };
+        if qv.contains(&i8::MIN) {
+            continue;
+        }
+        let sv = s.to_f32_vec()?;
+        let rank = q.dims.len();
+        let axis = p.attrs.int("axis", 1)?;
+        let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
+        // (q as [K, N], output-channel axis of the original layout)
+        let (op, weight, out_axis) = if n.op == conv {
+            if n.attrs.int("group", 1)? != 1 || rank < 3 {
+                continue;
+            }
+            (qconv, q.clone(), 0)
+        } else {
+            if rank != 2 {
+                continue;
+            }
+            let trans_b = n.op == gemm && n.attrs.int("transB", 0)? != 0;
+            if n.op == gemm
+                && (n.attrs.int("transA", 0)? != 0
+                    || n.attrs.float("alpha", 1.0)? != 1.0
+                    || n.attrs.float("beta", 1.0)? != 1.0)
+            {
+                continue;
+            }
+            let (r, c) = (q.dims[0], q.dims[1]);
+            if trans_b {
+                let t: Vec<i8> = (0..r * c).map(|idx| qv[(idx % r) * c + idx / r]).collect();
+                (qmatmul, Tensor::from_slice(&[c, r], &t[..])?, 0)
+            } else {
+                (qmatmul, q.clone(), 1)
+            }
+        };
+        let channels = q.dims[out_axis];
+        if sv.len() != 1 && (sv.len() != channels || axis != out_axis) {
+            continue;
+        }
+        let scales = if sv.len() == 1 {
+            vec![sv[0]; channels]
+        } else {
+            sv
+        };
+        // A Gemm bias must be one value per output channel.
+        let bias = n.inputs.get(2).copied().flatten();
+        if n.op == gemm {
+            if let Some(b) = bias {
+                // A constant, or a DequantizeLinear of one (a QDQ int32 bias).
+                let of_dq = g
+                    .nodes
+                    .iter()
+                    .find(|d| d.op == dq && d.outputs.first() == Some(&b))
+                    .and_then(|d| d.inputs.first().copied().flatten())
+                    .and_then(|v| g.values[v].konst.as_ref());
+                let dims = g.values[b].konst.as_ref().or(of_dq).map(|t| t.dims.clone());
+                if dims.as_deref() != Some(&[channels][..]) {
+                    continue;
+                }
+            }
+        }
+        let (x, name, act) = (n.inputs[0], n.name.clone(), n.attrs.clone());
+        let wq = g.add_const(&g.fresh_name(&format!("{name}.int8")), weight);
+        let ws = g.add_const(
+            &g.fresh_name(&format!("{name}.scale")),
+            Tensor::from_slice(&[channels], &scales[..])?,
+        );
+        let n = &mut g.nodes[i];
+        n.op = op;
+        n.inputs = vec![x, Some(wq), Some(ws)];
+        if let Some(b) = bias {
+            n.inputs.push(Some(b));
+        }
+        if op == qmatmul {
+            // QMatMul keeps only the fused-activation attributes.
+            let mut attrs = Attrs::new();
+            for (k, v) in act.0.iter().filter(|(k, _)| k.starts_with("activation")) {
+                attrs.set(k, v.clone());
+            }
+            n.attrs = attrs;
+        } else {
+            n.attrs.0.remove("group");
+        }
+        changed += 1;
+    }
+    Ok(Report {
+        pass: "fuse-qdq-weights",
+        changed,
+    })
 }
 
 /// Evaluate every node whose inputs are all constants; its outputs become constants.
