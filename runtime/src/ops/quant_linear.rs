@@ -96,6 +96,50 @@ fn zero_points(op: &str, t: Option<&TensorRef<'_>>) -> Result<(Vec<i32>, Option<
     Ok((v, Some(t.dtype)))
 }
 
+/// The scale and zero point inputs (1 and 2) of Quantize/DequantizeLinear,
+/// checked against each other and against x's dims along `axis`; `at(i)`
+/// gives element `i`'s pair.
+struct Params<'a> {
+    scales: &'a [f32],
+    zero_points: Vec<i32>,
+    zero_point_dtype: Option<DType>,
+    layout: Option<(usize, usize)>,
+}
+
+impl<'a> Params<'a> {
+    fn of(
+        op: &str,
+        inputs: &[Option<TensorRef<'a>>],
+        dims: &[usize],
+        axis: i64,
+    ) -> Result<Params<'a>> {
+        let scales = scales(op, req(inputs, 1)?)?;
+        let (zero_points, zero_point_dtype) = zero_points(op, opt(inputs, 2))?;
+        let layout = per_axis(op, "the scale", scales.len(), dims, axis)?;
+        if zero_points.len() != 1 && zero_points.len() != scales.len() {
+            return Err(err(format!(
+                "{op}: {} scales but {} zero points",
+                scales.len(),
+                zero_points.len()
+            )));
+        }
+        Ok(Params {
+            scales,
+            zero_points,
+            zero_point_dtype,
+            layout,
+        })
+    }
+
+    /// (scale, zero point) of element `i`.
+    #[inline]
+    fn at(&self, i: usize) -> (f32, i32) {
+        let k = slot(self.layout, self.scales.len(), i);
+        let z = self.zero_points[if self.zero_points.len() == 1 { 0 } else { k }];
+        (self.scales[k], z)
+    }
+}
+
 fn range_of(dtype: DType) -> (f32, f32) {
     match dtype {
         DType::I8 => (-128.0, 127.0),
@@ -152,25 +196,15 @@ impl Op for QuantizeLinear {
     ) -> Result<()> {
         let op = "QuantizeLinear";
         let x = req(inputs, 0)?;
-        let s = scales(op, req(inputs, 1)?)?;
-        let (zp, _) = zero_points(op, opt(inputs, 2))?;
-        let layout = per_axis(op, "the scale", s.len(), x.dims, self.axis)?;
-        if zp.len() != 1 && zp.len() != s.len() {
-            return Err(err(format!(
-                "{op}: {} scales but {} zero points",
-                s.len(),
-                zp.len()
-            )));
-        }
+        let p = Params::of(op, inputs, x.dims, self.axis)?;
         let out = first_out(outputs, op)?;
         let (lo, hi) = range_of(out.dtype);
         let xs = x.as_slice::<f32>()?;
         let q = |i: usize, v: f32| -> f32 {
-            let k = slot(layout, s.len(), i);
-            let z = zp[if zp.len() == 1 { 0 } else { k }] as f32;
+            let (s, z) = p.at(i);
             // (NaN stays NaN here and becomes 0 in the cast: ONNX leaves
             // it undefined.)
-            ((v / s[k]).round_ties_even() + z).clamp(lo, hi)
+            ((v / s).round_ties_even() + z as f32).clamp(lo, hi)
         };
         match out.dtype {
             DType::U8 => {
@@ -234,27 +268,17 @@ impl Op for DequantizeLinear {
     ) -> Result<()> {
         let op = "DequantizeLinear";
         let x = req(inputs, 0)?;
-        let s = scales(op, req(inputs, 1)?)?;
-        let (zp, zdt) = zero_points(op, opt(inputs, 2))?;
-        if zdt.is_some_and(|z| z != x.dtype) {
+        let p = Params::of(op, inputs, x.dims, self.axis)?;
+        if let Some(z) = p.zero_point_dtype.filter(|&z| z != x.dtype) {
             return Err(err(format!(
-                "{op}: x is {} but the zero point is {}",
-                x.dtype,
-                zdt.unwrap_or(x.dtype)
-            )));
-        }
-        let layout = per_axis(op, "the scale", s.len(), x.dims, self.axis)?;
-        if zp.len() != 1 && zp.len() != s.len() {
-            return Err(err(format!(
-                "{op}: {} scales but {} zero points",
-                s.len(),
-                zp.len()
+                "{op}: x is {} but the zero point is {z}",
+                x.dtype
             )));
         }
         let out = first_out(outputs, op)?.as_slice_mut::<f32>()?;
         let y = |i: usize, v: i32| -> f32 {
-            let k = slot(layout, s.len(), i);
-            (v - zp[if zp.len() == 1 { 0 } else { k }]) as f32 * s[k]
+            let (s, z) = p.at(i);
+            (v - z) as f32 * s
         };
         match x.dtype {
             DType::U8 => x
