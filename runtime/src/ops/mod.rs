@@ -21,6 +21,7 @@ pub mod norm;
 pub mod pool;
 pub mod qconv;
 pub mod qgather;
+pub mod qlinear;
 pub mod qmatmul;
 pub mod quant_linear;
 pub mod reduce;
@@ -241,6 +242,8 @@ registry! {
     142 "DynamicQuantizeLinear" => quant_linear::build_dynamic_quantize_linear,
     143 "MatMulInteger" => quant_linear::build_matmul_integer,
     144 "ConvInteger" => quant_linear::build_conv_integer,
+    145 "QLinearConv" => qlinear::build_qlinear_conv,
+    146 "QLinearMatMul" => qlinear::build_qlinear_matmul,
 }
 
 pub fn lookup(id: OpId) -> Option<&'static OpDef> {

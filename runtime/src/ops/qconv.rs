@@ -126,67 +126,99 @@ impl Op for QConv {
             return Ok(());
         }
         let (in_sp, out_sp) = (geo.in_size(), geo.out_size());
-        let k = c * geo.k_size();
         let mut fresh = None;
         let packed = self.packed.get(ctx.pack_weights, &mut fresh, || {
             pack_weight(wq, m, c, geo.k_size())
         })?;
-        let pointwise = geo.kernel == [1; 3]
-            && geo.stride == [1; 3]
-            && geo.pad_begin == [0; 3]
-            && geo.pad_end == [0; 3];
-        with_scratch(|sc| {
-            let QScratch { qx, patches, acc } = sc;
-            let (qx, qxt) = grow(qx, 2 * c * in_sp).split_at_mut(c * in_sp);
-            let patches = grow(patches, if pointwise { 0 } else { BLOCK * k });
-            let acc = grow(acc, BLOCK * m);
-            kernels::with_scratch(|f| {
-                if f.len() < BLOCK * m {
-                    f.resize(BLOCK * m, 0.0);
-                }
-                let block_out = &mut f[..BLOCK * m];
-                for ni in 0..n {
-                    let xi = &xs[ni * c * in_sp..][..c * in_sp];
-                    let (scale, z) = quantize_image(xi, qx);
+        let scale = std::cell::Cell::new(0f32);
+        kernels::with_scratch(|f| {
+            if f.len() < BLOCK * m {
+                f.resize(BLOCK * m, 0.0);
+            }
+            let block_out = &mut f[..BLOCK * m];
+            conv_blocks(
+                n,
+                c,
+                &geo,
+                packed,
+                |ni, qx, qxt| {
+                    let (s, z) = quantize_image(&xs[ni * c * in_sp..][..c * in_sp], qx);
+                    scale.set(s);
                     // Channels last: a position's C values are contiguous.
-                    transpose_bytes(qx, c, in_sp, qxt);
+                    transpose_bytes(qx, c, in_sp, qxt, |v| v);
+                    z
+                },
+                |ni, j0, nc, acc, z| {
+                    let o = &mut block_out[..nc * m];
+                    int8::dequant_rows(
+                        nc,
+                        m,
+                        acc,
+                        m,
+                        &[scale.get()],
+                        ws,
+                        ZeroPoints::Tensor(z as i32),
+                        packed.col_sums(),
+                        bias,
+                        o,
+                        m,
+                    );
+                    self.act.apply(o);
                     let yi = &mut y[ni * m * out_sp..][..m * out_sp];
-                    for j0 in (0..out_sp).step_by(BLOCK) {
-                        let nc = BLOCK.min(out_sp - j0);
-                        let a: &[i8] = if pointwise {
-                            &qxt[j0 * c..][..nc * c]
-                        } else {
-                            unfold_i8(qxt, &geo, c, z, j0, &mut patches[..nc * k]);
-                            &patches[..nc * k]
-                        };
-                        int8::gemm_i8(nc, a, k, packed, &mut acc[..nc * m], m);
-                        let o = &mut block_out[..nc * m];
-                        int8::dequant_rows(
-                            nc,
-                            m,
-                            acc,
-                            m,
-                            &[scale],
-                            ws,
-                            ZeroPoints::Tensor(z as i32),
-                            packed.col_sums(),
-                            bias,
-                            o,
-                            m,
-                        );
-                        self.act.apply(o);
-                        scatter_columns(o, nc, m, yi, out_sp, j0);
-                    }
-                }
-            })
+                    scatter_columns(o, nc, m, yi, out_sp, j0, |v| v);
+                },
+            )
         });
         Ok(())
     }
 }
 
+/// The int8 conv loop of `QConv` and `QLinearConv`. Per image `ni`,
+/// `image(ni, tmp, qxt)` writes the int8 image channels-last into `qxt`
+/// (`[spatial…, C]`; `tmp` is a spare `[C, spatial…]` buffer) and returns
+/// its zero point. Blocks of up to [`BLOCK`] output positions are unfolded
+/// (im2col; padding reads the zero point) and multiplied by `packed` (`K =
+/// C·taps` in (tap, channel) order, `M` columns) exactly in i32, and
+/// `emit(ni, j0, rows, acc, z)` gets each block's `[rows, M]` products.
+pub(super) fn conv_blocks(
+    n: usize,
+    c: usize,
+    geo: &Geo,
+    packed: &PackedB,
+    mut image: impl FnMut(usize, &mut [i8], &mut [i8]) -> i8,
+    mut emit: impl FnMut(usize, usize, usize, &[i32], i8),
+) {
+    let (in_sp, out_sp) = (geo.in_size(), geo.out_size());
+    let (k, m) = (packed.k(), packed.n());
+    let pointwise = geo.kernel == [1; 3]
+        && geo.stride == [1; 3]
+        && geo.pad_begin == [0; 3]
+        && geo.pad_end == [0; 3];
+    with_scratch(|sc| {
+        let QScratch { qx, patches, acc } = sc;
+        let (qx, qxt) = grow(qx, 2 * c * in_sp).split_at_mut(c * in_sp);
+        let patches = grow(patches, if pointwise { 0 } else { BLOCK * k });
+        let acc = grow(acc, BLOCK * m);
+        for ni in 0..n {
+            let z = image(ni, qx, qxt);
+            for j0 in (0..out_sp).step_by(BLOCK) {
+                let nc = BLOCK.min(out_sp - j0);
+                let a: &[i8] = if pointwise {
+                    &qxt[j0 * c..][..nc * c]
+                } else {
+                    unfold_i8(qxt, geo, c, z, j0, &mut patches[..nc * k]);
+                    &patches[..nc * k]
+                };
+                int8::gemm_i8(nc, a, k, packed, &mut acc[..nc * m], m);
+                emit(ni, j0, nc, &acc[..nc * m], z);
+            }
+        }
+    })
+}
+
 /// Pack `W` `[M, C, taps]` for the kernel with the reduction in (tap,
 /// channel) order, the order [`unfold_i8`] writes patches in.
-fn pack_weight(wq: &[i8], m: usize, c: usize, taps: usize) -> Result<PackedB> {
+pub(super) fn pack_weight(wq: &[i8], m: usize, c: usize, taps: usize) -> Result<PackedB> {
     let k = c * taps;
     if taps == 1 {
         return int8::pack_b_transposed(wq, m, k, k);
@@ -202,8 +234,14 @@ fn pack_weight(wq: &[i8], m: usize, c: usize, taps: usize) -> Result<PackedB> {
     int8::pack_b_transposed(&r, m, k, k)
 }
 
-/// `dst[p·c + ch] = src[ch·n + p]`: `[c, n]` bytes to `[n, c]`, in tiles.
-fn transpose_bytes(src: &[i8], c: usize, n: usize, dst: &mut [i8]) {
+/// `dst[p·c + ch] = f(src[ch·n + p])`: `[c, n]` bytes to `[n, c]`, in tiles.
+pub(super) fn transpose_bytes<S: Copy>(
+    src: &[S],
+    c: usize,
+    n: usize,
+    dst: &mut [i8],
+    f: impl Fn(S) -> i8,
+) {
     const T: usize = 32;
     for cb in (0..c).step_by(T) {
         let ce = (cb + T).min(c);
@@ -212,7 +250,7 @@ fn transpose_bytes(src: &[i8], c: usize, n: usize, dst: &mut [i8]) {
             for ch in cb..ce {
                 let row = &src[ch * n..][pb..pe];
                 for (i, &v) in row.iter().enumerate() {
-                    dst[(pb + i) * c + ch] = v;
+                    dst[(pb + i) * c + ch] = f(v);
                 }
             }
         }
@@ -333,9 +371,17 @@ fn unfold_i8(qxt: &[i8], g: &Geo, c: usize, z: i8, j0: usize, out: &mut [i8]) {
     }
 }
 
-/// Write a block's `[rows, m]` results to columns `j0..` of `[m, out_sp]`,
-/// 16×16 at a time so both sides stay in cache.
-fn scatter_columns(o: &[f32], rows: usize, m: usize, y: &mut [f32], out_sp: usize, j0: usize) {
+/// Write a block's `[rows, m]` results, through `f`, to columns `j0..` of
+/// `[m, out_sp]`, 16×16 at a time so both sides stay in cache.
+pub(super) fn scatter_columns<S: Copy, T>(
+    o: &[S],
+    rows: usize,
+    m: usize,
+    y: &mut [T],
+    out_sp: usize,
+    j0: usize,
+    f: impl Fn(S) -> T,
+) {
     const T: usize = 16;
     for jb in (0..rows).step_by(T) {
         let je = (jb + T).min(rows);
@@ -344,7 +390,7 @@ fn scatter_columns(o: &[f32], rows: usize, m: usize, y: &mut [f32], out_sp: usiz
             for oc in cb..ce {
                 let dst = &mut y[oc * out_sp + j0 + jb..][..je - jb];
                 for (d, j) in dst.iter_mut().zip(jb..je) {
-                    *d = o[j * m + oc];
+                    *d = f(o[j * m + oc]);
                 }
             }
         }

@@ -18,7 +18,7 @@ use crate::graph::Attrs;
 use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Error, Result};
 
-fn err(msg: String) -> Error {
+pub(super) fn err(msg: String) -> Error {
     Error::Graph(msg)
 }
 
@@ -56,7 +56,7 @@ fn slot(layout: Option<(usize, usize)>, len: usize, i: usize) -> usize {
 }
 
 /// Scale values (f32), checked finite.
-fn scales<'a>(op: &str, t: &TensorRef<'a>) -> Result<&'a [f32]> {
+pub(super) fn scales<'a>(op: &str, t: &TensorRef<'a>) -> Result<&'a [f32]> {
     if t.dtype != DType::F32 {
         return Err(err(format!(
             "{op}: the scale is {}, only f32 is supported",
@@ -388,7 +388,7 @@ pub fn build_dynamic_quantize_linear(_: &Attrs) -> Result<Box<dyn Op>> {
 #[derive(Debug)]
 struct MatMulInteger;
 
-fn ints<'a>(t: &TensorRef<'a>, what: &str) -> Result<Vec<i32>> {
+pub(super) fn ints<'a>(t: &TensorRef<'a>, what: &str) -> Result<Vec<i32>> {
     Ok(match t.dtype {
         DType::U8 => t.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),
         DType::I8 => t.as_slice::<i8>()?.iter().map(|&v| v as i32).collect(),
@@ -400,7 +400,7 @@ fn ints<'a>(t: &TensorRef<'a>, what: &str) -> Result<Vec<i32>> {
 
 /// Optional integer zero point input `i`: one value, or `len` (one per
 /// `per`); absent means 0.
-fn int_zero_point(
+pub(super) fn int_zero_point(
     inputs: &[Option<TensorRef<'_>>],
     i: usize,
     what: &str,
@@ -447,43 +447,56 @@ impl Op for MatMulInteger {
         let (a, b) = (req(inputs, 0)?, req(inputs, 1)?);
         let out = first_out(outputs, "MatMulInteger")?;
         let g = Geometry::new(a.dims, b.dims, out.dims)?;
-        let (m, k, n) = (g.m, g.k, g.n);
+        let (m, n) = (g.m, g.n);
         let (za, zb) = (
             int_zero_point(inputs, 2, "MatMulInteger: a_zero_point", m, "row of A")?,
             int_zero_point(inputs, 3, "MatMulInteger: b_zero_point", n, "column of B")?,
         );
         let (av, bv) = (ints(a, "MatMulInteger: A")?, ints(b, "MatMulInteger: B")?);
-        let c = out.as_slice_mut::<i32>()?;
-        let batches: usize = g.out_batch.iter().product();
-        let mut row = vec![0i32; n];
-        for bi in 0..batches {
-            let (ia, ib) = g.operands(bi);
-            let (am, bm) = (&av[ia * m * k..][..m * k], &bv[ib * k * n..][..k * n]);
-            for r in 0..m {
-                let zr = za[if za.len() == 1 { 0 } else { r }];
-                row.fill(0);
-                for kk in 0..k {
-                    let x = am[r * k + kk] - zr;
-                    if x == 0 {
-                        continue;
-                    }
-                    let brow = &bm[kk * n..][..n];
-                    if zb.len() == 1 {
-                        let z = zb[0];
-                        row.iter_mut()
-                            .zip(brow)
-                            .for_each(|(o, &w)| *o = o.wrapping_add(x * (w - z)));
-                    } else {
-                        row.iter_mut()
-                            .zip(brow)
-                            .zip(&zb)
-                            .for_each(|((o, &w), &z)| *o = o.wrapping_add(x * (w - z)));
-                    }
-                }
-                c[(bi * m + r) * n..][..n].copy_from_slice(&row);
-            }
-        }
+        matmul_integer(&av, &bv, &za, &zb, &g, out.as_slice_mut::<i32>()?);
         Ok(())
+    }
+}
+
+/// `C = (A − za)·(B − zb)` in wrapping i32 for every batch of `g`; `za` is
+/// one value or one per row of A, `zb` one or one per column of B.
+pub(super) fn matmul_integer(
+    av: &[i32],
+    bv: &[i32],
+    za: &[i32],
+    zb: &[i32],
+    g: &Geometry,
+    c: &mut [i32],
+) {
+    let (m, k, n) = (g.m, g.k, g.n);
+    let batches: usize = g.out_batch.iter().product();
+    let mut row = vec![0i32; n];
+    for bi in 0..batches {
+        let (ia, ib) = g.operands(bi);
+        let (am, bm) = (&av[ia * m * k..][..m * k], &bv[ib * k * n..][..k * n]);
+        for r in 0..m {
+            let zr = za[if za.len() == 1 { 0 } else { r }];
+            row.fill(0);
+            for kk in 0..k {
+                let x = am[r * k + kk] - zr;
+                if x == 0 {
+                    continue;
+                }
+                let brow = &bm[kk * n..][..n];
+                if zb.len() == 1 {
+                    let z = zb[0];
+                    row.iter_mut()
+                        .zip(brow)
+                        .for_each(|(o, &w)| *o = o.wrapping_add(x * (w - z)));
+                } else {
+                    row.iter_mut()
+                        .zip(brow)
+                        .zip(zb)
+                        .for_each(|((o, &w), &z)| *o = o.wrapping_add(x * (w - z)));
+                }
+            }
+            c[(bi * m + r) * n..][..n].copy_from_slice(&row);
+        }
     }
 }
 
@@ -567,42 +580,60 @@ impl Op for ConvInteger {
                 dims_str(w.dims)
             )));
         }
-        let [_, i1, i2] = geo.input;
-        let [_, o1, o2] = geo.output;
-        let [k0, k1, k2] = geo.kernel;
-        let src = |o: usize, k: usize, a: usize| -> Option<usize> {
-            let p = o * geo.stride[a] + k * geo.dilation[a];
-            p.checked_sub(geo.pad_begin[a])
-                .filter(|&p| p < geo.input[a])
-        };
-        for b in 0..n {
-            for oc in 0..m {
-                let grp = oc / (m / g);
-                let z = wz[if wz.len() == 1 { 0 } else { oc }];
-                let wk = &wv[oc * cg * ks..][..cg * ks];
-                for (oi, yv) in y[(b * m + oc) * out_sp..][..out_sp].iter_mut().enumerate() {
-                    let (d, h, ww) = (oi / (o1 * o2), oi / o2 % o1, oi % o2);
-                    let mut acc = 0i32;
-                    for ic in 0..cg {
-                        let xc = &xv[(b * c + grp * cg + ic) * in_sp..][..in_sp];
-                        for kd in 0..k0 {
-                            let Some(sd) = src(d, kd, 0) else { continue };
-                            for kh in 0..k1 {
-                                let Some(sh) = src(h, kh, 1) else { continue };
-                                for kw in 0..k2 {
-                                    let Some(sw) = src(ww, kw, 2) else { continue };
-                                    let xq = xc[(sd * i1 + sh) * i2 + sw] - xz;
-                                    let wq = wk[((ic * k0 + kd) * k1 + kh) * k2 + kw] - z;
-                                    acc = acc.wrapping_add(xq * wq);
-                                }
+        conv_integer(&xv, &wv, xz, &wz, [n, c, m], g, &geo, y);
+        Ok(())
+    }
+}
+
+/// Grouped conv of `xv` `[N, C, …]` by `wv` `[M, C/g, taps]` in wrapping
+/// i32: `Σ (x − xz)·(w − wz)`, padding adding nothing; `wz` one value or
+/// one per output channel. The slices' lengths are checked by the caller.
+pub(super) fn conv_integer(
+    xv: &[i32],
+    wv: &[i32],
+    xz: i32,
+    wz: &[i32],
+    [n, c, m]: [usize; 3],
+    g: usize,
+    geo: &Geo,
+    y: &mut [i32],
+) {
+    let (in_sp, out_sp, ks) = (geo.in_size(), geo.out_size(), geo.k_size());
+    let cg = c / g;
+    let [_, i1, i2] = geo.input;
+    let [_, o1, o2] = geo.output;
+    let [k0, k1, k2] = geo.kernel;
+    let src = |o: usize, k: usize, a: usize| -> Option<usize> {
+        let p = o * geo.stride[a] + k * geo.dilation[a];
+        p.checked_sub(geo.pad_begin[a])
+            .filter(|&p| p < geo.input[a])
+    };
+    for b in 0..n {
+        for oc in 0..m {
+            let grp = oc / (m / g);
+            let z = wz[if wz.len() == 1 { 0 } else { oc }];
+            let wk = &wv[oc * cg * ks..][..cg * ks];
+            for (oi, yv) in y[(b * m + oc) * out_sp..][..out_sp].iter_mut().enumerate() {
+                let (d, h, ww) = (oi / (o1 * o2), oi / o2 % o1, oi % o2);
+                let mut acc = 0i32;
+                for ic in 0..cg {
+                    let xc = &xv[(b * c + grp * cg + ic) * in_sp..][..in_sp];
+                    for kd in 0..k0 {
+                        let Some(sd) = src(d, kd, 0) else { continue };
+                        for kh in 0..k1 {
+                            let Some(sh) = src(h, kh, 1) else { continue };
+                            for kw in 0..k2 {
+                                let Some(sw) = src(ww, kw, 2) else { continue };
+                                let xq = xc[(sd * i1 + sh) * i2 + sw] - xz;
+                                let wq = wk[((ic * k0 + kd) * k1 + kh) * k2 + kw] - z;
+                                acc = acc.wrapping_add(xq * wq);
                             }
                         }
                     }
-                    *yv = acc;
                 }
+                *yv = acc;
             }
         }
-        Ok(())
     }
 }
 

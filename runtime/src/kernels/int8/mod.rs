@@ -724,3 +724,76 @@ fn dequant_rows_with(
         );
     }
 }
+
+/// The static-quantization epilogue (ONNX `QLinearConv`/`QLinearMatMul`):
+/// for each row `i < m` and column `j < n`,
+///
+/// `out[i][j] = saturate(round_half_even(((C[i][j] − zp·col_sums[j] +
+/// bias[j]) as f32) · mult[j]) + out_zp)` in `[-128, 127]`,
+///
+/// in exactly this order (the i32 arithmetic wraps, which it cannot for
+/// real GEMM results), so every target gives the same bits. `mult[j]` is
+/// `x_scale·w_scale[j] / y_scale`, one per column; `col_sums` is
+/// [`PackedB::col_sums`] (read only when `zp != 0`). Panics if a slice is
+/// too short; `mult` must be finite.
+pub fn requant_rows(
+    m: usize,
+    n: usize,
+    c: &[i32],
+    c_row_stride: usize,
+    zp: i32,
+    col_sums: &[i32],
+    bias: Option<&[i32]>,
+    mult: &[f32],
+    out_zp: i8,
+    out: &mut [i8],
+    out_row_stride: usize,
+) {
+    check_fits(c.len(), m, n, c_row_stride, "C");
+    check_fits(out.len(), m, n, out_row_stride, "out");
+    assert!(
+        mult.len() >= n && (zp == 0 || col_sums.len() >= n) && bias.is_none_or(|b| b.len() >= n),
+        "int8 requant: multipliers, col_sums or bias shorter than {n}"
+    );
+    // Per column, what the zero point and bias add: `bias − zp·Σ_k W`.
+    let mut offset = [0i32; 64];
+    let (lo, hi) = ((-128 - out_zp as i32) as f32, (127 - out_zp as i32) as f32);
+    for j0 in (0..n).step_by(offset.len()) {
+        let w = offset.len().min(n - j0);
+        for (j, o) in offset[..w].iter_mut().enumerate() {
+            let zs = if zp != 0 {
+                zp.wrapping_mul(col_sums[j0 + j])
+            } else {
+                0
+            };
+            *o = bias.map_or(0, |b| b[j0 + j]).wrapping_sub(zs);
+        }
+        let mult = &mult[j0..j0 + w];
+        for i in 0..m {
+            let src = &c[i * c_row_stride + j0..][..w];
+            let dst = &mut out[i * out_row_stride + j0..][..w];
+            for (((d, &v), &o), &s) in dst.iter_mut().zip(src).zip(&offset[..w]).zip(mult) {
+                *d = requant1(v.wrapping_add(o), s, lo, hi, out_zp);
+            }
+        }
+    }
+}
+
+/// One value of [`requant_rows`]: clamped first (so the rounding below
+/// never sees a large value), then rounded half to even by adding and
+/// subtracting 1.5·2²³ (exact for `|v| < 2²²`, with no rounding-mode
+/// instruction, so SSE2, NEON and wasm agree).
+#[inline]
+fn requant1(acc: i32, mult: f32, lo: f32, hi: f32, out_zp: i8) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = acc as f32 * mult;
+    let v = if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    };
+    let r = (v + MAGIC) - MAGIC;
+    (r as i32 + out_zp as i32) as i8
+}

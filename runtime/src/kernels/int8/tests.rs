@@ -427,3 +427,61 @@ fn quantized_matmul_approximates_f32() {
     println!("relative error: symmetric {sym:.2e}, asymmetric {asym:.2e}");
     assert!(sym < 0.01 && asym < 0.01, "{sym} {asym}");
 }
+
+/// The requant epilogue against its definition computed in f64 from the
+/// f32 product: round half to even (ties included), saturation on both
+/// sides, zero point and bias.
+#[test]
+fn requant_matches_its_definition() {
+    let mut rng = Rng(77);
+    let (m, n) = (7, 70);
+    let c: Vec<i32> = (0..m * n)
+        .map(|_| (rng.next() % 200_001) as i32 - 100_000)
+        .collect();
+    let col_sums: Vec<i32> = (0..n).map(|_| (rng.next() % 4001) as i32 - 2000).collect();
+    let bias: Vec<i32> = (0..n)
+        .map(|_| (rng.next() % 20_001) as i32 - 10_000)
+        .collect();
+    let mut mult: Vec<f32> = (0..n)
+        .map(|_| 1e-4 + (rng.next() % 1000) as f32 * 2e-6)
+        .collect();
+    mult[0] = 0.5; // exact ties: odd accumulators times 0.5
+    for (zp, out_zp) in [(0, 0i8), (-37, -128), (12, 5)] {
+        let mut out = vec![0i8; m * n];
+        requant_rows(
+            m,
+            n,
+            &c,
+            n,
+            zp,
+            &col_sums,
+            Some(&bias),
+            &mult,
+            out_zp,
+            &mut out,
+            n,
+        );
+        let mut ties = 0;
+        for i in 0..m {
+            for j in 0..n {
+                let acc = c[i * n + j] - zp * col_sums[j] + bias[j];
+                let v = (acc as f32 * mult[j]) as f64;
+                if v.fract().abs() == 0.5 {
+                    ties += 1;
+                }
+                let want = (v.round_ties_even() + out_zp as f64).clamp(-128.0, 127.0) as i8;
+                assert_eq!(
+                    out[i * n + j],
+                    want,
+                    "row {i} col {j}: acc {acc} · {}",
+                    mult[j]
+                );
+            }
+        }
+        assert!(ties > 0, "no ties exercised");
+        assert!(
+            out.contains(&-128) && out.contains(&127),
+            "no saturation exercised"
+        );
+    }
+}
