@@ -47,6 +47,16 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
                 "int8 per output channel",
                 "int8×int8→i32 compute (im2col patches per row), f32 out",
             ),
+            "QLinearConv" | "QLinearMatMul" if qlinear_fits_kernels(g, n) => (
+                3,
+                "int8 (static: scales from calibration)",
+                "int8 in, int8×int8→i32 on the int8 kernels, int8 out",
+            ),
+            "QLinearConv" | "QLinearMatMul" => (
+                3,
+                "int8 (static: scales from calibration)",
+                "int8 in and out, exact scalar i32 loop (grouped, per-row scales, or a weight beyond [-127, 127] after its zero point: slow)",
+            ),
             "MatMul" | "Gemm" => (1, "f32", "f32 compute"),
             "Conv" | "ConvTranspose" => (1, "f32", "f32 compute"),
             "Gather" => (0, "f32", "f32 rows"),
@@ -62,7 +72,7 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
             continue; // shape bookkeeping, not a weight
         }
         let mut bytes = t.data.len();
-        if matches!(op, "QMatMul" | "QGather" | "QConv") {
+        if matches!(op, "QMatMul" | "QGather" | "QConv" | "QLinearConv" | "QLinearMatMul") {
             if let Some(s) = n.inputs.get(slot + 1).copied().flatten() {
                 bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
             }
@@ -94,4 +104,46 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
         });
     }
     out
+}
+
+/// Whether a QLinearConv/QLinearMatMul runs on the int8 kernels (see
+/// runtime/src/ops/qlinear.rs): group 1, one scale for its input, and a
+/// constant weight whose values minus their zero point fit `[-127, 127]`.
+fn qlinear_fits_kernels(g: &Graph, n: &morsel_runtime::graph::Node) -> bool {
+    let konst = |i: usize| {
+        n.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| g.values[v].konst.as_ref())
+    };
+    if n.attrs.int("group", 1).unwrap_or(1) != 1 || konst(1).is_some_and(|s| s.numel() != 1) {
+        return false;
+    }
+    let ints = |t: &morsel_runtime::tensor::Tensor| -> Option<Vec<i32>> {
+        match t.dtype {
+            DType::I8 => Some(t.as_slice::<i8>().ok()?.iter().map(|&v| v as i32).collect()),
+            DType::U8 => Some(t.as_slice::<u8>().ok()?.iter().map(|&v| v as i32).collect()),
+            _ => None,
+        }
+    };
+    let (Some(w), zp) = (konst(3).and_then(ints), konst(5).and_then(ints)) else {
+        return false;
+    };
+    let zp = zp.unwrap_or_else(|| vec![0]);
+    let per = if op_name(n.op) == "QLinearConv" {
+        w.len() / zp.len().max(1)
+    } else {
+        1
+    };
+    w.iter().enumerate().all(|(i, &v)| {
+        let z = if zp.len() == 1 {
+            zp[0]
+        } else if op_name(n.op) == "QLinearConv" {
+            zp[(i / per.max(1)).min(zp.len() - 1)]
+        } else {
+            zp[i % zp.len()]
+        };
+        (-127..=127).contains(&(v - z))
+    })
 }

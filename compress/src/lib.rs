@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod distill;
 pub mod fuse;
 pub mod layers;

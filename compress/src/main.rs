@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use morsel_compress::calibrate;
 use morsel_compress::lowrank::{self, LowRankOptions, Rank};
 use morsel_compress::measure::{self, Feed, Summary, argmax_rows, run_batched};
 use morsel_compress::npy;
@@ -38,6 +39,19 @@ enum Weights {
 enum Quantize {
     /// Dynamic int8: weights int8 per output channel, activations per row at run time.
     Int8,
+    /// Static int8: as int8, and convs take and give int8 with activation
+    /// ranges from --calibration (QLinearConv).
+    Int8Static,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CalibrationMethod {
+    /// The observed minimum and maximum.
+    Minmax,
+    /// The --percentile and its mirror (tails clipped).
+    Percentile,
+    /// The KL-closest clipping threshold (TensorRT's entropy calibrator).
+    Entropy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,9 +120,16 @@ struct CompressArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// .npz of inputs for the statistics that data-driven steps use
-    /// (--channel-score activation, --low-rank-aware); default: --data.
-    #[arg(long)]
+    /// (--quantize int8-static, --max-error, --channel-score activation,
+    /// --low-rank-aware); default: --data.
+    #[arg(long, alias = "calibrate")]
     calibration: Option<PathBuf>,
+    /// With --quantize int8-static: how activation ranges are chosen.
+    #[arg(long, value_enum, default_value = "minmax")]
+    calibration_method: CalibrationMethod,
+    /// With --calibration-method percentile: the percentile kept (in %).
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
     /// Node names to leave in f32 (comma-separated; `morsel inspect` lists the layers).
     #[arg(long, value_delimiter = ',')]
     keep_float: Vec<String>,
@@ -330,7 +351,13 @@ fn compress(a: &CompressArgs) -> Result<()> {
             .graph()
             .clone()
     };
-    let quantized = ["QMatMul", "QGather", "QConv"];
+    let quantized = [
+        "QMatMul",
+        "QGather",
+        "QConv",
+        "QLinearConv",
+        "QLinearMatMul",
+    ];
     if g.nodes
         .iter()
         .any(|n| quantized.contains(&morsel_runtime::ops::op_name(n.op)))
@@ -575,8 +602,24 @@ fn compress(a: &CompressArgs) -> Result<()> {
         qopts = o;
         guard = Some(gd);
     }
+    let method = match a.calibration_method {
+        CalibrationMethod::Minmax => calibrate::Method::MinMax,
+        CalibrationMethod::Percentile => calibrate::Method::Percentile(a.percentile),
+        CalibrationMethod::Entropy => calibrate::Method::Entropy,
+    };
+    let mut static_report = None;
     let qreport = match a.quantize {
-        Some(Quantize::Int8) => {
+        Some(q @ (Quantize::Int8 | Quantize::Int8Static)) => {
+            let is_static = matches!(q, Quantize::Int8Static);
+            let calib = if is_static {
+                let feed = calibration.as_ref().context(
+                    "--quantize int8-static needs --calibration (or --data): activation ranges come from it",
+                )?;
+                let n = calibrate::check_feed(feed)?;
+                Some((feed, n, g.clone()))
+            } else {
+                None
+            };
             let mut r = quantize::quantize_dynamic(&mut g, &qopts)?;
             if let Some(gd) = &guard {
                 for k in r.kept.iter_mut().filter(|k| gd.kept.contains(&k.node)) {
@@ -594,6 +637,17 @@ fn compress(a: &CompressArgs) -> Result<()> {
             quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
             if !a.json {
                 print_quant_report(&r, &qopts);
+            }
+            if let Some((feed, n, f32_graph)) = calib {
+                let names = calibrate::wanted(&g);
+                let ranges =
+                    calibrate::calibrate(&f32_graph, &names, feed, a.batch, a.threads, method)?;
+                let sr = calibrate::quantize_static(&mut g, &ranges, method, n)?;
+                quantize::add_recipe_step(&mut g, &format!("quantize-int8-static ({})", sr.method));
+                if !a.json {
+                    print_static_report(&sr);
+                }
+                static_report = Some(sr);
             }
             Some(r)
         }
@@ -653,6 +707,16 @@ fn compress(a: &CompressArgs) -> Result<()> {
         if let Some(gd) = &guard {
             meta["max_error"] = gd.to_json();
         }
+        if let Some(sr) = &static_report {
+            meta["method"] = json!("int8-static");
+            meta["activations"] = json!(format!(
+                "convs ({} of them): int8 in and out, per-tensor scale and zero point from {} calibration samples ({}); other layers: int8 asymmetric per row, quantized at run time",
+                sr.converted.len(),
+                sr.samples,
+                sr.method
+            ));
+            meta["static"] = sr.to_json();
+        }
         g.metadata.insert("quantization".into(), meta.to_string());
     }
     let measured = json!({"data": a.data.as_ref().map(|d| d.display().to_string()),
@@ -676,6 +740,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
             j["quantization"] = quantize::metadata_json(r, &qopts, error.as_deref());
             if let Some(gd) = &guard {
                 j["quantization"]["max_error"] = gd.to_json();
+            }
+            if let Some(sr) = &static_report {
+                j["quantization"]["static"] = sr.to_json();
             }
         }
         if let Some(e) = &error {
@@ -989,6 +1056,20 @@ fn layer_input_stats(
         .into_iter()
         .filter_map(|(n, x)| Some((n, by_value.get(&x)?.clone())))
         .collect())
+}
+
+fn print_static_report(r: &calibrate::StaticReport) {
+    println!(
+        "static int8 ({} on {} calibration samples): {} convs take and give int8 (QLinearConv); {} QuantizeLinear and {} DequantizeLinear remain",
+        r.method,
+        r.samples,
+        r.converted.len(),
+        r.quantize_nodes,
+        r.dequantize_nodes
+    );
+    for (n, why) in &r.dynamic {
+        println!("  {n}: dynamic, {why}");
+    }
 }
 
 fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {

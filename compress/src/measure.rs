@@ -128,14 +128,16 @@ pub fn flops(g: &Graph, dims: &[(String, Vec<usize>)]) -> Result<u64> {
         let Some(&out) = n.outputs.first() else {
             continue;
         };
+        // The weight: input 1, or 3 for the QLinear ops.
+        let wi = if op.starts_with("QLinear") { 3 } else { 1 };
         let w = n
             .inputs
-            .get(1)
+            .get(wi)
             .copied()
             .flatten()
             .and_then(|w| g.values[w].konst.as_ref());
         let macs = match (op, w) {
-            ("MatMul" | "QMatMul" | "Gemm", Some(w)) if w.dims.len() == 2 => {
+            ("MatMul" | "QMatMul" | "QLinearMatMul" | "Gemm", Some(w)) if w.dims.len() == 2 => {
                 let n_out = if op == "Gemm" && n.attrs.int("transB", 0).unwrap_or(0) != 0 {
                     w.dims[0]
                 } else {
@@ -143,7 +145,7 @@ pub fn flops(g: &Graph, dims: &[(String, Vec<usize>)]) -> Result<u64> {
                 };
                 numel(out) / n_out.max(1) as u64 * nnz(w)
             }
-            ("Conv" | "QConv", Some(w)) if w.dims.len() >= 3 => {
+            ("Conv" | "QConv" | "QLinearConv", Some(w)) if w.dims.len() >= 3 => {
                 // Each output position of each output channel uses that
                 // channel's weights once.
                 numel(out) / w.dims[0].max(1) as u64 * nnz(w)

@@ -15,6 +15,7 @@ use super::matmul::{Geometry, first_out, matmul_shape};
 use super::{Ctx, Fact, Op, axis as norm_axis, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
+use crate::kernels::int8;
 use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Error, Result};
 
@@ -200,6 +201,25 @@ impl Op for QuantizeLinear {
         let out = first_out(outputs, op)?;
         let (lo, hi) = range_of(out.dtype);
         let xs = x.as_slice::<f32>()?;
+        if p.layout.is_none() && matches!(out.dtype, DType::U8 | DType::I8) {
+            // One scale: the vectorized int8 quantizer (the same values;
+            // NaN gives the lowest code). u8 is i8 shifted by 128.
+            let (s, z) = p.at(0);
+            let shift = if out.dtype == DType::U8 { 128 } else { 0 };
+            let z8 = i8::try_from(z - shift).map_err(|_| {
+                err(format!("{op}: zero point {z} is out of range for {}", out.dtype))
+            })?;
+            let flip = shift as u8;
+            let mut buf = [0i8; 4096];
+            for (xc, oc) in xs.chunks(buf.len()).zip(out.data.chunks_mut(buf.len())) {
+                let b = &mut buf[..xc.len()];
+                int8::quantize_f32_to_i8(xc, s, z8, b);
+                for (o, &v) in oc.iter_mut().zip(b.iter()) {
+                    *o = (v as u8) ^ flip;
+                }
+            }
+            return Ok(());
+        }
         let q = |i: usize, v: f32| -> f32 {
             let (s, z) = p.at(i);
             // (NaN stays NaN here and becomes 0 in the cast: ONNX leaves
@@ -276,6 +296,16 @@ impl Op for DequantizeLinear {
             )));
         }
         let out = first_out(outputs, op)?.as_slice_mut::<f32>()?;
+        if p.layout.is_none() && matches!(x.dtype, DType::U8 | DType::I8) {
+            // One scale: a plain loop that vectorizes.
+            let (s, z) = p.at(0);
+            let (f, shift) = if x.dtype == DType::U8 { (0x80u8, 128) } else { (0, 0) };
+            let z = z - shift;
+            for (o, &b) in out.iter_mut().zip(x.data) {
+                *o = (((b ^ f) as i8) as i32 - z) as f32 * s;
+            }
+            return Ok(());
+        }
         let y = |i: usize, v: i32| -> f32 {
             let (s, z) = p.at(i);
             (v - z) as f32 * s
