@@ -638,7 +638,11 @@ fn max_error_keeps_the_most_sensitive_layers_in_f32_until_within_the_bound() {
 /// Morsel's int8 ops (the int8 weights into QConv/QMatMul, activations
 /// quantized at run time, the model's activation Q/DQ pairs kept), within
 /// about one step of the model's own output grid (logits_scale ≈ 0.14) of
-/// ONNX Runtime's (unfused) outputs, with the same top-1 everywhere.
+/// ONNX Runtime's (unfused) outputs, with the same top-1 everywhere; its
+/// static QOperator model (QuantizeLinear, QLinearConv on u8 activations,
+/// DequantizeLinear, then f32 BatchNormalization/Gemm) runs its QLinearConv
+/// on Morsel's int8 kernels and matches ORT within 1e-3 (measured 7e-6: the
+/// integer part is exact, the f32 ops after it round their own way).
 #[test]
 fn onnx_runtime_quantized_models_import_and_match_it() {
     let dir = repo().join("tests/quantized");
@@ -655,6 +659,10 @@ fn onnx_runtime_quantized_models_import_and_match_it() {
         (
             "digits_ort_qdq",
             &["QuantizeLinear", "DequantizeLinear", "QConv", "QMatMul"][..],
+        ),
+        (
+            "digits_ort_qop",
+            &["QuantizeLinear", "QLinearConv", "DequantizeLinear"][..],
         ),
     ] {
         let g = morsel::compress::convert(&dir.join(format!("{name}.onnx"))).unwrap();
@@ -686,7 +694,11 @@ fn onnx_runtime_quantized_models_import_and_match_it() {
         // The dynamic model's integer ops are exact (the f32 ops between them
         // may round differently on other CPUs); the QDQ one quantizes its
         // activations at run time, not on the model's static grid.
-        let bound = if name.ends_with("qdq") { 0.3 } else { 1e-4 };
+        let bound = match name.rsplit('_').next().unwrap_or("") {
+            "qdq" => 0.3,
+            "qop" => 1e-3,
+            _ => 1e-4,
+        };
         assert!(diff <= bound, "{name}: max |diff| {diff}");
         if name.ends_with("qdq") {
             assert!(
