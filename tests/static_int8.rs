@@ -93,7 +93,12 @@ fn digits_static_chain_stays_int8_and_keeps_its_accuracy() {
                 .map(|c| c.output_range)
                 .collect::<Vec<_>>()
         );
-        assert!(a0 - a1 <= 0.005, "{}: lost {:.2} points", method.name(), (a0 - a1) * 100.0);
+        assert!(
+            a0 - a1 <= 0.005,
+            "{}: lost {:.2} points",
+            method.name(),
+            (a0 - a1) * 100.0
+        );
     }
 }
 

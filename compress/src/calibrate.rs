@@ -499,7 +499,7 @@ pub fn quantize_static(
                 let mut q = Vec::with_capacity(b.len());
                 for (j, &v) in b.iter().enumerate() {
                     let r = (v as f64 / (xs as f64 * ws[j] as f64)).round();
-                    if !(r.abs() < 2f64.powi(30)) {
+                    if r.is_nan() || r.abs() >= 2f64.powi(30) {
                         break;
                     }
                     q.push(r as i32);

@@ -72,7 +72,10 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
             continue; // shape bookkeeping, not a weight
         }
         let mut bytes = t.data.len();
-        if matches!(op, "QMatMul" | "QGather" | "QConv" | "QLinearConv" | "QLinearMatMul") {
+        if matches!(
+            op,
+            "QMatMul" | "QGather" | "QConv" | "QLinearConv" | "QLinearMatMul"
+        ) {
             if let Some(s) = n.inputs.get(slot + 1).copied().flatten() {
                 bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
             }

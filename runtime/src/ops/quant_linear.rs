@@ -207,7 +207,10 @@ impl Op for QuantizeLinear {
             let (s, z) = p.at(0);
             let shift = if out.dtype == DType::U8 { 128 } else { 0 };
             let z8 = i8::try_from(z - shift).map_err(|_| {
-                err(format!("{op}: zero point {z} is out of range for {}", out.dtype))
+                err(format!(
+                    "{op}: zero point {z} is out of range for {}",
+                    out.dtype
+                ))
             })?;
             let flip = shift as u8;
             let mut buf = [0i8; 4096];
@@ -299,7 +302,11 @@ impl Op for DequantizeLinear {
         if p.layout.is_none() && matches!(x.dtype, DType::U8 | DType::I8) {
             // One scale: a plain loop that vectorizes.
             let (s, z) = p.at(0);
-            let (f, shift) = if x.dtype == DType::U8 { (0x80u8, 128) } else { (0, 0) };
+            let (f, shift) = if x.dtype == DType::U8 {
+                (0x80u8, 128)
+            } else {
+                (0, 0)
+            };
             let z = z - shift;
             for (o, &b) in out.iter_mut().zip(x.data) {
                 *o = (((b ^ f) as i8) as i32 - z) as f32 * s;
