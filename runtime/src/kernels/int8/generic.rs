@@ -2,7 +2,7 @@
 //! against), the 4×4 portable micro-kernel, and the scalar f32 helpers that
 //! define the bits the vector ones must give.
 
-use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Tile};
+use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Requant, Tile};
 
 /// The spec: `C[i][j] = Σ_k A[i][k]·B[k][j]` in i32, by the plain triple
 /// loop. `A` is `m×k` row-major, `B` is `k×n` row-major, `C` is `m×n`.
@@ -88,5 +88,31 @@ pub(super) fn dequant1(c: i32, j: usize, d: &DequantRow<'_>) -> f32 {
 pub(super) fn dequant(c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
     for (j, (o, &v)) in out.iter_mut().zip(c).enumerate() {
         *o = dequant1(v, j, d);
+    }
+}
+
+/// One value of the requant epilogue, as every path must compute it:
+/// clamped first (so the rounding never sees a large value), then rounded
+/// half to even by adding and subtracting 1.5·2²³ (exact for `|v| < 2²²`,
+/// with no rounding-mode instruction, so SSE2, NEON and wasm agree; AVX2's
+/// `cvtps2dq` in the default mode rounds the same).
+#[inline]
+pub(super) fn requant1(acc: i32, mult: f32, r: &Requant) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = acc as f32 * mult;
+    let v = if v < r.lo {
+        r.lo
+    } else if v > r.hi {
+        r.hi
+    } else {
+        v
+    };
+    let q = (v + MAGIC) - MAGIC;
+    (q as i32 + r.zero_point as i32) as i8
+}
+
+pub(super) fn requant(c: &[i32], offset: &[i32], mult: &[f32], r: &Requant, out: &mut [i8]) {
+    for (((o, &v), &d), &s) in out.iter_mut().zip(c).zip(offset).zip(mult) {
+        *o = requant1(v.wrapping_add(d), s, r);
     }
 }

@@ -479,6 +479,16 @@ impl Vector {
         }
     }
 
+    fn requant(self, c: &[i32], offset: &[i32], mult: &[f32], r: &Requant, out: &mut [i8]) {
+        debug_assert!(c.len() == out.len() && offset.len() == out.len() && mult.len() == out.len());
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `max_abs`.
+            Vector::Avx2 => unsafe { x86_64::requant(c, offset, mult, r, out) },
+            _ => generic::requant(c, offset, mult, r, out),
+        }
+    }
+
     fn dequant(self, c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
         debug_assert!(c.len() == out.len() && d.col_scales.len() == out.len());
         match self {
@@ -749,6 +759,36 @@ pub fn requant_rows(
     out: &mut [i8],
     out_row_stride: usize,
 ) {
+    requant_rows_with(
+        Vector::best(),
+        m,
+        n,
+        c,
+        c_row_stride,
+        zp,
+        col_sums,
+        bias,
+        mult,
+        out_zp,
+        out,
+        out_row_stride,
+    )
+}
+
+fn requant_rows_with(
+    v: Vector,
+    m: usize,
+    n: usize,
+    c: &[i32],
+    c_row_stride: usize,
+    zp: i32,
+    col_sums: &[i32],
+    bias: Option<&[i32]>,
+    mult: &[f32],
+    out_zp: i8,
+    out: &mut [i8],
+    out_row_stride: usize,
+) {
     check_fits(c.len(), m, n, c_row_stride, "C");
     check_fits(out.len(), m, n, out_row_stride, "out");
     assert!(
@@ -757,7 +797,11 @@ pub fn requant_rows(
     );
     // Per column, what the zero point and bias add: `bias − zp·Σ_k W`.
     let mut offset = [0i32; 64];
-    let (lo, hi) = ((-128 - out_zp as i32) as f32, (127 - out_zp as i32) as f32);
+    let r = Requant {
+        lo: (-128 - out_zp as i32) as f32,
+        hi: (127 - out_zp as i32) as f32,
+        zero_point: out_zp,
+    };
     for j0 in (0..n).step_by(offset.len()) {
         let w = offset.len().min(n - j0);
         for (j, o) in offset[..w].iter_mut().enumerate() {
@@ -772,11 +816,17 @@ pub fn requant_rows(
         for i in 0..m {
             let src = &c[i * c_row_stride + j0..][..w];
             let dst = &mut out[i * out_row_stride + j0..][..w];
-            for (((d, &v), &o), &s) in dst.iter_mut().zip(src).zip(&offset[..w]).zip(mult) {
-                *d = requant1(v.wrapping_add(o), s, lo, hi, out_zp);
-            }
+            v.requant(src, &offset[..w], mult, &r, dst);
         }
     }
+}
+
+/// The output side of [`requant_rows`]: `lo`/`hi` are `-128 − zp` and
+/// `127 − zp` (exact small integers in f32).
+pub(crate) struct Requant {
+    pub lo: f32,
+    pub hi: f32,
+    pub zero_point: i8,
 }
 
 /// One value of [`requant_rows`]: clamped first (so the rounding below

@@ -461,6 +461,24 @@ fn requant_matches_its_definition() {
             &mut out,
             n,
         );
+        for v in Vector::available().into_iter().chain([Vector::Generic]) {
+            let mut o = vec![0i8; m * n];
+            requant_rows_with(
+                v,
+                m,
+                n,
+                &c,
+                n,
+                zp,
+                &col_sums,
+                Some(&bias),
+                &mult,
+                out_zp,
+                &mut o,
+                n,
+            );
+            assert_eq!(o, out, "{v:?}");
+        }
         let mut ties = 0;
         for i in 0..m {
             for j in 0..n {

@@ -23,8 +23,8 @@
 //! With the MSRV raised, each is this kernel with `vpmaddubsw + vpmaddwd +
 //! vpaddd` replaced by one `vpdpbusd`, over the same packed layout.
 
-use super::generic::{dequant1, quantize1};
-use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Tile};
+use super::generic::{dequant1, quantize1, requant1};
+use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Requant, Tile};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -213,5 +213,71 @@ pub(super) unsafe fn dequant(c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
     }
     for jj in j..n {
         out[jj] = dequant1(c[jj], jj, d);
+    }
+}
+
+/// The requant epilogue (`generic::requant1` per value), 32 at a time:
+/// add the offset, to f32, multiply, clamp, `cvtps2dq` (round half to even
+/// in the default MXCSR mode, as `requant1`'s trick), add the zero point,
+/// pack to bytes (in range already, so the saturating packs are exact).
+///
+/// # Safety
+/// The CPU has AVX2; the four slices have the same length.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requant(c: &[i32], offset: &[i32], mult: &[f32], r: &Requant, out: &mut [i8]) {
+    let n = out.len();
+    assert!(c.len() == n && offset.len() == n && mult.len() == n);
+    let (lo, hi) = (_mm256_set1_ps(r.lo), _mm256_set1_ps(r.hi));
+    let zp = _mm256_set1_epi32(r.zero_point as i32);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut j = 0;
+    while j + 32 <= n {
+        // SAFETY: `j + 32 ≤ n` and every slice has length `n` (asserted).
+        unsafe {
+            let p = (
+                c.as_ptr().add(j),
+                offset.as_ptr().add(j),
+                mult.as_ptr().add(j),
+            );
+            let v = [
+                requant8(p, 0, lo, hi, zp),
+                requant8(p, 8, lo, hi, zp),
+                requant8(p, 16, lo, hi, zp),
+                requant8(p, 24, lo, hi, zp),
+            ];
+            let w01 = _mm256_packs_epi32(v[0], v[1]);
+            let w23 = _mm256_packs_epi32(v[2], v[3]);
+            let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(j).cast(), b);
+        }
+        j += 32;
+    }
+    for k in j..n {
+        out[k] = requant1(c[k].wrapping_add(offset[k]), mult[k], r);
+    }
+}
+
+/// Eight values at `at` of the three arrays `p`, before packing.
+///
+/// # Safety
+/// AVX2; 8 values readable at `at` in each array.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn requant8(
+    (c, offset, mult): (*const i32, *const i32, *const f32),
+    at: usize,
+    lo: __m256,
+    hi: __m256,
+    zp: __m256i,
+) -> __m256i {
+    // SAFETY: the caller guarantees 8 values at `at`.
+    unsafe {
+        let a = _mm256_add_epi32(
+            _mm256_loadu_si256(c.add(at).cast()),
+            _mm256_loadu_si256(offset.add(at).cast()),
+        );
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(mult.add(at)));
+        let f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+        _mm256_add_epi32(_mm256_cvtps_epi32(f), zp)
     }
 }
