@@ -828,22 +828,3 @@ pub(crate) struct Requant {
     pub hi: f32,
     pub zero_point: i8,
 }
-
-/// One value of [`requant_rows`]: clamped first (so the rounding below
-/// never sees a large value), then rounded half to even by adding and
-/// subtracting 1.5·2²³ (exact for `|v| < 2²²`, with no rounding-mode
-/// instruction, so SSE2, NEON and wasm agree).
-#[inline]
-fn requant1(acc: i32, mult: f32, lo: f32, hi: f32, out_zp: i8) -> i8 {
-    const MAGIC: f32 = 12_582_912.0;
-    let v = acc as f32 * mult;
-    let v = if v < lo {
-        lo
-    } else if v > hi {
-        hi
-    } else {
-        v
-    };
-    let r = (v + MAGIC) - MAGIC;
-    (r as i32 + out_zp as i32) as i8
-}
