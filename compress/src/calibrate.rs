@@ -30,7 +30,7 @@ use morsel_runtime::tensor::{Tensor, dims_str};
 use morsel_runtime::{DType, Model, Options};
 use serde_json::{Value as Json, json};
 
-use crate::measure::{Feed, rows};
+use crate::measure::{Feed, feed_rows};
 use crate::passes;
 
 /// How a tensor's range is chosen from what calibration saw.
@@ -169,10 +169,7 @@ pub fn calibrate(
         let mut a = 0;
         while a < samples {
             let b = (a + batch.max(1)).min(samples);
-            let chunk: Vec<(String, Tensor)> = feed
-                .iter()
-                .map(|(k, t)| Ok((k.clone(), rows(t, a, b)?)))
-                .collect::<Result<_>>()?;
+            let chunk = feed_rows(feed, a, b)?;
             let refs: Vec<(&str, _)> = chunk.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
             let outs = session
                 .run(&refs)

@@ -26,6 +26,13 @@ pub fn rows(t: &Tensor, a: usize, b: usize) -> Result<Tensor> {
     )?)
 }
 
+/// Rows `[a, b)` of every input.
+pub fn feed_rows(feed: &[(String, Tensor)], a: usize, b: usize) -> Result<Feed> {
+    feed.iter()
+        .map(|(k, t)| Ok((k.clone(), rows(t, a, b)?)))
+        .collect()
+}
+
 /// The first `n` rows of every input.
 pub fn head(feed: &Feed, n: usize) -> Result<Feed> {
     feed.iter()
@@ -56,10 +63,7 @@ pub fn run_batched(
     let mut a = 0;
     while a < n {
         let b = (a + batch.max(1)).min(n);
-        let chunk: Vec<(String, Tensor)> = data
-            .iter()
-            .map(|(k, t)| Ok((k.clone(), rows(t, a, b)?)))
-            .collect::<Result<_>>()?;
+        let chunk = feed_rows(data, a, b)?;
         let refs: Vec<(&str, _)> = chunk.iter().map(|(k, t)| (k.as_str(), t.view())).collect();
         let outs = session
             .run(&refs)

@@ -18,20 +18,27 @@
 //! fit) runs an exact scalar i32 loop with the same result, much slower;
 //! `morsel inspect` shows these as `QLinearConv`/`QLinearMatMul` either way.
 
-use super::conv::{Geo, Window, check_len, check_ranks, group_attr};
+use super::conv::{Geo, Window, check_len, group_attr};
 use super::matmul::{Geometry, first_out, matmul_shape};
 use super::qconv::{conv_blocks, pack_weight, scatter_columns, transpose_bytes};
-use super::quant_linear::{conv_integer, err, int_zero_point, ints, matmul_integer, scales};
+use super::quant_linear::{
+    conv_integer, err, int_zero_point, integer_conv_shape, ints, matmul_integer, scales,
+};
 use super::{Ctx, Fact, Op, PackOnce, opt, req};
 use crate::Result;
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels::int8::{self, PackedB};
-use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
+use crate::tensor::{TensorMut, TensorRef, dims_str};
 
 /// Byte flip between u8 and i8 codes: `u8 − 128` as i8 is `u8 ^ 0x80`.
 fn flip(dtype: DType) -> u8 {
     if dtype == DType::U8 { 0x80 } else { 0 }
+}
+
+/// Bytes of a kept packed weight.
+fn kept_bytes(p: &PackOnce<Option<PackedB>>) -> usize {
+    p.kept().and_then(|p| p.as_ref()).map_or(0, |p| p.bytes())
 }
 
 /// The integer value of a u8 or i8 byte.
@@ -229,25 +236,7 @@ const OP_C: &str = "QLinearConv";
 impl Op for QLinearConv {
     fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
         let (x, w) = (req(inputs, 0)?, req(inputs, 3)?);
-        int8_dtype(OP_C, "x", x.dtype)?;
-        int8_dtype(OP_C, "w", w.dtype)?;
-        let r = check_ranks(x, w)?;
-        self.win.check_rank(r)?;
-        let g = self.group;
-        if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
-            if cg.checked_mul(g) != Some(c) {
-                return Err(err(format!(
-                    "{OP_C}: x has {c} channels, w {} with group {g} expects {}",
-                    shape_str(&w.shape),
-                    cg.saturating_mul(g)
-                )));
-            }
-        }
-        let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
-        for i in 0..r {
-            let k = self.win.kernel_dim(i, w.shape[2 + i].known())?;
-            shape.push(self.win.out_dim(i, r, &x.shape[2 + i], k)?);
-        }
+        let shape = integer_conv_shape(OP_C, (x, w), ["x", "w"], &self.win, self.group)?;
         Ok(vec![Fact::new(out_dtype(inputs, 7), shape)])
     }
 
@@ -256,10 +245,7 @@ impl Op for QLinearConv {
     }
 
     fn prepared_bytes(&self) -> usize {
-        self.packed
-            .kept()
-            .and_then(|p| p.as_ref())
-            .map_or(0, |p| p.bytes())
+        kept_bytes(&self.packed)
     }
 
     fn eval(
@@ -421,10 +407,7 @@ impl Op for QLinearMatMul {
     }
 
     fn prepared_bytes(&self) -> usize {
-        self.packed
-            .kept()
-            .and_then(|p| p.as_ref())
-            .map_or(0, |p| p.bytes())
+        kept_bytes(&self.packed)
     }
 
     fn eval(

@@ -553,34 +553,48 @@ struct ConvInteger {
     group: usize,
 }
 
+/// The output shape of an integer conv (`ConvInteger`, `QLinearConv`) of
+/// `x` by `w`, both u8 or i8 (`xw` names them in errors).
+pub(super) fn integer_conv_shape(
+    op: &str,
+    (x, w): (&Fact, &Fact),
+    xw: [&str; 2],
+    win: &Window,
+    g: usize,
+) -> Result<Vec<crate::tensor::Dim>> {
+    for (f, what) in [(x, xw[0]), (w, xw[1])] {
+        if !matches!(f.dtype, DType::U8 | DType::I8) {
+            return Err(err(format!(
+                "{op}: {what} is {}, supported are u8 and i8",
+                f.dtype
+            )));
+        }
+    }
+    let r = check_ranks(x, w)?;
+    win.check_rank(r)?;
+    if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
+        if cg.checked_mul(g) != Some(c) {
+            return Err(err(format!(
+                "{op}: {} has {c} channels, {} {} with group {g} expects {}",
+                xw[0],
+                xw[1],
+                shape_str(&w.shape),
+                cg.saturating_mul(g)
+            )));
+        }
+    }
+    let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
+    for i in 0..r {
+        let k = win.kernel_dim(i, w.shape[2 + i].known())?;
+        shape.push(win.out_dim(i, r, &x.shape[2 + i], k)?);
+    }
+    Ok(shape)
+}
+
 impl Op for ConvInteger {
     fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
         let (x, w) = (req(inputs, 0)?, req(inputs, 1)?);
-        for (f, what) in [(x, "X"), (w, "W")] {
-            if !matches!(f.dtype, DType::U8 | DType::I8) {
-                return Err(err(format!(
-                    "ConvInteger: {what} is {}, supported are u8 and i8",
-                    f.dtype
-                )));
-            }
-        }
-        let r = check_ranks(x, w)?;
-        self.win.check_rank(r)?;
-        let g = self.group;
-        if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
-            if cg.checked_mul(g) != Some(c) {
-                return Err(err(format!(
-                    "ConvInteger: X has {c} channels, W {} with group {g} expects {}",
-                    shape_str(&w.shape),
-                    cg.saturating_mul(g)
-                )));
-            }
-        }
-        let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
-        for i in 0..r {
-            let k = self.win.kernel_dim(i, w.shape[2 + i].known())?;
-            shape.push(self.win.out_dim(i, r, &x.shape[2 + i], k)?);
-        }
+        let shape = integer_conv_shape("ConvInteger", (x, w), ["X", "W"], &self.win, self.group)?;
         Ok(vec![Fact::new(DType::I32, shape)])
     }
 
