@@ -710,7 +710,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
         if let Some(sr) = &static_report {
             meta["method"] = json!("int8-static");
             meta["activations"] = json!(format!(
-                "convs ({} of them): int8 in and out, per-tensor scale and zero point from {} calibration samples ({}); other layers: int8 asymmetric per row, quantized at run time",
+                "convs ({} of them, QLinearConv): int8 in and out, per-tensor scale and zero point from {} calibration samples ({}); other layers: int8 asymmetric per row, quantized at run time",
                 sr.converted.len(),
                 sr.samples,
                 sr.method
@@ -1060,10 +1060,12 @@ fn layer_input_stats(
 
 fn print_static_report(r: &calibrate::StaticReport) {
     println!(
-        "static int8 ({} on {} calibration samples): {} convs take and give int8 (QLinearConv); {} QuantizeLinear and {} DequantizeLinear remain",
+        "static int8 ({} on {} calibration samples): {} conv{} take{} and give int8 (QLinearConv); {} QuantizeLinear and {} DequantizeLinear remain",
         r.method,
         r.samples,
         r.converted.len(),
+        if r.converted.len() == 1 { "" } else { "s" },
+        if r.converted.len() == 1 { "s" } else { "" },
         r.quantize_nodes,
         r.dequantize_nodes
     );
