@@ -148,7 +148,7 @@ impl Op for QConv {
                     transpose_bytes(qx, c, in_sp, qxt, |v| v);
                     z
                 },
-                |ni, j0, nc, acc, z| {
+                |ni, j0, nc, acc, z, _| {
                     let o = &mut block_out[..nc * m];
                     int8::dequant_rows(
                         nc,
@@ -179,14 +179,15 @@ impl Op for QConv {
 /// its zero point. Blocks of up to [`BLOCK`] output positions are unfolded
 /// (im2col; padding reads the zero point) and multiplied by `packed` (`K =
 /// C·taps` in (tap, channel) order, `M` columns) exactly in i32, and
-/// `emit(ni, j0, rows, acc, z)` gets each block's `[rows, M]` products.
+/// `emit(ni, j0, rows, acc, z, spare)` gets each block's `[rows, M]`
+/// products and a spare `[rows, M]` byte buffer (for int8 results).
 pub(super) fn conv_blocks(
     n: usize,
     c: usize,
     geo: &Geo,
     packed: &PackedB,
     mut image: impl FnMut(usize, &mut [i8], &mut [i8]) -> i8,
-    mut emit: impl FnMut(usize, usize, usize, &[i32], i8),
+    mut emit: impl FnMut(usize, usize, usize, &[i32], i8, &mut [i8]),
 ) {
     let (in_sp, out_sp) = (geo.in_size(), geo.out_size());
     let (k, m) = (packed.k(), packed.n());
@@ -195,10 +196,16 @@ pub(super) fn conv_blocks(
         && geo.pad_begin == [0; 3]
         && geo.pad_end == [0; 3];
     with_scratch(|sc| {
-        let QScratch { qx, patches, acc } = sc;
+        let QScratch {
+            qx,
+            patches,
+            acc,
+            spare,
+        } = sc;
         let (qx, qxt) = grow(qx, 2 * c * in_sp).split_at_mut(c * in_sp);
         let patches = grow(patches, if pointwise { 0 } else { BLOCK * k });
         let acc = grow(acc, BLOCK * m);
+        let spare = grow(spare, BLOCK * m);
         for ni in 0..n {
             let z = image(ni, qx, qxt);
             for j0 in (0..out_sp).step_by(BLOCK) {
@@ -210,7 +217,7 @@ pub(super) fn conv_blocks(
                     &patches[..nc * k]
                 };
                 int8::gemm_i8(nc, a, k, packed, &mut acc[..nc * m], m);
-                emit(ni, j0, nc, &acc[..nc * m], z);
+                emit(ni, j0, nc, &acc[..nc * m], z, &mut spare[..nc * m]);
             }
         }
     })
@@ -263,11 +270,16 @@ struct QScratch {
     qx: Vec<i8>,
     patches: Vec<i8>,
     acc: Vec<i32>,
+    /// Requantized int8 results of a block (`QLinearConv`).
+    spare: Vec<i8>,
 }
 
 impl QScratch {
     fn bytes(&self) -> usize {
-        self.qx.capacity() + self.patches.capacity() + 4 * self.acc.capacity()
+        self.qx.capacity()
+            + self.patches.capacity()
+            + 4 * self.acc.capacity()
+            + self.spare.capacity()
     }
 }
 
@@ -280,7 +292,12 @@ impl Drop for QScratch {
 fn with_scratch<R>(f: impl FnOnce(&mut QScratch) -> R) -> R {
     thread_local! {
         static SCRATCH: RefCell<QScratch> = const {
-            RefCell::new(QScratch { qx: Vec::new(), patches: Vec::new(), acc: Vec::new() })
+            RefCell::new(QScratch {
+                qx: Vec::new(),
+                patches: Vec::new(),
+                acc: Vec::new(),
+                spare: Vec::new(),
+            })
         };
     }
     let counted = |s: &mut QScratch| {
@@ -295,6 +312,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut QScratch) -> R) -> R {
             qx: Vec::new(),
             patches: Vec::new(),
             acc: Vec::new(),
+            spare: Vec::new(),
         }),
     })
 }

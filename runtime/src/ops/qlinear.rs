@@ -335,7 +335,6 @@ impl Op for QLinearConv {
             ))
         })?;
         let xb = x.data;
-        let mut block = vec![0i8; sgemm_block() * m];
         conv_blocks(
             n,
             c,
@@ -346,8 +345,7 @@ impl Op for QLinearConv {
                 transpose_bytes(img, c, in_sp, qxt, |b| (b ^ fx) as i8);
                 zx
             },
-            |ni, j0, nc, acc, z| {
-                let o = &mut block[..nc * m];
+            |ni, j0, nc, acc, z, o| {
                 int8::requant_rows(
                     nc,
                     m,
@@ -367,10 +365,6 @@ impl Op for QLinearConv {
         );
         Ok(())
     }
-}
-
-fn sgemm_block() -> usize {
-    crate::kernels::sgemm::NC
 }
 
 // -------------------------------------------------------------- QLinearMatMul
