@@ -437,7 +437,7 @@ pub fn quantize_static(
     // f32 value -> (its int8 twin, scale, zero point).
     let mut twin: HashMap<ValueId, (ValueId, ValueId, ValueId)> = HashMap::new();
     // (scale, zero point) constants per f32 value.
-    let mut consts: HashMap<ValueId, (ValueId, ValueId, f32)> = HashMap::new();
+    let mut consts: HashMap<ValueId, (ValueId, ValueId)> = HashMap::new();
     let mut out_nodes: Vec<Node> = Vec::with_capacity(g.nodes.len());
     let old = std::mem::take(&mut g.nodes);
     for node in old {
@@ -520,7 +520,7 @@ pub fn quantize_static(
                 let zn = g.fresh_name(&format!("{base}.q_zero_point"));
                 let sv = g.add_const(&sn, Tensor::scalar(s));
                 let zv = g.add_const(&zn, Tensor::scalar(z));
-                (sv, zv, s)
+                (sv, zv)
             })
         };
         // The int8 input: the twin of a static producer's output, or a new
@@ -528,7 +528,7 @@ pub fn quantize_static(
         let xq = match twin.get(&x) {
             Some(&(q, _, _)) => q,
             None => {
-                let (sv, zv, _) = param_consts(g, x, xr);
+                let (sv, zv) = param_consts(g, x, xr);
                 let name = g.fresh_name(&format!("{}.int8", g.values[x].name));
                 let q = g.add_value(&name, DType::I8, g.values[x].shape.clone());
                 out_nodes.push(Node {
@@ -546,7 +546,7 @@ pub fn quantize_static(
             let (_, s, z) = twin[&x];
             (s, z)
         };
-        let (ysv, yzv, _) = param_consts(g, y, yr);
+        let (ysv, yzv) = param_consts(g, y, yr);
         let name = g.fresh_name(&format!("{}.int8", g.values[y].name));
         let yq = g.add_value(&name, DType::I8, g.values[y].shape.clone());
         let m = ws.len();

@@ -36,6 +36,14 @@ fn flip(dtype: DType) -> u8 {
     if dtype == DType::U8 { 0x80 } else { 0 }
 }
 
+/// A zero point of `dtype` codes as the kernels' i8 (u8 codes shift by
+/// 128, as [`flip`] does to the values).
+fn signed_zero_point(op: &str, what: &str, z: i32, dtype: DType) -> Result<i8> {
+    let shift = if flip(dtype) != 0 { 128 } else { 0 };
+    i8::try_from(z - shift)
+        .map_err(|_| err(format!("{op}: {what} {z} is out of range for {dtype}")))
+}
+
 /// Bytes of a kept packed weight.
 fn kept_bytes(p: &PackOnce<Option<PackedB>>) -> usize {
     p.kept().and_then(|p| p.as_ref()).map_or(0, |p| p.bytes())
@@ -322,18 +330,8 @@ impl Op for QLinearConv {
             return Ok(());
         };
         let (fx, fy) = (flip(x.dtype), flip(ydt));
-        let shift = |f: u8| if f != 0 { 128 } else { 0 };
-        let zx = i8::try_from(xz - shift(fx)).map_err(|_| {
-            err(format!(
-                "{OP_C}: x_zero_point {xz} is out of range for {}",
-                x.dtype
-            ))
-        })?;
-        let zy = i8::try_from(yz - shift(fy)).map_err(|_| {
-            err(format!(
-                "{OP_C}: y_zero_point {yz} is out of range for {ydt}"
-            ))
-        })?;
+        let zx = signed_zero_point(OP_C, "x_zero_point", xz, x.dtype)?;
+        let zy = signed_zero_point(OP_C, "y_zero_point", yz, ydt)?;
         let xb = x.data;
         conv_blocks(
             n,
@@ -483,13 +481,8 @@ impl Op for QLinearMatMul {
         }
         let mult = multipliers(xs, &wsv, ys)?;
         let (fa, fy) = (flip(a.dtype), flip(ydt));
-        let shift = |f: u8| if f != 0 { 128 } else { 0 };
-        let zx = za[0] - shift(fa);
-        let zy = i8::try_from(yz - shift(fy)).map_err(|_| {
-            err(format!(
-                "{OP_M}: y_zero_point {yz} is out of range for {ydt}"
-            ))
-        })?;
+        let zx = signed_zero_point(OP_M, "a_zero_point", za[0], a.dtype)? as i32;
+        let zy = signed_zero_point(OP_M, "y_zero_point", yz, ydt)?;
         let rows = a.data.len() / k.max(1);
         let aq: Vec<i8> = a.data.iter().map(|&v| (v ^ fa) as i8).collect();
         let mut acc = vec![0i32; rows * n];
