@@ -374,12 +374,14 @@ fn round_trip_through_morsel_bytes() {
     let e = rel_frobenius(&b, &want);
     println!("embedding + dense, after the round trip: relative error {e:.2e}");
     assert!(e < 0.02, "{e}");
-    // The weights are stored as i8 (and only the scales and bias as f32).
+    // The weights are stored as i8, and the scales and bias as halves
+    // (scales rounded up to halves, the bias to the nearest: exact f16).
     let store: morsel::runtime::format::reader::Store = std::sync::Arc::new(bytes.clone());
     let sizes = morsel::runtime::format::reader::encoding_sizes(store).unwrap();
     println!("bytes by encoding: {sizes:?}");
     assert_eq!(sizes.get("raw i8"), Some(&(vocab * width + width * n)));
-    assert_eq!(sizes.get("raw f32"), Some(&((vocab + n + n) * 4)));
+    assert_eq!(sizes.get("f16 f32"), Some(&((vocab + n + n) * 2)));
+    assert_eq!(sizes.get("raw f32"), None);
     // measure_error agrees with a direct comparison.
     let err = measure_error(&f32_model, &read, &[("ids".into(), x.clone())], 1, 1).unwrap();
     assert_eq!(err.len(), 1);

@@ -92,7 +92,11 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
         let (mut encoding, mut compute) = (encoding, compute);
         if let Storage::Int8PerChannel { axis } = g.values[w].storage {
             // In memory it is f32 again; the file holds int8 + scales.
-            bytes = morsel_runtime::format::int8::encoded_len(&t.dims, axis).unwrap_or(bytes);
+            if let Ok(x) = t.as_slice::<f32>() {
+                let mut stored = Vec::new();
+                morsel_runtime::format::int8::encode(x, &t.dims, axis, &mut stored);
+                bytes = stored.len();
+            }
             encoding = "int8 per channel in the file (weight-only)";
             compute = "widened to f32 at load; f32 compute";
         }

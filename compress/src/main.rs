@@ -152,6 +152,10 @@ struct CompressArgs {
     /// Runs the latency is the median of (0: do not time).
     #[arg(long, default_value_t = 20)]
     latency_runs: usize,
+    /// Without --data: size of a symbolic input dim for the random timing
+    /// inputs, e.g. `--dim p2o.DynamicDimension.1=48` (others are 1).
+    #[arg(long = "dim")]
+    dims: Vec<String>,
     #[arg(long, default_value_t = 1)]
     threads: usize,
     #[arg(long)]
@@ -258,6 +262,14 @@ enum Cmd {
 }
 
 fn main() {
+    // A closed pipe ends the process (as `head` expects) instead of making
+    // every println! panic with EPIPE.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any
+    // other thread exists; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Convert {
@@ -665,7 +677,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
     };
     let timing_feed = match &data {
         Some((feed, _)) => measure::head(feed, a.latency_batch)?,
-        None => random_inputs(&ref_model, &[]).context(
+        None => random_inputs(&ref_model, &a.dims).context(
             "making random inputs to time the models (pass --data to time on real ones)",
         )?,
     };
@@ -692,14 +704,28 @@ fn compress(a: &CompressArgs) -> Result<()> {
         .and_then(|e| e.first())
         .map(|e| e.min_row_cosine);
     if a.latency_runs > 0 {
-        let l = measure::latencies(
+        match measure::latencies(
             &[&ref_model, &new_model],
             &timing_feed,
             a.latency_runs,
             a.threads,
-        )?;
-        before.latency_ms = Some(l[0]);
-        after.latency_ms = Some(l[1]);
+        ) {
+            Ok(l) => {
+                before.latency_ms = Some(l[0]);
+                after.latency_ms = Some(l[1]);
+            }
+            // Random inputs with symbolic dims of 1 may not fit the model
+            // (a 2×2 pool on a 1×1 image): the file is still written.
+            Err(e) if data.is_none() => eprintln!(
+                "note: latency not measured: the original model does not run on random inputs {} ({e:#}); pass --data, or --dim NAME=SIZE for its symbolic dims",
+                timing_feed
+                    .iter()
+                    .map(|(n, t)| format!("{n}={}", dims_str(&t.dims)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => return Err(e),
+        }
     }
 
     if let Some(r) = &qreport {
@@ -1084,9 +1110,11 @@ fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {
         mib(wb),
         mib(wa)
     );
-    let stored: Vec<(usize, usize)> = report.kept.iter().filter_map(|k| k.int8_storage).collect();
+    let stored: Vec<_> = report.kept.iter().filter_map(|k| k.int8_storage).collect();
     if !stored.is_empty() {
-        let (f, q) = stored.iter().fold((0, 0), |(a, b), (f, q)| (a + f, b + q));
+        let (f, q) = stored
+            .iter()
+            .fold((0, 0), |(a, b), (f, q, _)| (a + f, b + q));
         println!(
             "  of those kept in f32, {} store their weights int8 (computing in f32): {:.1} KiB -> {:.1} KiB",
             stored.len(),
@@ -1115,7 +1143,13 @@ fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {
     if !report.kept.is_empty() {
         println!("kept in f32:");
         for k in &report.kept {
-            println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason);
+            match k.int8_storage {
+                Some((_, _, rel)) => println!(
+                    "  {:<56} {:>7}  {}; weight stored int8 per channel (rel. error {rel:.2e}), widened at load",
+                    k.node, k.op, k.reason
+                ),
+                None => println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason),
+            }
         }
     }
 }

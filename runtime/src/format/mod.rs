@@ -33,6 +33,8 @@ pub enum Encoding {
     BF16,
     /// f32 as int8 with one f32 scale per slice along an axis ([`int8`]).
     Int8PerChannel,
+    /// The same with IEEE half scales ([`int8`]).
+    Int8PerChannelF16,
     /// Bitmask of nonzero elements, then those elements ([`sparse`]).
     SparseBitmask,
     /// Per-row counts and column indices, then the nonzero elements ([`sparse`]).
@@ -46,6 +48,7 @@ impl Encoding {
             Encoding::F16 => 1,
             Encoding::BF16 => 2,
             Encoding::Int8PerChannel => 16,
+            Encoding::Int8PerChannelF16 => 18,
             Encoding::SparseBitmask => 32,
             Encoding::SparseCsr => 33,
         }
@@ -56,6 +59,7 @@ impl Encoding {
             Encoding::F16 => "f16",
             Encoding::BF16 => "bf16",
             Encoding::Int8PerChannel => "int8-per-channel",
+            Encoding::Int8PerChannelF16 => "int8-per-channel-f16",
             Encoding::SparseBitmask => "sparse-bitmask",
             Encoding::SparseCsr => "sparse-csr",
         }
@@ -66,6 +70,7 @@ impl Encoding {
             1 => Some(Encoding::F16),
             2 => Some(Encoding::BF16),
             16 => Some(Encoding::Int8PerChannel),
+            18 => Some(Encoding::Int8PerChannelF16),
             32 => Some(Encoding::SparseBitmask),
             33 => Some(Encoding::SparseCsr),
             _ => None,

@@ -254,14 +254,14 @@ fn read_tensors(
         let count = numel(&dims)
             .map_err(|_| fmt_err(format!("tensor {ti} dims {} overflow", dims_str(&dims))))?;
         // int8-per-channel: one param, the axis, inside the rank.
-        let axis = match (enc, &params[..]) {
-            (Encoding::Int8PerChannel, &[a]) if (a as usize) < rank && dtype == DType::F32 => {
-                a as usize
-            }
-            (Encoding::Int8PerChannel, _) => {
+        let int8 = matches!(enc, Encoding::Int8PerChannel | Encoding::Int8PerChannelF16);
+        let axis = match (int8, &params[..]) {
+            (true, &[a]) if (a as usize) < rank && dtype == DType::F32 => a as usize,
+            (true, _) => {
                 return Err(fmt_err(format!(
-                    "tensor {ti} ({dtype} {}, int8-per-channel) needs f32 and one axis param below its rank, has params {params:?}",
-                    dims_str(&dims)
+                    "tensor {ti} ({dtype} {}, {}) needs f32 and one axis param below its rank, has params {params:?}",
+                    dims_str(&dims),
+                    enc.name()
                 )));
             }
             _ => 0,
@@ -270,13 +270,17 @@ fn read_tensors(
             Encoding::Raw => Some(dtype.size()),
             Encoding::F16 | Encoding::BF16 => Some(2),
             // Checked exactly while decoding.
-            Encoding::SparseBitmask | Encoding::SparseCsr | Encoding::Int8PerChannel => None,
+            Encoding::SparseBitmask
+            | Encoding::SparseCsr
+            | Encoding::Int8PerChannel
+            | Encoding::Int8PerChannelF16 => None,
         };
-        if enc == Encoding::Int8PerChannel && int8::encoded_len(&dims, axis) != Some(len) {
+        if int8 && int8::encoded_len(&dims, axis, enc) != Some(len) {
             return Err(fmt_err(format!(
-                "tensor {ti} (f32 {}, int8-per-channel along axis {axis}) should have {} bytes, has {len}",
+                "tensor {ti} (f32 {}, {} along axis {axis}) should have {} bytes, has {len}",
                 dims_str(&dims),
-                int8::encoded_len(&dims, axis).map_or("too many".into(), |n| n.to_string())
+                enc.name(),
+                int8::encoded_len(&dims, axis, enc).map_or("too many".into(), |n| n.to_string())
             )));
         }
         if let Some(size) = stored_size {
@@ -336,19 +340,20 @@ fn read_tensors(
                 })?;
                 Tensor::new(dtype, dims, Blob::owned(buf))?
             }
-            Encoding::Int8PerChannel => {
-                let vals = int8::decode(raw, &dims, axis).map_err(|e| {
+            Encoding::Int8PerChannel | Encoding::Int8PerChannelF16 => {
+                let vals = int8::decode(raw, &dims, axis, enc).map_err(|e| {
                     fmt_err(format!(
-                        "tensor {ti} (f32 {}, int8-per-channel along axis {axis}): {e}",
-                        dims_str(&dims)
+                        "tensor {ti} (f32 {}, {} along axis {axis}): {e}",
+                        dims_str(&dims),
+                        enc.name()
                     ))
                 })?;
                 Tensor::from_slice(&dims, &vals)?
             }
         };
-        let storage = match enc {
-            Encoding::Int8PerChannel => Storage::Int8PerChannel { axis },
-            _ => Storage::Exact,
+        let storage = match int8 {
+            true => Storage::Int8PerChannel { axis },
+            false => Storage::Exact,
         };
         out.push((tensor, storage));
     }

@@ -22,15 +22,21 @@ pub enum FloatStorage {
     BF16,
 }
 
-/// The smallest lossless encoding of `t`: raw, or a sparse one when enough
-/// elements are zero. A sparse tensor is decoded into private memory at
-/// load (a raw one is used in place, in the mapped file), so sparse is
-/// chosen only when it saves at least a quarter of the raw bytes: f32 at
-/// about 28% zeros or more, i8 at 38% (a bitmask costs 1/8 byte per element).
+/// The smallest lossless encoding of `t`: raw, `f16` for an f32 tensor
+/// whose every value is exactly an IEEE half (bit for bit, so `-0.0` and
+/// NaN payloads survive; the compressor rounds int8 scales to such values),
+/// or a sparse one when enough elements are zero. A non-raw tensor is
+/// decoded into private memory at load (a raw one is used in place, in the
+/// mapped file), so sparse is chosen only when it saves at least a quarter
+/// of the raw bytes: f32 at about 28% zeros or more, i8 at 38% (a bitmask
+/// costs 1/8 byte per element).
 fn smallest_exact(t: &crate::tensor::Tensor) -> Encoding {
     let (bytes, size) = (t.data.as_bytes(), t.dtype.size());
     let nnz = sparse::count_nonzero(bytes, size);
     let mut best = (bytes.len() / 4 * 3 + 1, Encoding::Raw);
+    if f16_exact(t) {
+        best = (bytes.len() / 2, Encoding::F16);
+    }
     let bitmask = sparse::bitmask_len(t.numel(), nnz, size);
     if bitmask < best.0 {
         best = (bitmask, Encoding::SparseBitmask);
@@ -41,6 +47,16 @@ fn smallest_exact(t: &crate::tensor::Tensor) -> Encoding {
         }
     }
     best.1
+}
+
+/// Whether `t` is f32 and every value survives f32 → f16 → f32 bit for bit.
+fn f16_exact(t: &crate::tensor::Tensor) -> bool {
+    t.dtype == DType::F32
+        && t.numel() > 0
+        && t.as_slice::<f32>().is_ok_and(|x| {
+            x.iter()
+                .all(|v| half::f16::from_f32(*v).to_f32().to_bits() == v.to_bits())
+        })
 }
 
 /// Serialise a graph to the bytes of a `.morsel` file. Constants are stored
@@ -60,7 +76,7 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
         data.pad_to(ALIGN);
         let offset = data.0.len() as u64;
         let mut params = Vec::new();
-        let enc = match (v.storage, storage, t.dtype) {
+        let mut enc = match (v.storage, storage, t.dtype) {
             (Storage::Int8PerChannel { axis }, _, DType::F32) => {
                 if axis >= t.dims.len() {
                     return Err(Error::Graph(format!(
@@ -100,12 +116,15 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
                     data.u16(half::bf16::from_f32(*x).to_bits());
                 }
             }
-            Encoding::Int8PerChannel => int8::encode(
-                t.as_slice::<f32>()?,
-                &t.dims,
-                params[0] as usize,
-                &mut data.0,
-            ),
+            // half scales (id 18) where every scale is one, else f32 (16)
+            Encoding::Int8PerChannel | Encoding::Int8PerChannelF16 => {
+                enc = int8::encode(
+                    t.as_slice::<f32>()?,
+                    &t.dims,
+                    params[0] as usize,
+                    &mut data.0,
+                )
+            }
         }
         let len = data.0.len() as u64 - offset;
         tensors.u16(enc.id());
@@ -290,7 +309,8 @@ mod tests {
         (0..count)
             .map(|i| {
                 if every > 0 && i % every == 0 {
-                    i as f32 * 0.5 - 3.0
+                    // not f16-exact, so dense cases stay raw f32
+                    (i as f32 * 0.5 - 3.0) * 1.0001
                 } else {
                     0.0
                 }
@@ -349,6 +369,26 @@ mod tests {
                 "sparse",
                 Tensor::from_slice(&dims, &spaced(n, 40)).unwrap(),
                 "sparse-csr f32",
+            ),
+            // every value exactly an f16 (-0.0, a subnormal and NaN
+            // included): f16, half the raw bytes
+            (
+                "f16-exact",
+                Tensor::from_slice(
+                    &dims,
+                    &spaced(n, 1)
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| match i {
+                            0 => -0.0,
+                            1 => f32::NAN,
+                            2 => half::f16::from_bits(3).to_f32(),
+                            _ => half::f16::from_f32(x).to_f32(),
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap(),
+                "f16 f32",
             ),
             (
                 "i8 dense",
@@ -463,9 +503,10 @@ mod tests {
         let mut g = graph(vec![("w", Tensor::from_slice(&dims, &x).unwrap())]);
         g.values[0].storage = Storage::Int8PerChannel { axis: 0 };
         let bytes = to_bytes(&g, FloatStorage::F32).unwrap();
+        // every scale is a normal half: 2 bytes each (id 18)
         assert_eq!(
             encodings(&bytes).into_iter().collect::<Vec<_>>(),
-            [("int8-per-channel f32".to_string(), 4 * 4 + 36)]
+            [("int8-per-channel-f16 f32".to_string(), 4 * 2 + 36)]
         );
         let back = super::super::reader::read(Arc::new(bytes.clone())).unwrap();
         assert_eq!(back.values[0].storage, Storage::Int8PerChannel { axis: 0 });
@@ -480,16 +521,40 @@ mod tests {
             let c = i / 9;
             let step = x[9 * c..9 * c + 9].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
             assert!(
-                (a - b).abs() <= step * 0.5 * (1.0 + 1e-6),
+                (a - b).abs() <= step * 0.5 * (1.0 + 1.0 / 1024.0),
                 "element {i}: {a} -> {b}"
             );
         }
         // Written again from what was read: the same file.
         assert_eq!(to_bytes(&back, FloatStorage::F32).unwrap(), bytes);
 
-        // A NaN scale, and a value that cannot be stored.
-        let mut bad = bytes.clone();
+        // A slice too large for half scales: f32 scales (id 16), same checks.
+        let mut huge = x.clone();
+        huge[..9].iter_mut().for_each(|v| *v *= 1e7);
+        let mut g16 = graph(vec![("w", Tensor::from_slice(&dims, &huge).unwrap())]);
+        g16.values[0].storage = Storage::Int8PerChannel { axis: 0 };
+        let b16 = to_bytes(&g16, FloatStorage::F32).unwrap();
+        assert_eq!(
+            encodings(&b16).into_iter().collect::<Vec<_>>(),
+            [("int8-per-channel f32".to_string(), 4 * 4 + 36)]
+        );
+        let back16 = super::super::reader::read(Arc::new(b16.clone())).unwrap();
+        assert_eq!(to_bytes(&back16, FloatStorage::F32).unwrap(), b16);
+
+        // A NaN scale (of either width), and a value that cannot be stored.
+        let mut bad = b16.clone();
         patch_data(&mut bad, 4, &f32::NAN.to_le_bytes());
+        let e = super::super::reader::read(Arc::new(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tensor 0")
+                && e.contains("int8-per-channel")
+                && e.contains("scale 1 is NaN"),
+            "{e}"
+        );
+        let mut bad = bytes.clone();
+        patch_data(&mut bad, 2, &half::f16::NAN.to_bits().to_le_bytes());
         let e = super::super::reader::read(Arc::new(bad))
             .unwrap_err()
             .to_string();

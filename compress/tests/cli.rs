@@ -1,0 +1,112 @@
+//! The `morsel` binary as users run it: in a shell pipeline, and on a real
+//! model whose random timing inputs do not fit it.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn morsel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_morsel"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("morsel-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    // `morsel inspect m | head -1`: the reader goes away before the writer
+    // is done. Rust ignores SIGPIPE, so every println! would panic (exit
+    // 101, a backtrace on stderr); main() restores the default action.
+    let dir = scratch("pipe");
+    let m = dir.join("digits.morsel");
+    let onnx = repo().join("examples/digits/digits_cnn.onnx");
+    let out = morsel()
+        .arg("convert")
+        .arg(&onnx)
+        .arg("-o")
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = morsel()
+        .arg("inspect")
+        .arg(&m)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the read end before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{:?}: {stderr}",
+            out.status
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn compress_without_data_still_writes_the_file_when_random_inputs_do_not_run() {
+    // PP-OCR rec's symbolic width of 1 is too narrow for its 2×2 pool: the
+    // timing run fails, which must not cost the user the compressed file.
+    let models = std::env::var_os("MORSEL_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/models"));
+    let rec = models.join("ocr/ch_PP-OCRv4_rec_infer.onnx");
+    assert!(
+        rec.exists(),
+        "{} is missing: run `make models` (tests/models/README.md)",
+        rec.display()
+    );
+    let dir = scratch("rec");
+    let out_file = dir.join("rec.int8.morsel");
+    let out = morsel()
+        .args(["compress"])
+        .arg(&rec)
+        .arg("-o")
+        .arg(&out_file)
+        .args(["--quantize", "int8", "--latency-runs", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("latency not measured") && stderr.contains("AveragePool"),
+        "{stderr}"
+    );
+    assert!(out_file.exists());
+    // With a width that fits, it is timed.
+    let out = morsel()
+        .args(["compress"])
+        .arg(&rec)
+        .arg("-o")
+        .arg(&out_file)
+        .args(["--quantize", "int8", "--latency-runs", "2"])
+        .args(["--dim", "p2o.DynamicDimension.1=320"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("latency not measured"), "{stderr}");
+    assert!(stdout.contains("x=[1, 3, 48, 320]"), "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+}
