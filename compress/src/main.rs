@@ -598,6 +598,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
     let mut qopts = QuantOptions {
         keep_float: a.keep_float.clone(),
         min_size: a.min_size,
+        half_weights: Vec::new(),
     };
     let mut guard = None;
     if let Some(max_error) = a.max_error {
@@ -1143,12 +1144,16 @@ fn print_quant_report(report: &quantize::QuantReport, opts: &QuantOptions) {
     if !report.kept.is_empty() {
         println!("kept in f32:");
         for k in &report.kept {
-            match k.int8_storage {
-                Some((_, _, rel)) => println!(
+            match (k.int8_storage, k.half_storage) {
+                (Some((_, _, rel)), _) => println!(
                     "  {:<56} {:>7}  {}; weight stored int8 per channel (rel. error {rel:.2e}), widened at load",
                     k.node, k.op, k.reason
                 ),
-                None => println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason),
+                (None, true) => println!(
+                    "  {:<56} {:>7}  {}; weights stored as IEEE halves, widened at load",
+                    k.node, k.op, k.reason
+                ),
+                (None, false) => println!("  {:<56} {:>7}  {}", k.node, k.op, k.reason),
             }
         }
     }

@@ -47,6 +47,11 @@ pub struct QuantOptions {
     pub keep_float: Vec<String>,
     /// Weights with fewer elements than this stay f32.
     pub min_size: usize,
+    /// Of the `keep_float` nodes, those whose constant weights and bias are
+    /// rounded to IEEE halves (2 bytes each in the file; compute stays f32,
+    /// each value moves by at most 2⁻¹¹ of itself): the layers `--max-error`
+    /// puts back, at half the bytes of f32.
+    pub half_weights: Vec<String>,
 }
 
 impl Default for QuantOptions {
@@ -54,6 +59,7 @@ impl Default for QuantOptions {
         QuantOptions {
             keep_float: Vec::new(),
             min_size: 4096,
+            half_weights: Vec::new(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Kept {
     /// load; the layer computes in f32): `(f32 bytes, stored bytes,
     /// relative error ‖W−Ŵ‖/‖W‖)`.
     pub int8_storage: Option<(usize, usize, f64)>,
+    /// The weight (and bias) are stored as IEEE halves (`half_weights`).
+    pub half_storage: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -421,6 +429,7 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
                 op: op.to_string(),
                 reason,
                 int8_storage: None,
+                half_storage: false,
             })
         };
         // A Conv or ConvTranspose that stays in f32 (not by --keep-float)
@@ -433,6 +442,7 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
                     op: op.to_string(),
                     reason,
                     int8_storage: store_weight_int8(g, w, axis),
+                    half_storage: false,
                 })
             };
         let is_linear = op_is(node, matmul) || op_is(node, gemm);
@@ -646,10 +656,48 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
         n.attrs = attrs;
     }
     round_biases_to_f16(g, &mut report);
+    store_halves(g, &mut report, &opts.half_weights);
     compact(g);
     g.infer_shapes()
         .map_err(|e| anyhow!("the quantized graph does not type-check: {e}"))?;
     Ok(report)
+}
+
+/// Round the constant f32 inputs (weights, bias) of the kept-f32 nodes named
+/// in `names` to IEEE halves, where every value stays finite and the
+/// constant feeds that node alone; the writer stores them in 2 bytes.
+fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
+    let mut uses = vec![0usize; g.values.len()];
+    for n in &g.nodes {
+        for v in n.inputs.iter().flatten() {
+            uses[*v] += 1;
+        }
+    }
+    for k in report.kept.iter_mut().filter(|k| names.contains(&k.node)) {
+        let Some(n) = g.nodes.iter().find(|n| n.name == k.node) else {
+            continue;
+        };
+        let consts: Vec<ValueId> = n
+            .inputs
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&v| uses[v] == 1)
+            .collect();
+        for v in consts {
+            let Some(t) = g.values[v].konst.as_ref() else {
+                continue;
+            };
+            let Ok(x) = t.as_slice::<f32>() else { continue };
+            let h: Vec<f32> = x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+            if h.iter().all(|v| v.is_finite()) {
+                if let Ok(r) = Tensor::from_slice(&t.dims, &h) {
+                    g.values[v].konst = Some(r);
+                    k.half_storage = true;
+                }
+            }
+        }
+    }
 }
 
 /// Largest `|x|` of each slice along `axis` of `t` (`dims[axis]` slices).
@@ -964,9 +1012,10 @@ pub fn metadata_json(
     j["converted"] = Json::Object(converted);
     let mut kept: Vec<(String, Vec<String>)> = Vec::new();
     for k in &report.kept {
-        let reason = match k.int8_storage {
-            Some(_) => format!("{}; weight stored int8 per channel", k.reason),
-            None => k.reason.clone(),
+        let reason = match (k.int8_storage, k.half_storage) {
+            (Some(_), _) => format!("{}; weight stored int8 per channel", k.reason),
+            (None, true) => format!("{}; weights stored as IEEE halves", k.reason),
+            (None, false) => k.reason.clone(),
         };
         match kept.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, nodes)) => nodes.push(k.node.clone()),
@@ -1030,8 +1079,8 @@ pub fn output_error(errors: &[OutputError]) -> f64 {
 /// `--max-error`: per-layer sensitivity on `feed` (each layer that int8
 /// computes or stores made int8 alone, the rest f32), then the most sensitive layers put back in f32
 /// one at a time until the whole model's error (see [`output_error`]) is at
-/// most `max_error`. `g` is the graph before quantization, and the f32
-/// reference. Returns the options to quantize with (the caller's
+/// most `max_error` (their weights stored as halves: `half_weights`). `g`
+/// is the graph before quantization, and the f32 reference. Returns the options to quantize with (the caller's
 /// `keep_float` plus the guard's layers) and what was measured.
 pub fn sensitivity_guard(
     g: &Graph,
@@ -1046,12 +1095,20 @@ pub fn sensitivity_guard(
         bail!("--max-error must be a finite number ≥ 0, got {max_error}");
     }
     let reference = Model::from_graph(g.clone()).map_err(|e| anyhow!("the f32 model: {e}"))?;
+    // The layers the guard puts back keep f32 compute with half weights
+    // (the caller's --keep-float ones stay exactly f32).
+    let options = |keep: &[String]| QuantOptions {
+        keep_float: keep.to_vec(),
+        min_size: opts.min_size,
+        half_weights: keep
+            .iter()
+            .filter(|k| !opts.keep_float.contains(k))
+            .cloned()
+            .collect(),
+    };
     let error_with = |keep: &[String]| -> Result<(f64, QuantReport)> {
         let mut q = g.clone();
-        let o = QuantOptions {
-            keep_float: keep.to_vec(),
-            min_size: opts.min_size,
-        };
+        let o = options(keep);
         let r = quantize_dynamic(&mut q, &o)?;
         let bytes = morsel_runtime::format::writer::to_bytes(
             &q,
@@ -1141,13 +1198,7 @@ pub fn sensitivity_guard(
             guard.error
         ));
     }
-    Ok((
-        QuantOptions {
-            keep_float: keep,
-            min_size: opts.min_size,
-        },
-        guard,
-    ))
+    Ok((options(&keep), guard))
 }
 
 /// Append a step to the `recipe` metadata (a JSON object with `steps`).

@@ -335,6 +335,7 @@ fn with_int8(g: &Graph, int8: &Int8, min_size: usize) -> Result<Graph> {
         &QuantOptions {
             keep_float,
             min_size,
+            half_weights: Vec::new(),
         },
     )?;
     quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
@@ -388,6 +389,7 @@ pub fn search(
             &QuantOptions {
                 keep_float: Vec::new(),
                 min_size: o.min_size,
+                half_weights: Vec::new(),
             },
         )?;
         let layers: Vec<String> = r.converted.iter().map(|c| c.node.clone()).collect();
