@@ -136,8 +136,8 @@ struct CompressArgs {
     /// With --quantize int8: the largest output error allowed, as 1 − cosine
     /// between the f32 and int8 outputs per sample (worst over --calibration,
     /// or --data, samples and outputs). Each int8 layer's error alone is
-    /// measured, and the most sensitive layers stay f32 until the model is
-    /// within it.
+    /// measured, and layers go back to f32 compute (weights stored as IEEE
+    /// halves), the most error per byte first, until the model is within it.
     #[arg(long)]
     max_error: Option<f64>,
     /// Weights with fewer elements than this stay f32 (int8) or full rank.
@@ -642,7 +642,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
                         .find(|s| s.0 == k.node)
                         .map_or(0.0, |s| s.1);
                     k.reason = format!(
-                        "--max-error {:.2e}: among the most sensitive layers (alone int8: error {alone:.2e})",
+                        "--max-error {:.2e}: put back in f32 (alone int8: error {alone:.2e})",
                         gd.max_error
                     );
                 }

@@ -1077,8 +1077,8 @@ pub fn output_error(errors: &[OutputError]) -> f64 {
 }
 
 /// `--max-error`: per-layer sensitivity on `feed` (each layer that int8
-/// computes or stores made int8 alone, the rest f32), then the most sensitive layers put back in f32
-/// one at a time until the whole model's error (see [`output_error`]) is at
+/// computes or stores made int8 alone, the rest f32), then layers put back
+/// in f32, the most error per byte first, until the whole model's error (see [`output_error`]) is at
 /// most `max_error` (their weights stored as halves: `half_weights`). `g`
 /// is the graph before quantization, and the f32 reference. Returns the options to quantize with (the caller's
 /// `keep_float` plus the guard's layers) and what was measured.
@@ -1135,45 +1135,56 @@ pub fn sensitivity_guard(
     if error_all_int8 <= max_error {
         return Ok((opts.clone(), guard));
     }
-    // Candidates: every layer int8 computes, or stores int8.
-    let layers: Vec<String> = all
+    // Candidates: every layer int8 computes, or stores int8, with the bytes
+    // putting it back costs (its weights as halves instead of int8).
+    let layers: Vec<(String, usize)> = all
         .converted
         .iter()
-        .map(|c| c.node.clone())
-        .chain(
-            all.kept
-                .iter()
-                .filter(|k| k.int8_storage.is_some())
-                .map(|k| k.node.clone()),
-        )
+        .map(|c| {
+            (
+                c.node.clone(),
+                (c.f32_bytes / 2).saturating_sub(c.int8_bytes),
+            )
+        })
+        .chain(all.kept.iter().filter_map(|k| {
+            k.int8_storage
+                .map(|(f, q, _)| (k.node.clone(), (f / 2).saturating_sub(q)))
+        }))
         .collect();
-    for l in &layers {
+    let mut cost = HashMap::new();
+    for (l, bytes) in &layers {
         let mut keep = opts.keep_float.clone();
-        keep.extend(layers.iter().filter(|k| *k != l).cloned());
+        keep.extend(layers.iter().filter(|k| k.0 != *l).map(|k| k.0.clone()));
         let (e, _) = error_with(&keep)?;
         guard.sensitivity.push((l.clone(), e));
+        cost.insert(l.clone(), *bytes);
     }
     guard.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
-    say("  sensitivity (error with that layer alone int8), most sensitive first:".into());
+    say("  sensitivity (error with that layer alone int8; bytes it costs back in f32), most sensitive first:".into());
     for (l, e) in &guard.sensitivity {
-        say(format!("    {l:<56} {e:.2e}"));
+        say(format!("    {l:<56} {e:.2e} {:>9} B", cost[l]));
     }
-    // The fewest most-sensitive layers back in f32 that bring the error
-    // within the bound: a binary search over how many (the error falls,
-    // if not strictly, as more go back), then that choice measured.
+    // Layers go back in the order of error per byte (a 144-weight layer as
+    // sensitive as a 150 KB one goes first), then the shortest prefix of
+    // that order that brings the error within the bound: a binary search
+    // over its length (the error falls, if not strictly, as more go back).
+    let mut order: Vec<&(String, f64)> = guard.sensitivity.iter().collect();
+    let per_byte = |s: &(String, f64)| s.1 / cost[&s.0].max(64) as f64;
+    order.sort_by(|a, b| per_byte(b).total_cmp(&per_byte(a)));
+    let order: Vec<String> = order.into_iter().map(|s| s.0.clone()).collect();
     let with_first = |k: usize| -> Vec<String> {
         let mut keep = opts.keep_float.clone();
-        keep.extend(guard.sensitivity[..k].iter().map(|s| s.0.clone()));
+        keep.extend(order[..k].iter().cloned());
         keep
     };
-    let (mut lo, mut hi) = (0, guard.sensitivity.len());
+    let (mut lo, mut hi) = (0, order.len());
     let mut at_hi = error_with(&with_first(hi))?.0;
     say(format!("  all {hi} back in f32: output error {at_hi:.2e}"));
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
         let (e, _) = error_with(&with_first(mid))?;
         say(format!(
-            "  the {mid} most sensitive in f32: output error {e:.2e}"
+            "  the first {mid} by error per byte in f32: output error {e:.2e}"
         ));
         if e <= max_error {
             (hi, at_hi) = (mid, e);
@@ -1182,10 +1193,7 @@ pub fn sensitivity_guard(
         }
     }
     let keep = with_first(hi);
-    guard.kept = guard.sensitivity[..hi]
-        .iter()
-        .map(|s| s.0.clone())
-        .collect();
+    guard.kept = order[..hi].to_vec();
     guard.error = at_hi;
     if guard.error > max_error {
         say(format!(
@@ -1194,7 +1202,8 @@ pub fn sensitivity_guard(
         ));
     } else {
         say(format!(
-            "  chose the {hi} most sensitive layers in f32: output error {:.2e}",
+            "  chose {hi} layers (the most error per byte) in f32, {} B more: output error {:.2e}",
+            guard.kept.iter().map(|l| cost[l]).sum::<usize>(),
             guard.error
         ));
     }
