@@ -146,6 +146,7 @@ fn int8_warm_runs_allocate_only_their_outputs() {
     let mut g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
     let opts = QuantOptions {
         min_size: 0,
+        min_reduction: 0,
         ..QuantOptions::default()
     };
     assert_eq!(quantize_dynamic(&mut g, &opts).unwrap().converted.len(), 4);

@@ -97,6 +97,7 @@ fn act(name: &str) -> Attrs {
 fn all() -> QuantOptions {
     QuantOptions {
         min_size: 0,
+        min_reduction: 0,
         ..QuantOptions::default()
     }
 }
@@ -227,6 +228,7 @@ fn unsupported_layers_stay_float_and_say_why() {
             QuantOptions {
                 keep_float: vec!["layer".into()],
                 min_size: 0,
+                min_reduction: 0,
                 ..QuantOptions::default()
             },
             "keep-float",
@@ -258,6 +260,7 @@ fn unsupported_layers_stay_float_and_say_why() {
             keep_float: vec!["layer".into()],
             half_weights: vec!["layer".into()],
             min_size: 0,
+            min_reduction: 0,
         },
     )
     .unwrap();
@@ -290,6 +293,7 @@ fn unsupported_layers_stay_float_and_say_why() {
         &QuantOptions {
             keep_float: vec!["nope".into()],
             min_size: 0,
+            min_reduction: 0,
             ..QuantOptions::default()
         },
     )
@@ -581,6 +585,25 @@ fn conv_becomes_qconv_and_grouped_or_transposed_stay_float() {
         let r = quantize_dynamic(&mut g, &all()).unwrap();
         assert_eq!(ops(&g), [op]);
         assert!(r.kept[0].reason.contains(why), "{}", r.kept[0].reason);
+    }
+    // --min-reduction: the 3x3 conv over 4 channels reduces 36 values per
+    // output; at 37 it stays f32 compute (its weight kept f32: it reads the
+    // model input), at 36 it is int8.
+    for (min, want) in [(37, "Conv"), (36, "QConv")] {
+        let (mut g, _) = conv_graph(&mut rng, 1, "Conv");
+        let o = QuantOptions {
+            min_reduction: min,
+            ..all()
+        };
+        let r = quantize_dynamic(&mut g, &o).unwrap();
+        assert_eq!(ops(&g), [want], "--min-reduction {min}");
+        if want == "Conv" {
+            assert!(
+                r.kept[0].reason.contains("--min-reduction 37"),
+                "{}",
+                r.kept[0].reason
+            );
+        }
     }
 }
 

@@ -30,6 +30,7 @@ fn static_digits(method: Method) -> (Model, calibrate::StaticReport) {
     let mut g = f32_graph.clone();
     let opts = QuantOptions {
         min_size: 0,
+        min_reduction: 0,
         ..QuantOptions::default()
     };
     quantize_dynamic(&mut g, &opts).unwrap();

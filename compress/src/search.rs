@@ -335,7 +335,7 @@ fn with_int8(g: &Graph, int8: &Int8, min_size: usize) -> Result<Graph> {
         &QuantOptions {
             keep_float,
             min_size,
-            half_weights: Vec::new(),
+            ..QuantOptions::default()
         },
     )?;
     quantize::add_recipe_step(&mut g, "quantize-int8-dynamic");
@@ -387,9 +387,8 @@ pub fn search(
         let r = quantize::quantize_dynamic(
             &mut probe,
             &QuantOptions {
-                keep_float: Vec::new(),
                 min_size: o.min_size,
-                half_weights: Vec::new(),
+                ..QuantOptions::default()
             },
         )?;
         let layers: Vec<String> = r.converted.iter().map(|c| c.node.clone()).collect();

@@ -166,6 +166,9 @@ pub(crate) struct Tile<'a> {
     pub tail: Option<&'a [[i8; MAX_CH]; MR]>,
     /// The panel: `(full + tail) · kpad · nr` bytes.
     pub b: &'a [i8],
+    /// Columns of the panel in use (`1..=nr`); a kernel may leave the
+    /// outputs past them unwritten or wrong.
+    pub cols: usize,
 }
 
 impl Tile<'_> {
@@ -398,6 +401,7 @@ pub fn gemm_i8(
                     full,
                     tail: (rem != 0).then_some(&tail),
                     b: panel,
+                    cols: nc,
                 };
                 kernel.tile(&t, &mut out);
                 for (r, o) in out.iter().enumerate().take(mr) {

@@ -35,21 +35,27 @@ pub(super) unsafe fn tile_avx2_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
     // SAFETY: `check` passed (every read below stays inside `t.a` and
     // `t.b`); the caller guarantees AVX2.
     unsafe {
-        match t.mr {
-            4 => tile::<4>(t, out),
-            3 => tile::<3>(t, out),
-            2 => tile::<2>(t, out),
-            _ => tile::<1>(t, out),
+        match (t.mr, t.cols > 8) {
+            (4, true) => tile::<4, 2>(t, out),
+            (3, true) => tile::<3, 2>(t, out),
+            (2, true) => tile::<2, 2>(t, out),
+            (_, true) => tile::<1, 2>(t, out),
+            // A panel with at most 8 columns in use (N = 24: the second
+            // of two) needs only its first half: 8 columns of the 16.
+            (4, false) => tile::<4, 1>(t, out),
+            (3, false) => tile::<3, 1>(t, out),
+            (2, false) => tile::<2, 1>(t, out),
+            (_, false) => tile::<1, 1>(t, out),
         }
     }
 }
 
-/// Rows `0..R` of the tile.
+/// Rows `0..R` of the tile, columns `0..8·H` (H = 1 or 2 halves).
 ///
 /// # Safety
 /// AVX2; `t.check` passed for the Avx2 layout and `R ≤ MR`.
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+unsafe fn tile<const R: usize, const H: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
     let mut b = t.b.as_ptr();
     for q in 0..t.full {
@@ -58,7 +64,7 @@ unsafe fn tile<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
         unsafe {
             let a: [i32; R] =
                 std::array::from_fn(|r| t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned());
-            step(&mut acc, a, b);
+            step::<R, H>(&mut acc, a, b);
             b = b.add(64);
         }
     }
@@ -72,7 +78,7 @@ unsafe fn tile<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
             ])
         });
         // SAFETY: the panel has `chunks()` chunks of 64 bytes; this is the last.
-        unsafe { step(&mut acc, a, b) };
+        unsafe { step::<R, H>(&mut acc, a, b) };
     }
     for (o, acc) in out.iter_mut().zip(&acc) {
         // SAFETY: `o` has MAX_NR = 16 i32s: two unaligned 8-lane stores.
@@ -83,13 +89,17 @@ unsafe fn tile<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
     }
 }
 
-/// `acc[r] += a[r] (4 bytes, broadcast) · b (16 columns × 4 k)`.
+/// `acc[r] += a[r] (4 bytes, broadcast) · b (8·H columns × 4 k)`.
 ///
 /// # Safety
 /// AVX2; `b` has 64 readable bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn step<const R: usize>(acc: &mut [[__m256i; 2]; R], a: [i32; R], b: *const i8) {
+unsafe fn step<const R: usize, const H: usize>(
+    acc: &mut [[__m256i; 2]; R],
+    a: [i32; R],
+    b: *const i8,
+) {
     // SAFETY: the caller guarantees 64 bytes at `b`.
     let (b0, b1) = unsafe {
         (
@@ -102,9 +112,11 @@ unsafe fn step<const R: usize>(acc: &mut [[__m256i; 2]; R], a: [i32; R], b: *con
         let a = _mm256_set1_epi32(a);
         let ua = _mm256_abs_epi8(a);
         let p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
-        let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
         acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
-        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+        if H == 2 {
+            let p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+        }
     }
 }
 
