@@ -55,6 +55,19 @@ pub fn avx2() -> bool {
     })
 }
 
+/// x86-64 with AVX-512 VNNI (`vpdpbusd` on zmm: F, BW and VNNI), and not
+/// held to the baseline.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512_vnni() -> bool {
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    cached(&HAS, || {
+        !baseline_only()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 /// aarch64 with the `sdot` dot-product instructions, and not held to the
 /// baseline.
 #[cfg(target_arch = "aarch64")]

@@ -67,6 +67,9 @@ pub enum Kernel {
     Generic,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 VNNI: the AVX2 layout, one `vpdpbusd` per row and 4 k.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     #[cfg(target_arch = "aarch64")]
     Neon,
     #[cfg(target_arch = "aarch64")]
@@ -92,7 +95,7 @@ impl Kernel {
         let (nr, kg, kpad) = match self {
             Kernel::Generic => (4, 4, 4),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => (16, 4, 4),
+            Kernel::Avx2 | Kernel::Avx512Vnni => (16, 4, 4),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => (4, 16, 16),
             #[cfg(target_arch = "aarch64")]
@@ -113,6 +116,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             if super::cpu::avx2() {
                 v.push(Kernel::Avx2);
+                if super::cpu::avx512_vnni() {
+                    v.push(Kernel::Avx512Vnni);
+                }
             }
             #[cfg(target_arch = "aarch64")]
             {
@@ -141,6 +147,10 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::Avx2` is only made after AVX2 was detected.
             Kernel::Avx2 => unsafe { x86_64::tile_avx2_4x16(t, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::Avx512Vnni` is only made after AVX2 and
+            // AVX-512 F/BW/VNNI were detected.
+            Kernel::Avx512Vnni => unsafe { x86_64::tile_vnni_4x16(t, out) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is in the aarch64 baseline.
             Kernel::Neon => unsafe { aarch64::tile_neon_4x4(t, out) },
@@ -169,6 +179,9 @@ pub(crate) struct Tile<'a> {
     /// Columns of the panel in use (`1..=nr`); a kernel may leave the
     /// outputs past them unwritten or wrong.
     pub cols: usize,
+    /// `Σ_k panel[k][j]` of the panel's columns, zero past `cols` (for a
+    /// kernel that reads A as unsigned, `a + 128`, and takes `128·sum` off).
+    pub sums: &'a [i32; MAX_NR],
 }
 
 impl Tile<'_> {
@@ -384,6 +397,8 @@ pub fn gemm_i8(
         for p in 0..n.div_ceil(nr) {
             let (j0, nc) = (p * nr, nr.min(n - p * nr));
             let panel = &packed[p * panel_len..][..panel_len];
+            let mut sums = [0i32; MAX_NR];
+            sums[..nc].copy_from_slice(&b.col_sums[j0..j0 + nc]);
             for i0 in (ib..ie).step_by(MR) {
                 let mr = MR.min(ie - i0);
                 let rows: [&[i8]; MR] = std::array::from_fn(|r| {
@@ -402,6 +417,7 @@ pub fn gemm_i8(
                     tail: (rem != 0).then_some(&tail),
                     b: panel,
                     cols: nc,
+                    sums: &sums,
                 };
                 kernel.tile(&t, &mut out);
                 for (r, o) in out.iter().enumerate().take(mr) {
@@ -434,7 +450,7 @@ impl Vector {
         match kernel {
             Kernel::Generic => Vector::Generic,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => Vector::Avx2,
+            Kernel::Avx2 | Kernel::Avx512Vnni => Vector::Avx2,
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon | Kernel::NeonDot => Vector::Neon,
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

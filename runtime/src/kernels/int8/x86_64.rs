@@ -16,12 +16,16 @@
 //! and `vpaddd` to any of the four pipes: 32 multiply-adds take one cycle on
 //! two multiply pipes, the bound quoted in the bench.
 //!
-//! Left out: AVX-512 VNNI (`vpdpbusd zmm`, same sign trick) and AVX-VNNI
-//! (`{vex} vpdpbusd ymm`). Their intrinsics and the AVX-512 target features
-//! are stable from Rust 1.89, past the workspace's rust-version (1.85), and
-//! no machine here (Zen 3, qemu 7.2) runs them, so they could not be tested.
-//! With the MSRV raised, each is this kernel with `vpmaddubsw + vpmaddwd +
-//! vpaddd` replaced by one `vpdpbusd`, over the same packed layout.
+//! With AVX-512 VNNI (`tile_vnni_4x16`), over the same packed layout, one
+//! zmm holds a whole 64-byte group, and one `vpdpbusd` per row and 4 k does
+//! the multiply-adds straight into i32 (u8 × s8, no i16 step to saturate).
+//! A is made unsigned by flipping its sign bits (`a ^ 0x80 = a + 128`, in
+//! the scalar register before the broadcast), so the tile holds `Σ (a +
+//! 128)·b`; subtracting `128·Σ_k b` per column (the panel's column sums)
+//! gives `Σ a·b` exactly. Each row keeps two accumulators (even and odd
+//! groups of K) so eight `vpdpbusd` chains are in flight. AVX-VNNI
+//! (`{vex} vpdpbusd ymm`) is not used: every CPU with it that we know of
+//! but Alder Lake-class clients also has the zmm form.
 
 use super::generic::{dequant1, quantize1, requant1};
 use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Requant, Tile};
@@ -46,6 +50,86 @@ pub(super) unsafe fn tile_avx2_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
             (3, false) => tile::<3, 1>(t, out),
             (2, false) => tile::<2, 1>(t, out),
             (_, false) => tile::<1, 1>(t, out),
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2 and AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn tile_vnni_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+    t.check(Kernel::Avx512Vnni.layout());
+    // SAFETY: `check` passed; the caller guarantees the features.
+    unsafe {
+        match t.mr {
+            4 => tile_vnni::<4>(t, out),
+            3 => tile_vnni::<3>(t, out),
+            2 => tile_vnni::<2>(t, out),
+            _ => tile_vnni::<1>(t, out),
+        }
+    }
+}
+
+/// Rows `0..R` of the VNNI tile.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; `t.check` passed for the Avx512Vnni layout, `R ≤ MR`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+    const FLIP: i32 = 0x8080_8080u32 as i32;
+    let mut even = [_mm512_setzero_si512(); R];
+    let mut odd = [_mm512_setzero_si512(); R];
+    let mut b = t.b.as_ptr();
+    // SAFETY (all reads below): `check`: each A row has `full·4` bytes and
+    // the panel 64 bytes per chunk, `chunks()` chunks.
+    let a4 = |r: usize, q: usize| unsafe {
+        t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() ^ FLIP
+    };
+    let mut q = 0;
+    while q + 2 <= t.full {
+        // SAFETY: chunks q and q + 1 are whole (see above).
+        unsafe {
+            let (b0, b1) = (
+                _mm512_loadu_si512(b.cast()),
+                _mm512_loadu_si512(b.add(64).cast()),
+            );
+            for r in 0..R {
+                even[r] = _mm512_dpbusd_epi32(even[r], _mm512_set1_epi32(a4(r, q)), b0);
+                odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_set1_epi32(a4(r, q + 1)), b1);
+            }
+            b = b.add(128);
+        }
+        q += 2;
+    }
+    if q < t.full {
+        // SAFETY: chunk q is whole.
+        unsafe {
+            let b0 = _mm512_loadu_si512(b.cast());
+            for r in 0..R {
+                even[r] = _mm512_dpbusd_epi32(even[r], _mm512_set1_epi32(a4(r, q)), b0);
+            }
+            b = b.add(64);
+        }
+    }
+    if let Some(tail) = t.tail {
+        // SAFETY: the panel has `chunks()` chunks of 64 bytes; this is the
+        // last. Its padding is zero in the panel, so the padded A bytes
+        // (0, read as 128) add nothing.
+        unsafe {
+            let b0 = _mm512_loadu_si512(b.cast());
+            for r in 0..R {
+                let t = &tail[r];
+                let a = i32::from_le_bytes([t[0] as u8, t[1] as u8, t[2] as u8, t[3] as u8]) ^ FLIP;
+                odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_set1_epi32(a), b0);
+            }
+        }
+    }
+    // SAFETY: `t.sums` holds MAX_NR = 16 i32s; `out` rows too.
+    unsafe {
+        let fix = _mm512_slli_epi32::<7>(_mm512_loadu_si512(t.sums.as_ptr().cast()));
+        for r in 0..R {
+            let c = _mm512_sub_epi32(_mm512_add_epi32(even[r], odd[r]), fix);
+            _mm512_storeu_si512(out[r].as_mut_ptr().cast(), c);
         }
     }
 }
