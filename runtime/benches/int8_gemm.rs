@@ -80,6 +80,13 @@ fn report() {
             p.mul_only_gops,
             p.kernel_mix_gops
         );
+        if let Some(v) = p.vnni_gops {
+            println!(
+                "AVX-512 VNNI: two vpdpbusd zmm per cycle (64 MACs each) = 256 ops/cycle = {:.0} GOPS; \
+                 register-only loop of 10 chains: {v:.0} GOPS (the VNNI kernel's % below is of this)",
+                256.0 * p.ghz
+            );
+        }
     }
     for (m, k, n) in SHAPES {
         let o = operands(m, k, n);
@@ -101,7 +108,11 @@ fn report() {
                 t.as_secs_f64() * 1e3
             );
             if let Some(p) = &peak {
-                line += &format!(" = {:.0}% of peak,", 100.0 * g / (64.0 * p.ghz));
+                let of = match (format!("{kernel:?}").as_str(), p.vnni_gops) {
+                    ("Avx512Vnni", Some(v)) => v,
+                    _ => 64.0 * p.ghz,
+                };
+                line += &format!(" = {:.0}% of peak,", 100.0 * g / of);
             }
         }
         let mut cf = vec![0f32; m * n];
@@ -160,6 +171,9 @@ mod peak {
         pub ghz: f64,
         pub mul_only_gops: f64,
         pub kernel_mix_gops: f64,
+        /// Ten independent `vpdpbusd zmm` chains, registers only (with
+        /// AVX-512 VNNI).
+        pub vnni_gops: Option<f64>,
     }
 
     pub fn measure() -> Option<Peak> {
@@ -179,11 +193,45 @@ mod peak {
         let mul_only = ops / best(|| unsafe { mul_loop(loops) }) / 1e9;
         // SAFETY: AVX2 was detected.
         let mix = ops / best(|| unsafe { kernel_mix_loop(loops) }) / 1e9;
+        let vnni = (std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+        .then(|| {
+            // 10 × 64 MACs per iteration.
+            let ops = (loops * 10 * 64 * 2) as f64;
+            // SAFETY: AVX-512 F and VNNI were detected.
+            ops / best(|| unsafe { vnni_loop(loops) }) / 1e9
+        });
         Some(Peak {
             ghz,
             mul_only_gops: mul_only,
             kernel_mix_gops: mix,
+            vnni_gops: vnni,
         })
+    }
+
+    /// Ten independent `vpdpbusd zmm` chains: what the VNNI kernel's
+    /// multiply-adds can issue with nothing else in the way.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn vnni_loop(iters: u64) {
+        // SAFETY: registers only.
+        unsafe {
+            asm!(
+                "vpxord {a}, {a}, {a}", "vpxord {b}, {b}, {b}",
+                "2:",
+                "vpdpbusd {c0}, {a}, {b}", "vpdpbusd {c1}, {a}, {b}", "vpdpbusd {c2}, {a}, {b}",
+                "vpdpbusd {c3}, {a}, {b}", "vpdpbusd {c4}, {a}, {b}", "vpdpbusd {c5}, {a}, {b}",
+                "vpdpbusd {c6}, {a}, {b}", "vpdpbusd {c7}, {a}, {b}", "vpdpbusd {c8}, {a}, {b}",
+                "vpdpbusd {c9}, {a}, {b}",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters => _,
+                a = out(zmm_reg) _, b = out(zmm_reg) _,
+                c0 = out(zmm_reg) _, c1 = out(zmm_reg) _, c2 = out(zmm_reg) _, c3 = out(zmm_reg) _,
+                c4 = out(zmm_reg) _, c5 = out(zmm_reg) _, c6 = out(zmm_reg) _, c7 = out(zmm_reg) _,
+                c8 = out(zmm_reg) _, c9 = out(zmm_reg) _,
+                options(nomem, nostack),
+            )
+        }
     }
 
     /// Best wall time in seconds of 300 runs.
@@ -290,6 +338,7 @@ mod peak {
         pub ghz: f64,
         pub mul_only_gops: f64,
         pub kernel_mix_gops: f64,
+        pub vnni_gops: Option<f64>,
     }
     pub fn measure() -> Option<Peak> {
         None

@@ -325,31 +325,12 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 }
 
 /// Asymmetric int8 of a whole image over `[min(x, 0), max(x, 0)]` (so 0 is
-/// exact: it is what padding reads): `(scale, zero point)`. An all-zero
-/// image gives scale 0; NaN or infinity a NaN scale, so outputs are NaN as
-/// they would be in f32.
+/// exact: it is what padding reads): `(scale, zero point)`, as QMatMul
+/// quantizes a row. An all-zero image gives scale 0; NaN or infinity a NaN
+/// scale, so outputs are NaN as they would be in f32.
 fn quantize_image(x: &[f32], out: &mut [i8]) -> (f32, i8) {
-    let (mut lo, mut hi, mut bad) = ([0f32; 8], [0f32; 8], false);
-    let mut chunks = x.chunks_exact(8);
-    for ch in &mut chunks {
-        for j in 0..8 {
-            lo[j] = if ch[j] < lo[j] { ch[j] } else { lo[j] };
-            hi[j] = if ch[j] > hi[j] { ch[j] } else { hi[j] };
-            bad |= !ch[j].is_finite();
-        }
-    }
-    let rest = chunks.remainder();
-    bad |= rest.iter().any(|v| !v.is_finite());
-    let lo = lo.iter().chain(rest).fold(0f32, |m, &v| m.min(v));
-    let hi = hi.iter().chain(rest).fold(0f32, |m, &v| m.max(v));
-    let scale = (hi - lo) / 255.0;
-    if scale == 0.0 || !scale.is_finite() || bad {
-        out.fill(0);
-        return (if scale == 0.0 && !bad { 0.0 } else { f32::NAN }, 0);
-    }
-    let z = (-128.0 - lo / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
-    int8::quantize_f32_to_i8(x, scale, z, out);
-    (scale, z)
+    let (scale, z) = super::qmatmul::quantize_row(x, out);
+    (scale, z as i8)
 }
 
 /// Patch rows of output positions `j0..j0 + rows` (rows = `out.len() / K`)

@@ -109,35 +109,14 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// `(min(x, 0), max(x, 0), any NaN)`; eight lanes so it vectorizes.
-fn range(x: &[f32]) -> (f32, f32, bool) {
-    let (mut lo, mut hi, mut nan) = ([0f32; 8], [0f32; 8], [false; 8]);
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for j in 0..8 {
-            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
-            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
-            nan[j] |= c[j].is_nan();
-        }
-    }
-    let tail = chunks.remainder();
-    let lo = lo.iter().chain(tail).fold(0f32, |m, &v| m.min(v));
-    let hi = hi.iter().chain(tail).fold(0f32, |m, &v| m.max(v));
-    (
-        lo,
-        hi,
-        nan.contains(&true) || tail.iter().any(|v| v.is_nan()),
-    )
-}
-
 /// Asymmetric int8 of one row: `q = clamp(round(x/scale) + z, -128, 127)`
 /// with `scale = (hi − lo)/255` and `z = round(−128 − lo/scale)`, so that
 /// `lo` maps to -128, `hi` to 127 and 0 exactly to `z`. Returns `(scale, z)`;
 /// an all-zero row gives `(0, 0)` and zeros; a row with NaN or infinity
 /// (or a range beyond f32) gives a NaN scale, so its outputs are NaN, as
 /// they would be in f32.
-fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
-    let (lo, hi, nan) = range(x);
+pub(super) fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
+    let (lo, hi, nan) = int8::range(x);
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() || nan {
         out.fill(0);

@@ -56,6 +56,27 @@ pub(super) fn max_abs(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
+/// `(min(0, x), max(0, x), any NaN)`, NaN left out of the min and max.
+pub(super) fn range(x: &[f32]) -> (f32, f32, bool) {
+    let (mut lo, mut hi, mut nan) = ([0f32; 8], [0f32; 8], [false; 8]);
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+            nan[j] |= c[j].is_nan();
+        }
+    }
+    let tail = chunks.remainder();
+    let lo = lo.iter().chain(tail).fold(0f32, |m, &v| m.min(v));
+    let hi = hi.iter().chain(tail).fold(0f32, |m, &v| m.max(v));
+    (
+        lo,
+        hi,
+        nan.contains(&true) || tail.iter().any(|v| v.is_nan()),
+    )
+}
+
 /// One value, as every path must compute it.
 #[inline]
 pub(super) fn quantize1(x: f32, q: &Quant) -> i8 {

@@ -134,6 +134,16 @@ impl Kernel {
         })
     }
 
+    /// Whether the kernel reads A rows as `a ^ 0x80` (unsigned `a + 128`),
+    /// which [`gemm_i8`] prepares.
+    fn reads_a_flipped(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512Vnni {
+            return true;
+        }
+        false
+    }
+
     /// The fastest kernel this CPU runs.
     pub fn best() -> Kernel {
         *Kernel::available().last().unwrap_or(&Kernel::Generic)
@@ -167,7 +177,8 @@ impl Kernel {
 pub(crate) struct Tile<'a> {
     /// Rows in use (`1..=MR`); `a[r]` for `r ≥ mr` repeat a valid row.
     pub mr: usize,
-    /// `full·kpad` values of each A row.
+    /// `full·kpad` values of each A row (for a kernel that
+    /// `reads_a_flipped`, each byte is `a ^ 0x80`).
     pub a: [&'a [i8]; MR],
     /// Whole `kpad`-long chunks readable from `a`.
     pub full: usize,
@@ -392,40 +403,72 @@ pub fn gemm_i8(
     // each, every panel of B in turn (one panel stays in L1 while the
     // block's rows stream past it).
     let mc = (L2_BLOCK / k).max(MR) / MR * MR;
-    for ib in (0..m).step_by(mc) {
-        let ie = m.min(ib + mc);
-        for p in 0..n.div_ceil(nr) {
-            let (j0, nc) = (p * nr, nr.min(n - p * nr));
-            let panel = &packed[p * panel_len..][..panel_len];
-            let mut sums = [0i32; MAX_NR];
-            sums[..nc].copy_from_slice(&b.col_sums[j0..j0 + nc]);
-            for i0 in (ib..ie).step_by(MR) {
-                let mr = MR.min(ie - i0);
-                let rows: [&[i8]; MR] = std::array::from_fn(|r| {
-                    let i = i0 + r.min(mr - 1);
-                    &a[i * a_row_stride..][..k]
-                });
-                if rem != 0 {
-                    for (t, row) in tail.iter_mut().zip(&rows) {
-                        t[..rem].copy_from_slice(&row[full * kpad..]);
+    // The VNNI kernel reads A as unsigned (`a ^ 0x80`): each block of rows
+    // is flipped once into a per-thread copy, so the kernel broadcasts
+    // straight from memory (one load, no shuffle-port uop per row and 4 k).
+    let flip = kernel.reads_a_flipped();
+    FLIPPED.with(|cell| {
+        let mut flipped = cell.borrow_mut();
+        for ib in (0..m).step_by(mc) {
+            let ie = m.min(ib + mc);
+            let (a, a_row_stride, base) = if flip {
+                let buf = grow_i8(&mut flipped, (ie - ib) * k);
+                for (i, d) in buf.chunks_exact_mut(k).enumerate() {
+                    let s = &a[(ib + i) * a_row_stride..][..k];
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = *s ^ i8::MIN;
                     }
                 }
-                let t = Tile {
-                    mr,
-                    a: rows,
-                    full,
-                    tail: (rem != 0).then_some(&tail),
-                    b: panel,
-                    cols: nc,
-                    sums: &sums,
-                };
-                kernel.tile(&t, &mut out);
-                for (r, o) in out.iter().enumerate().take(mr) {
-                    c[(i0 + r) * c_row_stride + j0..][..nc].copy_from_slice(&o[..nc]);
+                (&buf[..], k, ib)
+            } else {
+                (a, a_row_stride, 0)
+            };
+            for p in 0..n.div_ceil(nr) {
+                let (j0, nc) = (p * nr, nr.min(n - p * nr));
+                let panel = &packed[p * panel_len..][..panel_len];
+                let mut sums = [0i32; MAX_NR];
+                sums[..nc].copy_from_slice(&b.col_sums[j0..j0 + nc]);
+                for i0 in (ib..ie).step_by(MR) {
+                    let mr = MR.min(ie - i0);
+                    let rows: [&[i8]; MR] = std::array::from_fn(|r| {
+                        let i = i0 + r.min(mr - 1) - base;
+                        &a[i * a_row_stride..][..k]
+                    });
+                    if rem != 0 {
+                        for (t, row) in tail.iter_mut().zip(&rows) {
+                            t[..rem].copy_from_slice(&row[full * kpad..]);
+                        }
+                    }
+                    let t = Tile {
+                        mr,
+                        a: rows,
+                        full,
+                        tail: (rem != 0).then_some(&tail),
+                        b: panel,
+                        cols: nc,
+                        sums: &sums,
+                    };
+                    kernel.tile(&t, &mut out);
+                    for (r, o) in out.iter().enumerate().take(mr) {
+                        c[(i0 + r) * c_row_stride + j0..][..nc].copy_from_slice(&o[..nc]);
+                    }
                 }
             }
         }
+    });
+}
+
+std::thread_local! {
+    /// [`gemm_i8`]'s flipped copy of a block of A rows (VNNI), kept per
+    /// thread so warm runs do not allocate.
+    static FLIPPED: std::cell::RefCell<Vec<i8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn grow_i8(v: &mut Vec<i8>, n: usize) -> &mut [i8] {
+    if v.len() < n {
+        v.resize(n, 0);
     }
+    &mut v[..n]
 }
 
 /// Bytes of A per row block in [`gemm_i8`].
@@ -467,6 +510,16 @@ impl Vector {
         let mut v: Vec<Vector> = Kernel::available().iter().map(|&k| Vector::of(k)).collect();
         v.dedup();
         v
+    }
+
+    fn range(self, x: &[f32]) -> (f32, f32, bool) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Vector::Avx2` comes from a kernel made only after
+            // AVX2 was detected.
+            Vector::Avx2 => unsafe { x86_64::range(x) },
+            _ => generic::range(x),
+        }
     }
 
     fn max_abs(self, x: &[f32]) -> f32 {
@@ -562,6 +615,13 @@ pub(crate) struct DequantRow<'a> {
 /// `max |x|`, NaN ignored (0 for an empty slice).
 pub fn max_abs(x: &[f32]) -> f32 {
     Vector::best().max_abs(x)
+}
+
+/// `(min(0, x), max(0, x), whether x holds a NaN)`, NaN left out of the min
+/// and max: the range of a row that asymmetric quantization maps to
+/// [-128, 127] (0 is always in it, so it is exact).
+pub fn range(x: &[f32]) -> (f32, f32, bool) {
+    Vector::best().range(x)
 }
 
 /// Symmetric quantization of one row (or, given a whole tensor, per

@@ -224,6 +224,25 @@ fn quantize_paths_agree_bit_for_bit() {
                 g.to_bits(),
                 "{v:?} max_abs len {len}"
             );
+            let (lo, hi, nan) = generic::range(&x);
+            let (vl, vh, vn) = v.range(&x);
+            assert_eq!(
+                (vl.to_bits(), vh.to_bits(), vn),
+                (lo.to_bits(), hi.to_bits(), nan),
+                "{v:?} range len {len}"
+            );
+            // without the NaNs and infinities too
+            let finite: Vec<f32> = x
+                .iter()
+                .map(|v| if v.is_finite() { *v } else { -0.0 })
+                .collect();
+            let (lo, hi, nan) = generic::range(&finite);
+            assert!(!nan);
+            assert_eq!(
+                v.range(&finite),
+                (lo, hi, false),
+                "{v:?} finite range len {len}"
+            );
             let finite: Vec<f32> = x
                 .iter()
                 .map(|v| if v.is_finite() { *v } else { 0.5 })

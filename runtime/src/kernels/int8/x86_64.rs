@@ -19,11 +19,12 @@
 //! With AVX-512 VNNI (`tile_vnni_4x16`), over the same packed layout, one
 //! zmm holds a whole 64-byte group, and one `vpdpbusd` per row and 4 k does
 //! the multiply-adds straight into i32 (u8 × s8, no i16 step to saturate).
-//! A is made unsigned by flipping its sign bits (`a ^ 0x80 = a + 128`, in
-//! the scalar register before the broadcast), so the tile holds `Σ (a +
-//! 128)·b`; subtracting `128·Σ_k b` per column (the panel's column sums)
-//! gives `Σ a·b` exactly. Each row keeps two accumulators (even and odd
-//! groups of K) so eight `vpdpbusd` chains are in flight. AVX-VNNI
+//! A is made unsigned by flipping its sign bits (`a ^ 0x80 = a + 128`:
+//! `gemm_i8` flips each block of rows once; the tile's A rows hold the
+//! flipped bytes), so the tile holds `Σ (a + 128)·b`; subtracting
+//! `128·Σ_k b` per column (the panel's column sums) gives `Σ a·b` exactly.
+//! Each row keeps four accumulators (groups of K in turn), so sixteen
+//! `vpdpbusd` chains are in flight. AVX-VNNI
 //! (`{vex} vpdpbusd ymm`) is not used: every CPU with it that we know of
 //! but Alder Lake-class clients also has the zmm form.
 
@@ -76,40 +77,41 @@ pub(super) unsafe fn tile_vnni_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
 /// AVX-512 F/BW/VNNI; `t.check` passed for the Avx512Vnni layout, `R ≤ MR`.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
-    const FLIP: i32 = 0x8080_8080u32 as i32;
-    let mut even = [_mm512_setzero_si512(); R];
-    let mut odd = [_mm512_setzero_si512(); R];
+    // U accumulators per row (groups of K taken in turn): 4·R chains of
+    // `vpdpbusd` in flight, enough for two issued a cycle at a latency of 5.
+    const U: usize = 4;
+    let mut acc = [[_mm512_setzero_si512(); U]; R];
     let mut b = t.b.as_ptr();
     // SAFETY (all reads below): `check`: each A row has `full·4` bytes and
     // the panel 64 bytes per chunk, `chunks()` chunks.
-    let a4 = |r: usize, q: usize| unsafe {
-        t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() ^ FLIP
-    };
+    let a4 =
+        |r: usize, q: usize| unsafe { t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() };
     let mut q = 0;
-    while q + 2 <= t.full {
-        // SAFETY: chunks q and q + 1 are whole (see above).
+    while q + U <= t.full {
+        // SAFETY: chunks q..q + U are whole (see above).
         unsafe {
-            let (b0, b1) = (
-                _mm512_loadu_si512(b.cast()),
-                _mm512_loadu_si512(b.add(64).cast()),
-            );
+            let bs: [__m512i; U] =
+                std::array::from_fn(|u| _mm512_loadu_si512(b.add(64 * u).cast()));
             for r in 0..R {
-                even[r] = _mm512_dpbusd_epi32(even[r], _mm512_set1_epi32(a4(r, q)), b0);
-                odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_set1_epi32(a4(r, q + 1)), b1);
+                for u in 0..U {
+                    acc[r][u] =
+                        _mm512_dpbusd_epi32(acc[r][u], _mm512_set1_epi32(a4(r, q + u)), bs[u]);
+                }
             }
-            b = b.add(128);
+            b = b.add(64 * U);
         }
-        q += 2;
+        q += U;
     }
-    if q < t.full {
+    while q < t.full {
         // SAFETY: chunk q is whole.
         unsafe {
             let b0 = _mm512_loadu_si512(b.cast());
             for r in 0..R {
-                even[r] = _mm512_dpbusd_epi32(even[r], _mm512_set1_epi32(a4(r, q)), b0);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_set1_epi32(a4(r, q)), b0);
             }
             b = b.add(64);
         }
+        q += 1;
     }
     if let Some(tail) = t.tail {
         // SAFETY: the panel has `chunks()` chunks of 64 bytes; this is the
@@ -119,8 +121,8 @@ unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
             let b0 = _mm512_loadu_si512(b.cast());
             for r in 0..R {
                 let t = &tail[r];
-                let a = i32::from_le_bytes([t[0] as u8, t[1] as u8, t[2] as u8, t[3] as u8]) ^ FLIP;
-                odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_set1_epi32(a), b0);
+                let a = i32::from_le_bytes([t[0] as u8, t[1] as u8, t[2] as u8, t[3] as u8]);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_set1_epi32(a), b0);
             }
         }
     }
@@ -128,8 +130,11 @@ unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
     unsafe {
         let fix = _mm512_slli_epi32::<7>(_mm512_loadu_si512(t.sums.as_ptr().cast()));
         for r in 0..R {
-            let c = _mm512_sub_epi32(_mm512_add_epi32(even[r], odd[r]), fix);
-            _mm512_storeu_si512(out[r].as_mut_ptr().cast(), c);
+            let s = _mm512_add_epi32(
+                _mm512_add_epi32(acc[r][0], acc[r][1]),
+                _mm512_add_epi32(acc[r][2], acc[r][3]),
+            );
+            _mm512_storeu_si512(out[r].as_mut_ptr().cast(), _mm512_sub_epi32(s, fix));
         }
     }
 }
@@ -202,6 +207,45 @@ unsafe fn step<const R: usize, const H: usize>(
             acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
         }
     }
+}
+
+/// `(min(0, x), max(0, x), any NaN)`: the generic `range`, 16 floats a step.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
+    let z = _mm256_setzero_ps();
+    let (mut lo0, mut lo1, mut hi0, mut hi1, mut nan) = (z, z, z, z, z);
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        // SAFETY: `c` has 16 floats.
+        let (v0, v1) = unsafe {
+            (
+                _mm256_loadu_ps(c.as_ptr()),
+                _mm256_loadu_ps(c.as_ptr().add(8)),
+            )
+        };
+        // `minps`/`maxps` return the second operand (the running value)
+        // when the first is NaN or both are zeros, as `c < lo` does.
+        lo0 = _mm256_min_ps(v0, lo0);
+        lo1 = _mm256_min_ps(v1, lo1);
+        hi0 = _mm256_max_ps(v0, hi0);
+        hi1 = _mm256_max_ps(v1, hi1);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v0, v1));
+    }
+    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: both arrays have 8 floats.
+    unsafe {
+        _mm256_storeu_ps(lo.as_mut_ptr(), _mm256_min_ps(lo0, lo1));
+        _mm256_storeu_ps(hi.as_mut_ptr(), _mm256_max_ps(hi0, hi1));
+    }
+    let (tlo, thi, tnan) = super::generic::range(chunks.remainder());
+    (
+        lo.iter().fold(tlo, |m, &v| m.min(v)),
+        hi.iter().fold(thi, |m, &v| m.max(v)),
+        tnan || _mm256_movemask_ps(nan) != 0,
+    )
 }
 
 /// # Safety
