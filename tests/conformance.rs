@@ -167,10 +167,10 @@ fn onnx_backend_node_tests() {
         if r.is_ok() {
             e.0 += 1;
         }
-        if let Err(msg) = &r {
-            if allow.contains_key(name) || msg.starts_with("PANIC") {
-                regressions.push(format!("{name}: {msg}"));
-            }
+        if let Err(msg) = &r
+            && (allow.contains_key(name) || msg.starts_with("PANIC"))
+        {
+            regressions.push(format!("{name}: {msg}"));
         }
         if !allow.contains_key(name) && !excluded.contains_key(name) {
             unlisted.push(name.to_string());
@@ -232,10 +232,10 @@ fn onnx_backend_node_tests() {
     if let Some(filter) = std::env::var_os("MORSEL_CONFORMANCE_SHOW") {
         let filter = filter.to_string_lossy().into_owned();
         for (name, r) in &results {
-            if let Err(e) = r {
-                if name.contains(&filter) {
-                    println!("{name}: {e}");
-                }
+            if let Err(e) = r
+                && name.contains(&filter)
+            {
+                println!("{name}: {e}");
             }
         }
     }

@@ -114,10 +114,10 @@ pub fn calibrate(
     threads: usize,
     method: Method,
 ) -> Result<HashMap<String, (f32, f32)>> {
-    if let Method::Percentile(p) = method {
-        if !(50.0..=100.0).contains(&p) {
-            bail!("--percentile {p}: it must be in [50, 100]");
-        }
+    if let Method::Percentile(p) = method
+        && !(50.0..=100.0).contains(&p)
+    {
+        bail!("--percentile {p}: it must be in [50, 100]");
     }
     let samples = check_feed(feed)?;
     let mut probe = g.clone();

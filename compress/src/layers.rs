@@ -75,10 +75,9 @@ pub fn layers(g: &Graph) -> Vec<Layer> {
         if matches!(
             op,
             "QMatMul" | "QGather" | "QConv" | "QLinearConv" | "QLinearMatMul"
-        ) {
-            if let Some(s) = n.inputs.get(slot + 1).copied().flatten() {
-                bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
-            }
+        ) && let Some(s) = n.inputs.get(slot + 1).copied().flatten()
+        {
+            bytes += g.values[s].konst.as_ref().map_or(0, |s| s.data.len());
         }
         let zeros = match t.dtype {
             DType::F32 => t

@@ -895,19 +895,19 @@ fn step_summary(step: &serde_json::Value) -> serde_json::Value {
     let Some(o) = s.as_object_mut() else {
         return s;
     };
-    if let Some(layers) = o.get("layers").and_then(|l| l.as_array()).cloned() {
-        if layers.iter().all(|l| l.get("zeros").is_some()) {
-            let sum = |k: &str| {
-                layers
-                    .iter()
-                    .filter_map(|l| l.get(k).and_then(|v| v.as_u64()))
-                    .sum::<u64>()
-            };
-            o.remove("layers");
-            o.insert("layers_pruned".into(), json!(layers.len()));
-            o.insert("params".into(), json!(sum("params")));
-            o.insert("zeros".into(), json!(sum("zeros")));
-        }
+    if let Some(layers) = o.get("layers").and_then(|l| l.as_array()).cloned()
+        && layers.iter().all(|l| l.get("zeros").is_some())
+    {
+        let sum = |k: &str| {
+            layers
+                .iter()
+                .filter_map(|l| l.get(k).and_then(|v| v.as_u64()))
+                .sum::<u64>()
+        };
+        o.remove("layers");
+        o.insert("layers_pruned".into(), json!(layers.len()));
+        o.insert("params".into(), json!(sum("params")));
+        o.insert("zeros".into(), json!(sum("zeros")));
     }
     if let Some(f) = o.remove("factorized").and_then(|f| f.as_array().cloned()) {
         let sum = |k: &str| {
@@ -953,15 +953,15 @@ fn summarize(
         // Top-1 only makes sense for [N, classes] outputs.
         if dims.len() == 2 && n > 0 {
             let pred = argmax_rows(&out, dims[1]);
-            if let Some(y) = labels {
-                if y.len() == n {
-                    let ok = pred
-                        .iter()
-                        .zip(y)
-                        .filter(|(p, y)| **p as i64 == **y)
-                        .count();
-                    s.accuracy = Some(ok as f64 / n as f64);
-                }
+            if let Some(y) = labels
+                && y.len() == n
+            {
+                let ok = pred
+                    .iter()
+                    .zip(y)
+                    .filter(|(p, y)| **p as i64 == **y)
+                    .count();
+                s.accuracy = Some(ok as f64 / n as f64);
             }
             if let Some(r) = reference {
                 let (ro, _) = run_batched(r, feed, a.batch, a.threads)?;

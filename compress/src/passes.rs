@@ -141,19 +141,19 @@ pub fn fuse_qdq_weights(g: &mut Graph) -> Result<Report> {
         };
         // A Gemm bias must be one value per output channel.
         let bias = n.inputs.get(2).copied().flatten();
-        if n.op == gemm {
-            if let Some(b) = bias {
-                // A constant, or a DequantizeLinear of one (a QDQ int32 bias).
-                let of_dq = g
-                    .nodes
-                    .iter()
-                    .find(|d| d.op == dq && d.outputs.first() == Some(&b))
-                    .and_then(|d| d.inputs.first().copied().flatten())
-                    .and_then(|v| g.values[v].konst.as_ref());
-                let dims = g.values[b].konst.as_ref().or(of_dq).map(|t| t.dims.clone());
-                if dims.as_deref() != Some(&[channels][..]) {
-                    continue;
-                }
+        if n.op == gemm
+            && let Some(b) = bias
+        {
+            // A constant, or a DequantizeLinear of one (a QDQ int32 bias).
+            let of_dq = g
+                .nodes
+                .iter()
+                .find(|d| d.op == dq && d.outputs.first() == Some(&b))
+                .and_then(|d| d.inputs.first().copied().flatten())
+                .and_then(|v| g.values[v].konst.as_ref());
+            let dims = g.values[b].konst.as_ref().or(of_dq).map(|t| t.dims.clone());
+            if dims.as_deref() != Some(&[channels][..]) {
+                continue;
             }
         }
         let (x, name, act) = (n.inputs[0], n.name.clone(), n.attrs.clone());
@@ -365,7 +365,7 @@ impl ConvWeight {
     /// `None` when the rank is below 3 or `group` does not divide dim 0.
     pub(crate) fn of(n: &Node, transposed: bool, dims: &[usize]) -> Option<ConvWeight> {
         let group = n.attrs.int("group", 1).ok()?.max(1) as usize;
-        if dims.len() < 3 || dims[0] % group != 0 {
+        if dims.len() < 3 || !dims[0].is_multiple_of(group) {
             return None;
         }
         let out_channels = if transposed { dims[1] * group } else { dims[0] };

@@ -152,11 +152,11 @@ fn weight_layers(g: &Graph) -> Vec<(usize, ValueId, Layout)> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for (i, n) in g.nodes.iter().enumerate() {
-        if let Some((w, l)) = weight_of(g, n) {
-            if !seen.contains(&w) {
-                seen.push(w);
-                out.push((i, w, l));
-            }
+        if let Some((w, l)) = weight_of(g, n)
+            && !seen.contains(&w)
+        {
+            seen.push(w);
+            out.push((i, w, l));
         }
     }
     out
@@ -942,19 +942,19 @@ pub fn parameters(g: &Graph) -> (usize, usize) {
     let mut total = 0;
     let mut nonzero = 0;
     for v in &g.values {
-        if let Some(t) = &v.konst {
-            if t.dtype.is_float() || t.dtype == DType::I8 {
-                total += t.numel();
-                nonzero += match t.dtype {
-                    DType::F32 => t
-                        .as_slice::<f32>()
-                        .map_or(0, |s| s.iter().filter(|x| **x != 0.0).count()),
-                    DType::I8 => t
-                        .as_slice::<i8>()
-                        .map_or(0, |s| s.iter().filter(|x| **x != 0).count()),
-                    _ => t.numel(),
-                };
-            }
+        if let Some(t) = &v.konst
+            && (t.dtype.is_float() || t.dtype == DType::I8)
+        {
+            total += t.numel();
+            nonzero += match t.dtype {
+                DType::F32 => t
+                    .as_slice::<f32>()
+                    .map_or(0, |s| s.iter().filter(|x| **x != 0.0).count()),
+                DType::I8 => t
+                    .as_slice::<i8>()
+                    .map_or(0, |s| s.iter().filter(|x| **x != 0).count()),
+                _ => t.numel(),
+            };
         }
     }
     (total, nonzero)

@@ -707,11 +707,11 @@ fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
             };
             let Ok(x) = t.as_slice::<f32>() else { continue };
             let h: Vec<f32> = x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
-            if h.iter().all(|v| v.is_finite()) {
-                if let Ok(r) = Tensor::from_slice(&t.dims, &h) {
-                    g.values[v].konst = Some(r);
-                    k.half_storage = true;
-                }
+            if h.iter().all(|v| v.is_finite())
+                && let Ok(r) = Tensor::from_slice(&t.dims, &h)
+            {
+                g.values[v].konst = Some(r);
+                k.half_storage = true;
             }
         }
     }

@@ -139,7 +139,7 @@ fn run() -> Result<(), String> {
 fn fit_dims(shape: &[Dim], n: usize) -> Option<Vec<usize>> {
     let known: usize = shape.iter().filter_map(Dim::known).product();
     let free = shape.iter().filter(|d| d.known().is_none()).count();
-    let rest = (known > 0 && n % known == 0).then(|| n / known)?;
+    let rest = (known > 0 && n.is_multiple_of(known)).then(|| n / known)?;
     match free {
         0 => (rest == 1).then(|| shape.iter().filter_map(Dim::known).collect()),
         1 => Some(shape.iter().map(|d| d.known().unwrap_or(rest)).collect()),

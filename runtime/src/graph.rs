@@ -226,13 +226,13 @@ impl Graph {
                 Error::Unsupported(format!("node '{}': unknown op id {}", n.name, n.op.0))
             })?;
             for (k, i) in n.inputs.iter().enumerate() {
-                if let Some(i) = *i {
-                    if i >= nv || !defined[i] {
-                        return Err(Error::Graph(format!(
-                            "node '{}': input {k} is not defined before the node",
-                            n.name
-                        )));
-                    }
+                if let Some(i) = *i
+                    && (i >= nv || !defined[i])
+                {
+                    return Err(Error::Graph(format!(
+                        "node '{}': input {k} is not defined before the node",
+                        n.name
+                    )));
                 }
             }
             for &o in &n.outputs {

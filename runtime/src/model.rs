@@ -98,7 +98,7 @@ impl Model {
     /// Read a model from static bytes (e.g. `include_bytes!` in firmware),
     /// used in place when 8-byte aligned.
     pub fn from_static(bytes: &'static [u8]) -> Result<Model> {
-        if bytes.as_ptr() as usize % 8 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(8) {
             return Model::from_bytes(bytes);
         }
         Model::from_graph(reader::read(Arc::new(StaticStore(bytes)))?)

@@ -431,7 +431,7 @@ impl Session {
         let realigned: SmallVec<[Option<AlignedBuf>; 4]> = inputs
             .iter()
             .map(|t| {
-                (t.data.as_ptr() as usize % t.dtype.size() != 0)
+                (!(t.data.as_ptr() as usize).is_multiple_of(t.dtype.size()))
                     .then(|| AlignedBuf::from_bytes(t.data))
             })
             .collect();
@@ -505,11 +505,11 @@ impl Session {
                 for (b, &(slot, _, _)) in outs.into_iter().zip(&step.outputs) {
                     slots[slot] = b;
                 }
-                if let (Some(p), Some(t)) = (profile.as_mut(), started) {
-                    if let Some(e) = p.get_mut(step.node) {
-                        e.0 += 1;
-                        e.1 += t.elapsed();
-                    }
+                if let (Some(p), Some(t)) = (profile.as_mut(), started)
+                    && let Some(e) = p.get_mut(step.node)
+                {
+                    e.0 += 1;
+                    e.1 += t.elapsed();
                 }
                 result.map_err(|e| e.in_node(&node.name, ops::op_name(node.op)))?;
             }

@@ -120,7 +120,7 @@ pub(super) fn reshape(a: &Attrs, ins: &[Option<Val>]) -> Result<Vec<Val>> {
     if let Some(h) = hole {
         let known: usize = out.iter().product();
         ensure!(
-            known > 0 && total % known == 0,
+            known > 0 && total.is_multiple_of(known),
             "cannot reshape {dims:?} to {:?}",
             shape.v
         );

@@ -283,14 +283,14 @@ fn read_tensors(
                 int8::encoded_len(&dims, axis, enc).map_or("too many".into(), |n| n.to_string())
             )));
         }
-        if let Some(size) = stored_size {
-            if count.checked_mul(size) != Some(len) {
-                return Err(fmt_err(format!(
-                    "tensor {ti} ({dtype} {}) should have {} bytes, has {len}",
-                    dims_str(&dims),
-                    count.saturating_mul(size)
-                )));
-            }
+        if let Some(size) = stored_size
+            && count.checked_mul(size) != Some(len)
+        {
+            return Err(fmt_err(format!(
+                "tensor {ti} ({dtype} {}) should have {} bytes, has {len}",
+                dims_str(&dims),
+                count.saturating_mul(size)
+            )));
         }
         encodings.push((enc, dtype, len));
         let start = data_off + offset;
@@ -299,7 +299,7 @@ fn read_tensors(
             Encoding::Raw => {
                 // In place when aligned for the dtype (always, for a mapped or
                 // owned file: both start 8-aligned); otherwise a copy.
-                let blob = if (raw.as_ptr() as usize) % dtype.size() == 0 {
+                let blob = if (raw.as_ptr() as usize).is_multiple_of(dtype.size()) {
                     Blob::slice_of(store.clone(), start, len)?
                 } else {
                     Blob::owned(AlignedBuf::from_bytes(raw))

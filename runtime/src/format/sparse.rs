@@ -116,7 +116,7 @@ pub fn decode_bitmask(raw: &[u8], n: usize, size: usize) -> Result<AlignedBuf, S
             raw.len()
         ));
     };
-    if n % 8 != 0 && mask[mask_len - 1] >> (n % 8) != 0 {
+    if !n.is_multiple_of(8) && mask[mask_len - 1] >> (n % 8) != 0 {
         return Err("bitmask has bits set past the last element".into());
     }
     let pop: usize = mask.iter().map(|b| b.count_ones() as usize).sum();

@@ -41,10 +41,10 @@ fn smallest_exact(t: &crate::tensor::Tensor) -> Encoding {
     if bitmask < best.0 {
         best = (bitmask, Encoding::SparseBitmask);
     }
-    if let Some(csr) = sparse::csr_len(&t.dims, nnz, size) {
-        if csr < best.0 {
-            best = (csr, Encoding::SparseCsr);
-        }
+    if let Some(csr) = sparse::csr_len(&t.dims, nnz, size)
+        && csr < best.0
+    {
+        best = (csr, Encoding::SparseCsr);
     }
     best.1
 }

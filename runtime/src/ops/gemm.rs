@@ -67,13 +67,14 @@ fn gemm_c_shape(c: &[Dim], m: &Dim, n: &Dim) -> Result<(Dim, Dim)> {
         }
     };
     for (have, want) in [(&cm, m), (&cn, n)] {
-        if let (Dim::Known(h), Dim::Known(w)) = (have, want) {
-            if *h != 1 && h != w {
-                return Err(Error::Graph(format!(
-                    "Gemm: C is {}, which does not broadcast to the output [{m}, {n}]",
-                    shape_str(c)
-                )));
-            }
+        if let (Dim::Known(h), Dim::Known(w)) = (have, want)
+            && *h != 1
+            && h != w
+        {
+            return Err(Error::Graph(format!(
+                "Gemm: C is {}, which does not broadcast to the output [{m}, {n}]",
+                shape_str(c)
+            )));
         }
     }
     Ok((cm, cn))
@@ -99,24 +100,24 @@ impl Op for Gemm {
             }
         }
         let ((m, ka), (kb, n)) = self.sides(&a.shape, &b.shape);
-        if let (Dim::Known(x), Dim::Known(y)) = (&ka, &kb) {
-            if x != y {
-                return Err(inner_mismatch(
-                    "Gemm",
-                    &format!(
-                        "{}{}",
-                        shape_str(&a.shape),
-                        if self.trans_a { " transposed" } else { "" }
-                    ),
-                    &ka,
-                    &format!(
-                        "{}{}",
-                        shape_str(&b.shape),
-                        if self.trans_b { " transposed" } else { "" }
-                    ),
-                    &kb,
-                ));
-            }
+        if let (Dim::Known(x), Dim::Known(y)) = (&ka, &kb)
+            && x != y
+        {
+            return Err(inner_mismatch(
+                "Gemm",
+                &format!(
+                    "{}{}",
+                    shape_str(&a.shape),
+                    if self.trans_a { " transposed" } else { "" }
+                ),
+                &ka,
+                &format!(
+                    "{}{}",
+                    shape_str(&b.shape),
+                    if self.trans_b { " transposed" } else { "" }
+                ),
+                &kb,
+            ));
         }
         if let Some(c) = opt(inputs, 2) {
             super::expect_dtype(c, DType::F32, "Gemm C")?;

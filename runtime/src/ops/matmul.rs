@@ -79,16 +79,16 @@ pub(super) fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Shape> {
     }
     let ka = &a[ra - 1];
     let kb = if rb == 1 { &b[0] } else { &b[rb - 2] };
-    if let (Dim::Known(x), Dim::Known(y)) = (ka, kb) {
-        if x != y {
-            return Err(inner_mismatch(
-                "MatMul",
-                &shape_str(a),
-                ka,
-                &shape_str(b),
-                kb,
-            ));
-        }
+    if let (Dim::Known(x), Dim::Known(y)) = (ka, kb)
+        && x != y
+    {
+        return Err(inner_mismatch(
+            "MatMul",
+            &shape_str(a),
+            ka,
+            &shape_str(b),
+            kb,
+        ));
     }
     let a_batch: Shape = a[..ra.saturating_sub(2)].to_vec();
     let b_batch: Shape = b[..rb.saturating_sub(2)].to_vec();

@@ -293,12 +293,12 @@ pub fn build_batch_norm(a: &Attrs) -> Result<Box<dyn Op>> {
                 .into(),
         ));
     }
-    if let Some(Attr::Int(s)) = a.get("spatial") {
-        if *s != 1 {
-            return Err(Error::Unsupported(format!(
-                "BatchNormalization: attribute 'spatial' = {s} is not supported (only 1)"
-            )));
-        }
+    if let Some(Attr::Int(s)) = a.get("spatial")
+        && *s != 1
+    {
+        return Err(Error::Unsupported(format!(
+            "BatchNormalization: attribute 'spatial' = {s} is not supported (only 1)"
+        )));
     }
     let eps = a.float("epsilon", 1e-5)?;
     if !eps.is_finite() {

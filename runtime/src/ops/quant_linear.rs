@@ -572,16 +572,16 @@ pub(super) fn integer_conv_shape(
     }
     let r = check_ranks(x, w)?;
     win.check_rank(r)?;
-    if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known()) {
-        if cg.checked_mul(g) != Some(c) {
-            return Err(err(format!(
-                "{op}: {} has {c} channels, {} {} with group {g} expects {}",
-                xw[0],
-                xw[1],
-                shape_str(&w.shape),
-                cg.saturating_mul(g)
-            )));
-        }
+    if let (Some(c), Some(cg)) = (x.shape[1].known(), w.shape[1].known())
+        && cg.checked_mul(g) != Some(c)
+    {
+        return Err(err(format!(
+            "{op}: {} has {c} channels, {} {} with group {g} expects {}",
+            xw[0],
+            xw[1],
+            shape_str(&w.shape),
+            cg.saturating_mul(g)
+        )));
     }
     let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
     for i in 0..r {

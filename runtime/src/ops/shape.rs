@@ -229,7 +229,7 @@ pub(super) fn copy_strided(
     if n == 0 {
         return Ok(());
     }
-    if src.len() % es != 0 {
+    if !src.len().is_multiple_of(es) {
         bail!(
             Graph,
             "input of {} bytes is not a whole number of {es}-byte elements",
@@ -258,11 +258,11 @@ pub(super) fn copy_strided(
         if d == 1 {
             continue;
         }
-        if let Some(last) = sd.last_mut() {
-            if last.1 == s.wrapping_mul(d as isize) {
-                *last = (last.0 * d, s);
-                continue;
-            }
+        if let Some(last) = sd.last_mut()
+            && last.1 == s.wrapping_mul(d as isize)
+        {
+            *last = (last.0 * d, s);
+            continue;
         }
         sd.push((d, s));
     }
@@ -307,28 +307,29 @@ fn walk<T: Copy>(src: &[T], dst: &mut [T], sd: &[(usize, isize)], offset: usize)
     };
     // A transpose whose input-contiguous axis is the second innermost output
     // axis: copy in square tiles so reads and writes both stay in cache.
-    if let [outer @ .., (rows, 1), (cols, cs)] = sd {
-        if *rows >= TILE / 2 && *cols >= TILE / 2 {
-            let (rows, cols, cs) = (*rows, *cols, *cs);
-            let block = rows * cols;
-            let mut idx: SmallVec<[usize; 8]> = SmallVec::from_elem(0, outer.len());
-            let mut base = offset as isize;
-            for out in dst.chunks_exact_mut(block) {
-                for r0 in (0..rows).step_by(TILE) {
-                    for c0 in (0..cols).step_by(TILE) {
-                        for r in r0..(r0 + TILE).min(rows) {
-                            let row = &mut out[r * cols..(r + 1) * cols];
-                            let rb = base + r as isize;
-                            for c in c0..(c0 + TILE).min(cols) {
-                                row[c] = src[(rb + c as isize * cs) as usize];
-                            }
+    if let [outer @ .., (rows, 1), (cols, cs)] = sd
+        && *rows >= TILE / 2
+        && *cols >= TILE / 2
+    {
+        let (rows, cols, cs) = (*rows, *cols, *cs);
+        let block = rows * cols;
+        let mut idx: SmallVec<[usize; 8]> = SmallVec::from_elem(0, outer.len());
+        let mut base = offset as isize;
+        for out in dst.chunks_exact_mut(block) {
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        let row = &mut out[r * cols..(r + 1) * cols];
+                        let rb = base + r as isize;
+                        for c in c0..(c0 + TILE).min(cols) {
+                            row[c] = src[(rb + c as isize * cs) as usize];
                         }
                     }
                 }
-                advance(&mut idx, &mut base, outer);
             }
-            return;
+            advance(&mut idx, &mut base, outer);
         }
+        return;
     }
     let outer = &sd[..sd.len() - 1];
     let mut idx: SmallVec<[usize; 8]> = SmallVec::from_elem(0, outer.len());
@@ -441,15 +442,15 @@ fn reshape_shape(input: &[Dim], spec: &[i64], allowzero: bool) -> Result<Shape> 
             .collect();
         out[k] = infer_minus_one(input, &others, spec)?;
     }
-    if let (Some(a), Some(b)) = (concrete(input), concrete(&out)) {
-        if numel(&a)? != numel(&b)? {
-            bail!(
-                Graph,
-                "cannot reshape {} to {} (shape input {spec:?})",
-                dims_str(&a),
-                dims_str(&b)
-            );
-        }
+    if let (Some(a), Some(b)) = (concrete(input), concrete(&out))
+        && numel(&a)? != numel(&b)?
+    {
+        bail!(
+            Graph,
+            "cannot reshape {} to {} (shape input {spec:?})",
+            dims_str(&a),
+            dims_str(&b)
+        );
     }
     Ok(out)
 }
@@ -552,14 +553,14 @@ impl Op for Squeeze {
             Some(v) if !v.is_empty() => {
                 let axes = norm_axes(&v, r, "Squeeze axes")?;
                 for &a in &axes {
-                    if let Dim::Known(d) = x.shape[a] {
-                        if d != 1 {
-                            bail!(
-                                Graph,
-                                "cannot squeeze axis {a} of {}: its size is {d}, not 1",
-                                shape_str(&x.shape)
-                            );
-                        }
+                    if let Dim::Known(d) = x.shape[a]
+                        && d != 1
+                    {
+                        bail!(
+                            Graph,
+                            "cannot squeeze axis {a} of {}: its size is {d}, not 1",
+                            shape_str(&x.shape)
+                        );
                     }
                 }
                 (0..r)

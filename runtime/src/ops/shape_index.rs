@@ -548,13 +548,13 @@ impl Op for Split {
         let dims: Vec<Dim> = match opt(inputs, 1) {
             Some(f) => match int_list(f, "Split split")? {
                 Some(sizes) => {
-                    if let Some(n) = self.num_outputs {
-                        if n != sizes.len() {
-                            bail!(
-                                Graph,
-                                "Split sizes {sizes:?} do not match num_outputs = {n}"
-                            );
-                        }
+                    if let Some(n) = self.num_outputs
+                        && n != sizes.len()
+                    {
+                        bail!(
+                            Graph,
+                            "Split sizes {sizes:?} do not match num_outputs = {n}"
+                        );
                     }
                     let mut sum = 0i128;
                     for &s in &sizes {
@@ -563,13 +563,13 @@ impl Op for Split {
                         }
                         sum += s as i128;
                     }
-                    if let Dim::Known(d) = x.shape[a] {
-                        if sum != d as i128 {
-                            bail!(
-                                Graph,
-                                "Split sizes {sizes:?} sum to {sum}, the dim on axis {a} is {d}"
-                            );
-                        }
+                    if let Dim::Known(d) = x.shape[a]
+                        && sum != d as i128
+                    {
+                        bail!(
+                            Graph,
+                            "Split sizes {sizes:?} sum to {sum}, the dim on axis {a} is {d}"
+                        );
                     }
                     sizes
                         .iter()

@@ -348,14 +348,14 @@ fn axis_map(n: usize, m: usize, (b, e): (i64, i64), mode: PadMode) -> Result<Vec
 impl Op for Pad {
     fn infer(&self, inputs: &[Option<Fact>]) -> Result<Vec<Fact>> {
         let (x, p) = (req(inputs, 0)?, req(inputs, 1)?);
-        if let Some(c) = opt(inputs, 2) {
-            if c.dims().is_some_and(|d| d.iter().product::<usize>() > 1) {
-                bail!(
-                    Graph,
-                    "Pad constant_value must be a scalar, has shape {}",
-                    shape_str(&c.shape)
-                );
-            }
+        if let Some(c) = opt(inputs, 2)
+            && c.dims().is_some_and(|d| d.iter().product::<usize>() > 1)
+        {
+            bail!(
+                Graph,
+                "Pad constant_value must be a scalar, has shape {}",
+                shape_str(&c.shape)
+            );
         }
         let pads = int_list(p, "Pad pads")?;
         let axes = match opt(inputs, 3) {

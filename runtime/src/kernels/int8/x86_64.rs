@@ -82,13 +82,16 @@ unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
     const U: usize = 4;
     let mut acc = [[_mm512_setzero_si512(); U]; R];
     let mut b = t.b.as_ptr();
-    // SAFETY (all reads below): `check`: each A row has `full·4` bytes and
-    // the panel 64 bytes per chunk, `chunks()` chunks.
-    let a4 =
-        |r: usize, q: usize| unsafe { t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() };
+    // Callers pass `q < full`.
+    let a4 = |r: usize, q: usize| {
+        // SAFETY: `check`: each A row has `full·4` bytes, so bytes
+        // `4q..4q + 4` are in it.
+        unsafe { t.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() }
+    };
     let mut q = 0;
     while q + U <= t.full {
-        // SAFETY: chunks q..q + U are whole (see above).
+        // SAFETY: chunks q..q + U are whole: the panel has 64 bytes for
+        // each of `chunks()` chunks.
         unsafe {
             let bs: [__m512i; U] =
                 std::array::from_fn(|u| _mm512_loadu_si512(b.add(64 * u).cast()));
