@@ -530,7 +530,7 @@ mod tests {
 
         // A slice too large for half scales: f32 scales (id 16), same checks.
         let mut huge = x.clone();
-        huge[..9].iter_mut().for_each(|v| *v *= 1e7);
+        huge[..9].iter_mut().for_each(|v| *v *= 1e9);
         let mut g16 = graph(vec![("w", Tensor::from_slice(&dims, &huge).unwrap())]);
         g16.values[0].storage = Storage::Int8PerChannel { axis: 0 };
         let b16 = to_bytes(&g16, FloatStorage::F32).unwrap();
