@@ -45,6 +45,17 @@ pub fn avx2_fma() -> bool {
     })
 }
 
+/// x86-64 with AVX-512 F (512-bit FMA included), and not held to the
+/// baseline.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx512f() -> bool {
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    cached(&HAS, || {
+        !baseline_only() && std::arch::is_x86_feature_detected!("avx512f")
+    })
+}
+
 /// x86-64 with AVX2 (integer kernels need no FMA), and not held to the
 /// baseline.
 #[cfg(target_arch = "x86_64")]
