@@ -76,14 +76,18 @@ fn compress_without_data_still_writes_the_file_when_random_inputs_do_not_run() {
     );
     let dir = scratch("rec");
     let out_file = dir.join("rec.int8.morsel");
-    let out = morsel()
-        .args(["compress"])
-        .arg(&rec)
-        .arg("-o")
-        .arg(&out_file)
-        .args(["--quantize", "int8", "--latency-runs", "2"])
-        .output()
-        .unwrap();
+    let compress = |extra: &[&str]| {
+        morsel()
+            .args(["compress"])
+            .arg(&rec)
+            .arg("-o")
+            .arg(&out_file)
+            .args(["--quantize", "int8", "--latency-runs", "2"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = compress(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -92,15 +96,7 @@ fn compress_without_data_still_writes_the_file_when_random_inputs_do_not_run() {
     );
     assert!(out_file.exists());
     // With a width that fits, it is timed.
-    let out = morsel()
-        .args(["compress"])
-        .arg(&rec)
-        .arg("-o")
-        .arg(&out_file)
-        .args(["--quantize", "int8", "--latency-runs", "2"])
-        .args(["--dim", "p2o.DynamicDimension.1=320"])
-        .output()
-        .unwrap();
+    let out = compress(&["--dim", "p2o.DynamicDimension.1=320"]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
