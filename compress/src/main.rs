@@ -712,20 +712,27 @@ fn compress(a: &CompressArgs) -> Result<()> {
         .as_ref()
         .and_then(|e| e.first())
         .map(|e| e.min_row_cosine);
+    // Random inputs with symbolic dims of 1 may not fit the model (a 2×2
+    // pool on a 1×1 image): then nothing is timed and the file is still
+    // written. Only the original decides that; if it runs and the
+    // compressed model does not, that is an error.
+    let untimeable = match (&data, a.latency_runs) {
+        (None, 1..) => ref_model.run(&timing_feed_refs(&timing_feed)).err(),
+        _ => None,
+    };
     if a.latency_runs > 0 {
-        match measure::latencies(
-            &[&ref_model, &new_model],
-            &timing_feed,
-            a.latency_runs,
-            a.threads,
-        ) {
-            Ok(l) => {
+        match untimeable {
+            None => {
+                let l = measure::latencies(
+                    &[&ref_model, &new_model],
+                    &timing_feed,
+                    a.latency_runs,
+                    a.threads,
+                )?;
                 before.latency_ms = Some(l[0]);
                 after.latency_ms = Some(l[1]);
             }
-            // Random inputs with symbolic dims of 1 may not fit the model
-            // (a 2×2 pool on a 1×1 image): the file is still written.
-            Err(e) if data.is_none() => eprintln!(
+            Some(e) => eprintln!(
                 "note: latency not measured: the original model does not run on random inputs {} ({e:#}); pass --data, or --dim NAME=SIZE for its symbolic dims",
                 timing_feed
                     .iter()
@@ -733,7 +740,6 @@ fn compress(a: &CompressArgs) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Err(e) => return Err(e),
         }
     }
 
@@ -773,6 +779,9 @@ fn compress(a: &CompressArgs) -> Result<()> {
             "size_ratio": ratio});
         if let Some(r) = &qreport {
             j["quantization"] = quantize::metadata_json(r, &qopts, error.as_deref());
+            // --json carries the per-layer report too (shapes, bytes,
+            // int8-stored weights), which the file's metadata leaves out.
+            j["quantization"]["layers"] = r.to_json();
             if let Some(gd) = &guard {
                 j["quantization"]["max_error"] = gd.to_json();
             }
@@ -1444,6 +1453,11 @@ fn run(path: &Path, args: &[String], out_dir: &Path, threads: usize) -> Result<(
 }
 
 /// Deterministic pseudo-random inputs for benchmarking.
+/// `feed` as the name/view pairs `Model::run` takes.
+fn timing_feed_refs(feed: &[(String, Tensor)]) -> Vec<(&str, morsel_runtime::TensorRef<'_>)> {
+    feed.iter().map(|(n, t)| (n.as_str(), t.view())).collect()
+}
+
 fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>> {
     let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
     for d in dims {

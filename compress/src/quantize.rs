@@ -60,8 +60,8 @@ pub struct QuantOptions {
     pub min_reduction: usize,
     /// Of the `keep_float` nodes, those whose constant weights and bias are
     /// rounded to IEEE halves (2 bytes each in the file; compute stays f32,
-    /// each value moves by at most 2⁻¹¹ of itself): the layers `--max-error`
-    /// puts back, at half the bytes of f32.
+    /// each value moves by at most 2⁻¹¹ of itself, or 2⁻²⁵ below 6·10⁻⁵):
+    /// the layers `--max-error` puts back, at half the bytes of f32.
     pub half_weights: Vec<String>,
 }
 
@@ -1005,6 +1005,8 @@ pub fn metadata_json(
         "activations": "int8 asymmetric per row (scale and zero point from the row's range), quantized at run time",
         "compute": "int8×int8→i32, one f32 rescale per output (+ bias, activation)",
         "min_size": opts.min_size,
+        "min_reduction": opts.min_reduction,
+        "weights_as_halves": opts.half_weights,
         "keep_float": opts.keep_float,
         "nodes_converted": report.converted.len(),
         "nodes_kept_float": report.kept.len(),
@@ -1020,7 +1022,7 @@ pub fn metadata_json(
     // Compact, so the metadata stays a small part of the file (PP-OCR det:
     // 13 KB as one object per layer): converted layers by op with their
     // weight error (3 digits), kept layers by reason. Bytes per layer are
-    // in the tensors (`morsel inspect`) and in `--json`.
+    // in the tensors (`morsel inspect`) and in `--json` (`layers`).
     let mut converted = serde_json::Map::new();
     for c in &report.converted {
         let by_op = converted.entry(c.to).or_insert_with(|| json!({}));
@@ -1075,7 +1077,7 @@ impl Guard {
             "max_error": self.max_error,
             "metric": "1 - cosine(f32, int8) per sample, mean over samples, worst output",
             "error_all_int8": self.error_all_int8,
-            "sensitivity_error_alone_int8": self.sensitivity.iter().map(|(n, e)| (n.clone(), json!(three_digits(*e)))).collect::<serde_json::Map<_, _>>(),
+            "sensitivity_error_alone_int8": self.sensitivity.iter().map(|(n, e)| json!([n, three_digits(*e)])).collect::<Vec<_>>(),
             "kept_f32": self.kept,
             "error": self.error,
         })

@@ -8,10 +8,10 @@
 //! half for id 18), then one i8 per element; the value is
 //! `q · scale[slice]`. The writer picks per slice the smallest half at or
 //! above `max |x| / 127` ([`f16_grid_up`]) and `q = round(x / scale)`, and
-//! writes id 18 when every scale is such a half; otherwise (a slice beyond
-//! the halves, |x| over 8·10⁶) id 16 with `scale = max |x| / 127`. Each
-//! value moves by at most half a step (plus 2⁻¹⁰ of one, or 2⁻²⁵, for the
-//! rounded-up scale); a slice of zeros has scale 0.
+//! writes id 18 when every scale is such a half; otherwise (a slice with
+//! |x| over 8·10⁶) id 16 with `scale = max |x| / 127`. Each value moves by
+//! at most half a step (of the rounded scale; below 2·10⁻³ the largest may
+//! also clip by up to 7.6·10⁻⁶); a slice of zeros has scale 0.
 
 use super::Encoding;
 
@@ -37,15 +37,27 @@ pub fn encoded_len(dims: &[usize], axis: usize, enc: Encoding) -> Option<usize> 
         .checked_add(count)
 }
 
-/// The smallest IEEE half at or above the scale `s` (≥ 0), as f32; `s`
-/// itself above the largest half (65504). A half within 2⁻¹⁶ below `s`
-/// counts as at or above it (so re-encoding decoded values finds the same
-/// scale; `|x| / scale` then still rounds to at most 127). The step grows
-/// by at most 2⁻¹⁰ of itself, or 2⁻²⁴ below the normal halves (subnormal
-/// steps), where the error per value stays below 2⁻²⁵ + half a step.
+/// The scale `s` (≥ 0) moved onto the IEEE halves, as f32: the smallest
+/// half at or above it (a half within 2⁻¹⁶ below counts), so `|x| / scale`
+/// rounds to at most 127 and the step grows by at most 2⁻¹⁰ of itself (less
+/// than 1/256 among the subnormal halves down to 2⁻¹⁶). Below 2⁻¹⁶ (|x|
+/// under 2·10⁻³, nearly dead channels) the subnormal steps are too coarse
+/// for that: the largest half at or below `s` instead, where the largest
+/// values clip at ±127 by at most 127·2⁻²⁴ ≈ 7.6·10⁻⁶ (0 below the smallest
+/// subnormal). Either way the largest value maps to ±127, so encoding the
+/// decoded values again finds the same scale. `s` itself above 65504.
 pub fn f16_grid_up(s: f32) -> f32 {
-    if s <= 0.0 || s.is_nan() {
+    if s.is_nan() || s <= 0.0 || s > 65504.0 {
         return s;
+    }
+    if s < 1.0 / 65536.0 {
+        let h = half::f16::from_f32(s);
+        let h = if h.to_f32() > s {
+            half::f16::from_bits(h.to_bits() - 1)
+        } else {
+            h
+        };
+        return h.to_f32();
     }
     let h = half::f16::from_f32(s);
     let h = if h.to_f32() < s * (1.0 - 1.0 / 65536.0) {
@@ -181,8 +193,7 @@ mod tests {
             100.0,
             65504.0,
             5e-5,
-            1e-6,
-            1e-9,
+            2e-5,
         ] {
             let u = f16_grid_up(s);
             assert!(
@@ -192,9 +203,37 @@ mod tests {
             assert_eq!(half::f16::from_f32(u).to_f32(), u, "{s} -> {u} is a half");
             assert_eq!(f16_grid_up(u), u, "{s} -> {u} is a fixed point");
         }
+        // below 2^-16: the half at or below, at most 2^-24 under
+        for s in [1e-5f32, 1e-6, 1e-9] {
+            let u = f16_grid_up(s);
+            assert!(u <= s && s - u <= 1.0 / 16777216.0, "{s} -> {u}");
+            assert_eq!(half::f16::from_f32(u).to_f32(), u, "{s} -> {u} is a half");
+            assert_eq!(f16_grid_up(u), u, "{s} -> {u} is a fixed point");
+        }
         // above the largest half, zero: unchanged
         for s in [70000.0f32, 0.0] {
             assert_eq!(f16_grid_up(s), s);
+        }
+    }
+
+    #[test]
+    fn encoding_decoded_values_again_gives_the_same_bytes_at_every_scale() {
+        // One slice [m, -m/3, m/7, 0.3m] for m over 2e-9..2e7, dense in the
+        // subnormal-half range where a rounded-up scale could lose steps.
+        let mut m = 2e-9f32;
+        while m < 2e7 {
+            let x = [m, -m / 3.0, m / 7.0, 0.3 * m];
+            let mut out = Vec::new();
+            let enc = encode(&x, &[4], 0, &mut out);
+            let y = decode(&out, &[4], 0, enc).unwrap();
+            let mut again = Vec::new();
+            assert_eq!(encode(&y, &[4], 0, &mut again), enc, "m = {m:e}");
+            assert_eq!(again, out, "m = {m:e}");
+            // the largest value keeps all 127 steps (below the smallest
+            // subnormal scale, 127·2^-24, the slice is stored as zeros)
+            let want = if m >= 127.0 / 16777216.0 { 127 } else { 0 };
+            assert_eq!(out[out.len() - 4] as i8, want, "m = {m:e}");
+            m *= 1.013;
         }
     }
 

@@ -60,8 +60,9 @@ fn f16_exact(t: &crate::tensor::Tensor) -> bool {
 }
 
 /// Serialise a graph to the bytes of a `.morsel` file. Constants are stored
-/// raw, or sparse when that is at least a quarter smaller (`sparse-bitmask`,
-/// `sparse-csr`; exact for every dtype); with [`FloatStorage::F16`] / [`FloatStorage::BF16`]
+/// raw, `f16` when every f32 value is exactly a half, or sparse when that is
+/// at least a quarter smaller (`sparse-bitmask`, `sparse-csr`; all exact for
+/// every dtype; non-raw ones are decoded at load instead of used in place); with [`FloatStorage::F16`] / [`FloatStorage::BF16`]
 /// f32 constants are stored dense in 16 bits (no sparse form of those), and
 /// other dtypes still pick the smallest of raw and sparse.
 pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {

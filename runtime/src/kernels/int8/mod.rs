@@ -5,9 +5,11 @@
 //! `[-127, 127]` ([`pack_b`] refuses -128); activations `A` are any i8 in
 //! `[-128, 127]` (symmetric, or asymmetric shifted to signed with a zero
 //! point the epilogue removes through [`PackedB::col_sums`]). Every product
-//! pair fits i16 and every sum fits i32 for `k ≤` [`MAX_K`], so each kernel
-//! gives the same bits as the plain triple loop ([`reference_gemm`]) on every
-//! CPU: the integer path is deterministic across targets.
+//! pair fits i16 and every sum `Σ a·b` fits i32 for `k ≤` [`MAX_K`] (the
+//! VNNI kernel's biased `Σ (a + 128)·b` may wrap on the way; see
+//! `x86_64.rs`), so each kernel gives the same bits as the plain triple loop
+//! ([`reference_gemm`]) on every CPU: the integer path is deterministic
+//! across targets.
 //!
 //! Use: pack a weight once at load ([`pack_b`] for a `K×N` MatMul weight,
 //! [`pack_b_transposed`] for an `N×K` Gemm-transB/Conv weight); per call,
@@ -20,7 +22,11 @@
 //! - `Generic` (portable, 4×4): the fallback, and armv7's.
 //! - `Avx2` (x86-64, 4×16): `vpmaddubsw` with the sign trick (`|a|` as the
 //!   unsigned operand, `sign(a)·b` as the signed one), `vpmaddwd` by ones
-//!   into i32. AVX-512 VNNI and AVX-VNNI are left out: see `x86_64.rs`.
+//!   into i32.
+//! - `Avx512Vnni` (x86-64 with AVX-512 F/BW/VNNI, 4×16, the Avx2 layout):
+//!   one `vpdpbusd zmm` per row and 4 k on A flipped to unsigned
+//!   (`a ^ 0x80`, done by [`gemm_i8`] per block of rows), `128·Σ b` taken
+//!   off at the end.
 //! - `NeonDot` (aarch64 with FEAT_DotProd, 4×16): `sdot` by lane.
 //! - `Neon` (aarch64, 4×4): `smull`/`smlal2` (two products in i16) then
 //!   `sadalp` into i32.

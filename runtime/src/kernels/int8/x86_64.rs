@@ -24,9 +24,11 @@
 //! flipped bytes), so the tile holds `Σ (a + 128)·b`; subtracting
 //! `128·Σ_k b` per column (the panel's column sums) gives `Σ a·b` exactly.
 //! Each row keeps four accumulators (groups of K in turn), so sixteen
-//! `vpdpbusd` chains are in flight. AVX-VNNI
-//! (`{vex} vpdpbusd ymm`) is not used: every CPU with it that we know of
-//! but Alder Lake-class clients also has the zmm form.
+//! `vpdpbusd` chains are in flight. Near `MAX_K` the sum of `(a + 128)·b`
+//! can pass i32: `vpdpbusd` (not the saturating `vpdpbusds`) and the
+//! adds wrap, and the final `Σ a·b` fits, so the result is still exact.
+//! AVX-VNNI (`{vex} vpdpbusd ymm`, on CPUs without AVX-512 such as Alder
+//! Lake and Sierra Forest) is not used yet.
 
 use super::generic::{dequant1, quantize1, requant1};
 use super::{DequantRow, Kernel, MAX_NR, MR, Quant, Requant, Tile};
@@ -119,7 +121,7 @@ unsafe fn tile_vnni<const R: usize>(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
     if let Some(tail) = t.tail {
         // SAFETY: the panel has `chunks()` chunks of 64 bytes; this is the
         // last. Its padding is zero in the panel, so the padded A bytes
-        // (0, read as 128) add nothing.
+        // (zeros in `tail`) add nothing.
         unsafe {
             let b0 = _mm512_loadu_si512(b.cast());
             for r in 0..R {
