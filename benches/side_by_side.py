@@ -183,6 +183,11 @@ def prepare_int8(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path |
     if reconvert or is_stale(mine, onnx, morsel):
         run_tool([str(morsel), "compress", str(onnx), "-o", str(mine), "--quantize", "int8", "--latency-runs", "0"])
     theirs = BENCH / f"{name}.ort_int8.onnx"
+    refused = BENCH / f"{name}.ort_int8.refused"  # ORT's error, kept so it is not retried every run
+    if not reconvert and not is_stale(refused, onnx):
+        why = refused.read_text()
+        print(f"  ORT quantize_dynamic refused {name} (cached in {refused.relative_to(ROOT)}): {why}", flush=True)
+        return mine, None, why
     if reconvert or is_stale(theirs, onnx):
         import logging
 
@@ -196,6 +201,7 @@ def prepare_int8(name: str, morsel: Path, reconvert: bool) -> tuple[Path, Path |
             tmp.unlink(missing_ok=True)
             why = f"{type(e).__name__}: {e}"
             print(f"  ORT quantize_dynamic refused {name}: {why}", flush=True)
+            refused.write_text(why)
             return mine, None, why
         tmp.replace(theirs)
         print(f"  wrote {theirs.relative_to(ROOT)} ({theirs.stat().st_size} bytes) with onnxruntime "
@@ -452,7 +458,11 @@ def run_int8(a, names, threads, rounds, per_round, prepared, int8_files, command
         for t in threads:
             children = {"ort": OrtChild(onnx, npz, t)}
             if ort_file is not None:
-                children["ort_i8"] = OrtChild(ort_file, npz, t)
+                try:
+                    children["ort_i8"] = OrtChild(ort_file, npz, t)
+                except BaseException:
+                    children["ort"].close()
+                    raise
             got: dict[str, list] = {k: [] for k in ("int8", "f32", "ort", "ort_i8")}
             o_peak = None
             sides = ["int8", "f32", *children]
