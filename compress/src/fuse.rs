@@ -60,7 +60,7 @@ pub fn fuse_all(g: &mut Graph) -> Result<Vec<Report>> {
 }
 
 /// Who reads each value: node indices.
-fn consumers(g: &Graph) -> Vec<Vec<usize>> {
+pub(crate) fn consumers(g: &Graph) -> Vec<Vec<usize>> {
     let mut c = vec![Vec::new(); g.values.len()];
     for (i, n) in g.nodes.iter().enumerate() {
         for &v in n.inputs.iter().flatten() {

@@ -684,12 +684,7 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
 /// in `names` to IEEE halves, where every value stays finite and the
 /// constant feeds that node alone; the writer stores them in 2 bytes.
 fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
-    let mut uses = vec![0usize; g.values.len()];
-    for n in &g.nodes {
-        for v in n.inputs.iter().flatten() {
-            uses[*v] += 1;
-        }
-    }
+    let single = sole_reader(g);
     for k in report.kept.iter_mut().filter(|k| names.contains(&k.node)) {
         let Some(n) = g.nodes.iter().find(|n| n.name == k.node) else {
             continue;
@@ -699,7 +694,7 @@ fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
             .iter()
             .flatten()
             .copied()
-            .filter(|&v| uses[v] == 1)
+            .filter(|&v| single[v])
             .collect();
         for v in consts {
             let Some(t) = g.values[v].konst.as_ref() else {
@@ -715,6 +710,16 @@ fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
             }
         }
     }
+}
+
+/// Per value: whether one node reads it and it is not a graph output (a
+/// constant that can be rounded for that node alone).
+fn sole_reader(g: &Graph) -> Vec<bool> {
+    crate::fuse::consumers(g)
+        .iter()
+        .enumerate()
+        .map(|(v, c)| c.len() == 1 && !g.outputs.contains(&v))
+        .collect()
 }
 
 /// Largest `|x|` of each slice along `axis` of `t` (`dims[axis]` slices).
@@ -745,12 +750,7 @@ const HALF_ROUNDING: f32 = 1.0 / 2048.0;
 /// 3–4% of the int8 file.
 fn round_biases_to_f16(g: &mut Graph, report: &mut QuantReport) {
     let ids = ["QConv", "QMatMul", "Conv", "ConvTranspose"].map(op_id);
-    let mut uses = vec![0usize; g.values.len()];
-    for n in &g.nodes {
-        for v in n.inputs.iter().flatten() {
-            uses[*v] += 1;
-        }
-    }
+    let single = sole_reader(g);
     for i in 0..g.nodes.len() {
         let n = &g.nodes[i];
         let input = |k: usize| n.inputs.get(k).copied().flatten();
@@ -777,7 +777,7 @@ fn round_biases_to_f16(g: &mut Graph, report: &mut QuantReport) {
             continue;
         };
         let rounded = match t.as_slice::<f32>() {
-            Ok(x) if uses[b] == 1 && x.len() == steps.len() => x
+            Ok(x) if single[b] && x.len() == steps.len() => x
                 .iter()
                 .zip(&steps)
                 .map(|(&v, &step)| {
