@@ -722,18 +722,6 @@ fn sole_reader(g: &Graph) -> Vec<bool> {
         .collect()
 }
 
-/// Largest `|x|` of each slice along `axis` of `t` (`dims[axis]` slices).
-fn slice_max(t: &[f32], dims: &[usize], axis: usize) -> Vec<f32> {
-    let ch = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
-    let mut m = vec![0f32; ch];
-    for (i, x) in t.iter().enumerate() {
-        let c = (i / inner.max(1)) % ch;
-        m[c] = m[c].max(x.abs());
-    }
-    m
-}
-
 /// The largest relative move of rounding to the nearest normal half (2⁻¹¹).
 const HALF_ROUNDING: f32 = 1.0 / 2048.0;
 
@@ -767,7 +755,7 @@ fn round_biases_to_f16(g: &mut Graph, report: &mut QuantReport) {
             };
             let Some(t) = konst(Some(w)) else { continue };
             let Ok(x) = t.as_slice::<f32>() else { continue };
-            let m = slice_max(x, &t.dims, axis);
+            let m = int8::slice_max(x, &t.dims, axis);
             (input(2), m.iter().map(|m| m / 127.0).collect())
         } else {
             continue;

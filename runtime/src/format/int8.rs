@@ -68,16 +68,24 @@ pub fn f16_grid_up(s: f32) -> f32 {
     if h.is_finite() { h.to_f32() } else { s }
 }
 
-/// Append the encoding of `x` (f32, row-major `dims`) to `out` and return
-/// which (id 18 when every scale is a half, else 16). Every value must be
-/// finite (the caller checks: an inf or NaN has no int8 scale).
-pub fn encode(x: &[f32], dims: &[usize], axis: usize, out: &mut Vec<u8>) -> Encoding {
+/// Largest `|x|` of each slice along `axis` (`dims[axis]` of them) of `x`
+/// (row-major `dims`): what each slice's scale comes from.
+pub fn slice_max(x: &[f32], dims: &[usize], axis: usize) -> Vec<f32> {
     let (ch, inner) = geometry(dims, axis);
     let mut max = vec![0f32; ch];
     for (i, &v) in x.iter().enumerate() {
         let c = (i / inner.max(1)) % ch;
         max[c] = max[c].max(v.abs());
     }
+    max
+}
+
+/// Append the encoding of `x` (f32, row-major `dims`) to `out` and return
+/// which (id 18 when every scale is a half, else 16). Every value must be
+/// finite (the caller checks: an inf or NaN has no int8 scale).
+pub fn encode(x: &[f32], dims: &[usize], axis: usize, out: &mut Vec<u8>) -> Encoding {
+    let (ch, inner) = geometry(dims, axis);
+    let max = slice_max(x, dims, axis);
     let halves: Vec<f32> = max.iter().map(|&m| f16_grid_up(m / 127.0)).collect();
     let is_half = |s: &f32| half::f16::from_f32(*s).to_f32() == *s;
     let (enc, scales) = if halves.iter().all(is_half) {
