@@ -69,7 +69,7 @@ MODELS_SRC := tests/models
 models: setup-python
 	bash $(MODELS_SRC)/fetch.sh
 	@$(MAKE) --no-print-directory $(VENV)/.models-installed \
-	    $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy $(MODELS_DIR)/ocr/ref_cls.npy
+	    $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy $(MODELS_DIR)/ocr/rec_eval_labels.txt
 
 $(VENV)/.models-installed: $(MODELS_SRC)/requirements.txt requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(MODELS_SRC)/requirements.txt
@@ -85,8 +85,8 @@ $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy: $(MODELS_SRC)/make_minilm_re
     | $(VENV)/.models-installed
 	$(PY) $(MODELS_SRC)/make_minilm_reference.py
 
-# written after {det,rec,cls}_inputs.npz and ref_{det,rec}.npy
-$(MODELS_DIR)/ocr/ref_cls.npy: $(MODELS_SRC)/make_ocr_inputs.py $(MODELS_SRC)/_common.py \
+# written last by its script, after the inputs, references and ref_cls.npy
+$(MODELS_DIR)/ocr/rec_eval_labels.txt: $(MODELS_SRC)/make_ocr_inputs.py $(MODELS_SRC)/_common.py \
     $(MODELS_DIR)/ocr/ch_PP-OCRv4_det_infer.onnx $(MODELS_DIR)/ocr/ch_PP-OCRv4_rec_infer.onnx \
     $(MODELS_DIR)/ocr/ch_ppocr_mobile_v2.0_cls_infer.onnx | $(VENV)/.models-installed
 	$(PY) $(MODELS_SRC)/make_ocr_inputs.py

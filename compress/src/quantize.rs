@@ -432,6 +432,8 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
     let mut report = QuantReport::default();
     // Weights already quantized (shared by several nodes): key -> (q, scale).
     let mut done: HashMap<(ValueId, bool, u32), (ValueId, ValueId)> = HashMap::new();
+    // Layers that stay f32 next to the first layer: weights as halves.
+    let mut stem: Vec<String> = Vec::new();
     for i in 0..g.nodes.len() {
         let node = &g.nodes[i];
         let (name, op) = (node.name.clone(), op_name(node.op));
@@ -510,6 +512,14 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
                         &mut report,
                         format!("{why}; the first layer (reads the model input): weight kept f32"),
                     );
+                } else if next_to_first_layer(g, i) {
+                    // Its weights' error reaches every later layer too: on
+                    // PP-OCR rec, this 144-weight depthwise conv stored int8
+                    // was the layer --max-error measured as most sensitive
+                    // (9e-3 alone, twice the next). Halves cost 1 byte a
+                    // weight more.
+                    keep(&mut report, format!("{why}; fed by the first layer"));
+                    stem.push(name.clone());
                 } else {
                     keep_storing(g, &mut report, w, 0, why);
                 }
@@ -673,7 +683,8 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
         n.attrs = attrs;
     }
     round_biases_to_f16(g, &mut report);
-    store_halves(g, &mut report, &opts.half_weights);
+    stem.extend(opts.half_weights.iter().cloned());
+    store_halves(g, &mut report, &stem);
     compact(g);
     g.infer_shapes()
         .map_err(|e| anyhow!("the quantized graph does not type-check: {e}"))?;
@@ -1241,6 +1252,46 @@ fn reads_model_input(g: &Graph, i: usize) -> bool {
         .copied()
         .flatten()
         .is_some_and(|x| g.inputs.contains(&x))
+}
+
+/// Whether node `i`'s data input comes from a node that reads a model
+/// input, through nodes with one non-constant input and no more than one
+/// value per channel in their constants (activations, per-channel affine):
+/// the layer after the first, as a Conv's input is its first input.
+fn next_to_first_layer(g: &Graph, i: usize) -> bool {
+    let mut producer = vec![None; g.values.len()];
+    for (j, n) in g.nodes.iter().enumerate() {
+        for &v in &n.outputs {
+            producer[v] = Some(j);
+        }
+    }
+    let mut v = g.nodes[i].inputs.first().copied().flatten();
+    // A few steps: a stem is short.
+    for _ in 0..8 {
+        let Some(p) = v.and_then(|v| producer[v]) else {
+            return false;
+        };
+        if reads_model_input(g, p) {
+            return true;
+        }
+        let n = &g.nodes[p];
+        let mut data = n
+            .inputs
+            .iter()
+            .flatten()
+            .filter(|&&x| g.values[x].konst.is_none());
+        let small_consts = n.inputs.iter().flatten().all(|&x| {
+            g.values[x]
+                .konst
+                .as_ref()
+                .is_none_or(|t| t.dims.iter().filter(|&&d| d > 1).count() <= 1)
+        });
+        match (data.next(), data.next()) {
+            (Some(&x), None) if small_consts => v = Some(x),
+            _ => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ made by make_ocr_inputs.py) for a reference model and one or more others,
 decodes each line greedily (CTC, as tests/quantize.rs does) and prints, per
 other model, how many lines read the same as the reference and which differ.
 
-    .venv/bin/python tests/models/compare_rec_text.py REF.morsel OTHER.morsel ...
+    .venv/bin/python tests/models/compare_rec_text.py [--eval] REF.morsel OTHER.morsel ...
+
+With --eval, the lines are the 40 printed ones of rec_eval.npz instead.
 """
 
 from __future__ import annotations
@@ -41,19 +43,23 @@ def texts(model: Path, x: Path, chars: list[str]) -> list[str]:
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    lines = OCR / "rec_inputs.npz"
+    if args[:1] == ["--eval"]:
+        args, lines = args[1:], OCR / "rec_eval.npz"
+    if len(args) < 2:
         print(__doc__)
         return 2
-    need(OCR / "rec_inputs.npz", OCR_DICT, MORSEL)
+    need(lines, OCR_DICT, MORSEL)
     chars = ["<blank>"] + OCR_DICT.read_text(encoding="utf-8").split("\n") + [" "]
     with tempfile.TemporaryDirectory() as d:
         x = Path(d) / "x.npy"
-        np.save(x, np.load(OCR / "rec_inputs.npz")["x"])
-        ref = texts(Path(sys.argv[1]), x, chars)
-        for other in sys.argv[2:]:
+        np.save(x, np.load(lines)["x"])
+        ref = texts(Path(args[0]), x, chars)
+        for other in args[1:]:
             got = texts(Path(other), x, chars)
             same = sum(a == b for a, b in zip(ref, got))
-            print(f"{other}: the same text as {sys.argv[1]} on {same} of {len(ref)} lines")
+            print(f"{other}: the same text as {args[0]} on {same} of {len(ref)} lines ({lines.name})")
             for a, b in zip(ref, got):
                 if a != b:
                     print(f"  {a!r} vs {b!r}")

@@ -54,6 +54,21 @@ PRINTED = [
     "No parking",
 ]
 DIGIT_LINES = ["3141592", "2718", "90210", "1234567890", "8675309", "42"]
+# A second, larger set of printed lines for the int8 agreement check
+# (tests/quantize.rs: the issue asks for >= 20 rendered lines; PRINTED has
+# 18). Written before any int8 model read them, and kept whatever it reads.
+# Font sizes come from their own generator, so the fixtures above keep
+# their bytes.
+EVAL_LINES = [
+    "Departures", "Gate B12", "Flight LH 2041", "Boarding 14:35", "Seat 23C",
+    "Arrivals Hall", "Lost property", "Ticket office", "Mind the gap", "Way out",
+    "Pharmacy", "Open 24 hours", "Car park level 3", "Max height 2.1 m", "Pay here",
+    "Room 101", "Second floor", "Lift out of order", "Staff only", "Fire exit",
+    "Apples 1.99/kg", "Milk 2 L", "Sale -30%", "Best before 12/07", "Receipt #4417",
+    "Thank you!", "Cash or card?", "VAT 20%", "Subtotal 18.40", "Change 1.60",
+    "Chapter 7", "Table of contents", "Figure 3.2", "See page 58", "Index",
+    "Dear Sir or Madam", "Yours sincerely", "Main Street 15", "ZIP 10115", "Call 555-0199",
+]
 
 
 def printed_line(text: str, size: int = 40) -> np.ndarray:
@@ -244,7 +259,17 @@ def main() -> int:
           f"accuracy {float((pred == cls_y).mean()):.3f} ({int((pred == cls_y).sum())}/{len(cls_y)}); "
           f"printed lines {int((pred == cls_y)[:len(PRINTED)].sum())}/{len(PRINTED)}, "
           f"digit lines {int((pred == cls_y)[len(PRINTED):].sum())}/{len(DIGIT_LINES)}")
-    print(f"wrote {OCR}/{{det,rec,cls}}_inputs.npz, ref_{{det,rec,cls}}.npy, rec_labels.txt, det_page.png, rec_lines.png")
+
+    # The int8 agreement set: printed lines at random sizes, one per line.
+    sizes = np.random.default_rng(11).integers(28, 49, len(EVAL_LINES))
+    eval_x = np.stack([norm_line(printed_line(t, size=int(z)), REC_W) for t, z in zip(EVAL_LINES, sizes)])
+    np.savez(OCR / "rec_eval.npz", x=eval_x)
+    (OCR / "rec_eval_labels.txt").write_text("\n".join(EVAL_LINES) + "\n", encoding="utf-8")
+    ref_eval = rec.run(None, {"x": eval_x})[0]
+    exact = sum(ctc_greedy(p, chars)[0].strip() == t for t, p in zip(EVAL_LINES, ref_eval))
+    print(f"rec_eval: x {eval_x.shape}, {exact}/{len(EVAL_LINES)} printed lines read exactly by ORT")
+    print(f"wrote {OCR}/{{det,rec,cls}}_inputs.npz, ref_{{det,rec,cls}}.npy, rec_labels.txt, det_page.png, rec_lines.png, "
+          f"rec_eval.npz, rec_eval_labels.txt")
     return 0
 
 

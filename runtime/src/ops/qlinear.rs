@@ -20,7 +20,7 @@
 
 use super::conv::{Geo, Window, check_len, group_attr};
 use super::matmul::{Geometry, first_out, matmul_shape};
-use super::qconv::{conv_blocks, pack_weight, scatter_columns, transpose_bytes};
+use super::qconv::{conv_blocks, pack_weight, scatter_columns, transpose};
 use super::quant_linear::{
     conv_integer, err, int_zero_point, integer_conv_shape, ints, matmul_integer, scales,
 };
@@ -340,7 +340,7 @@ impl Op for QLinearConv {
             packed,
             |ni, _, qxt| {
                 let img = &xb[ni * c * in_sp..][..c * in_sp];
-                transpose_bytes(img, c, in_sp, qxt, |b| (b ^ fx) as i8);
+                transpose(img, c, in_sp, qxt, |b| (b ^ fx) as i8);
                 zx
             },
             |ni, j0, nc, acc, z, o| {
