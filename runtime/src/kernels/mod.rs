@@ -12,6 +12,7 @@ pub mod int8;
 pub mod math;
 pub mod sgemm;
 pub mod sparse;
+pub mod transpose;
 
 /// A strided view of a row-major-ish matrix: element (r, c) is at
 /// `data[r * rs + c * cs]`.

@@ -28,6 +28,7 @@ use super::{Ctx, Fact, Op, PackOnce, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels::int8::{self, PackedB, ZeroPoints};
+use crate::kernels::transpose::transpose_f32;
 use crate::kernels::{self, sgemm};
 use crate::tensor::{TensorMut, TensorRef, dims_str, shape_str};
 use crate::{Result, ensure};
@@ -175,7 +176,7 @@ impl Op for QConv {
                     );
                     self.act.apply(o);
                     let yi = &mut y[ni * m * out_sp..][..m * out_sp];
-                    scatter_columns(o, nc, m, yi, out_sp, j0, |v| v);
+                    transpose_f32(o, m, nc, m, &mut yi[j0..], out_sp);
                 },
             )
         });
@@ -184,11 +185,11 @@ impl Op for QConv {
 }
 
 /// A pointwise `QConv`, each output position's input quantized on its own.
-/// Per image, the input `[C, positions]` is turned channels-last in f32;
-/// each position's `C` values get their own scale and zero point
-/// ([`quantize_row`], as `QMatMul` does a row), blocks of up to [`BLOCK`]
-/// positions are multiplied by `packed` exactly in i32, rescaled (`+ bias`,
-/// activation) and written to their columns of `y` `[N, M, positions]`.
+/// Blocks of up to [`BLOCK`] positions of the input `[C, positions]` are
+/// turned channels-last in f32; each position's `C` values get their own
+/// scale and zero point ([`quantize_row`], as `QMatMul` does a row); the
+/// block is multiplied by `packed` exactly in i32, rescaled (`+ bias`,
+/// activation) and written to its columns of `y` `[N, M, positions]`.
 ///
 /// On PP-OCR rec's pointwise convs, a position's own range quantizes their
 /// inputs with 1.5–4× less error than the image's (mean frame cosine of the
@@ -208,17 +209,20 @@ fn per_position(
 ) {
     let m = packed.n();
     kernels::with_scratch(|f| {
-        let (block_out, xt) = grow(f, BLOCK * m + c * sp).split_at_mut(BLOCK * m);
+        let (block_out, xt) = grow(f, BLOCK * (m + c)).split_at_mut(BLOCK * m);
         with_scratch(|sc| {
             let qa = grow(&mut sc.patches, BLOCK * c);
             let acc = grow(&mut sc.acc, BLOCK * m);
             let scales = grow(&mut sc.row_scales, BLOCK);
             let zps = grow(&mut sc.zero_points, BLOCK);
             for ni in 0..n {
-                transpose(&xs[ni * c * sp..][..c * sp], c, sp, xt, |v| v);
+                let x = &xs[ni * c * sp..][..c * sp];
                 for j0 in (0..sp).step_by(BLOCK) {
                     let nc = BLOCK.min(sp - j0);
-                    let rows = xt[j0 * c..][..nc * c].chunks_exact(c);
+                    // the block's positions, channels last (a block at a
+                    // time, so they are still in cache when quantized)
+                    transpose_f32(&x[j0..], sp, c, nc, xt, c);
+                    let rows = xt[..nc * c].chunks_exact(c);
                     for (i, (row, q)) in rows.zip(qa.chunks_exact_mut(c)).enumerate() {
                         (scales[i], zps[i]) = quantize_row(row, q);
                     }
@@ -238,8 +242,9 @@ fn per_position(
                         m,
                     );
                     act.apply(o);
+                    // to columns j0.. of this image's [M, positions]
                     let yi = &mut y[ni * m * sp..][..m * sp];
-                    scatter_columns(o, nc, m, yi, sp, j0, |v| v);
+                    transpose_f32(o, m, nc, m, &mut yi[j0..], sp);
                 }
             }
         })

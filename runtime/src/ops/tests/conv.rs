@@ -425,7 +425,55 @@ fn cases() -> Vec<Case> {
         case(&[1, 6, 4, 4], &[5, 6, 5, 5], 1, &[], &[3, 3, 3, 3], &[], ""),
         case(&[1, 4, 7, 8], &[4, 4, 2, 2], 1, &[], &[], &[], "SAME_LOWER"),
         case(&[1, 4, 7, 8], &[3, 4, 3, 2], 1, &[], &[], &[], ""),
+        // Depthwise rows wide enough for 64- and 32-column chunks, then 8s
+        // and single columns (150 = 64·2 + 8·2 + 6; stride 2: 75).
+        case(
+            &[1, 3, 4, 150],
+            &[3, 1, 5, 5],
+            3,
+            &[],
+            &[2, 2, 2, 2],
+            &[],
+            "",
+        ),
+        case(
+            &[1, 2, 5, 150],
+            &[2, 1, 3, 3],
+            2,
+            &[2, 2],
+            &[1, 1, 1, 1],
+            &[],
+            "",
+        ),
     ]
+}
+
+/// The depthwise plane gives the same bits whichever copy this CPU runs
+/// (AVX-512, AVX2 or portable): each column adds its taps in one order,
+/// multiply then add.
+#[test]
+fn depthwise_copies_give_the_same_bits() {
+    let mut rng = Rng(12);
+    for (ih, iw, k, stride, pad) in [(6, 150, 5, 1, 2), (7, 133, 3, 2, 1), (3, 70, 5, 1, 2)] {
+        let x = rng.vec(ih * iw);
+        let w = rng.vec(k * k);
+        let win = Window::parse(
+            &Attrs::new()
+                .with("strides", Attr::Ints(vec![stride, stride]))
+                .with("pads", Attr::Ints(vec![pad; 4])),
+            false,
+        )
+        .unwrap();
+        let g = win.geo(&[ih, iw], &[k, k]).unwrap();
+        let n = g.out_size();
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        depthwise_plane(&x, &w, 0.25, &mut a, &g);
+        depthwise_plane_impl::<32>(&x, &w, 0.25, &mut b, &g, &mut Vec::new(), dw_chunk::<32>);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{ih}x{iw} k{k} s{stride}"
+        );
+    }
 }
 
 #[test]
