@@ -136,7 +136,7 @@ impl Op for QConv {
             pack_weight(wq, m, c, geo.k_size())
         })?;
         if is_pointwise(&geo) {
-            per_position(n, c, in_sp, packed, xs, ws, bias, self.act, y);
+            per_position(ctx.threads, n, c, in_sp, packed, xs, ws, bias, self.act, y);
             return Ok(());
         }
         let scale = std::cell::Cell::new(0f32);
@@ -195,8 +195,13 @@ impl Op for QConv {
 /// inputs with 1.5–4× less error than the image's (mean frame cosine of the
 /// output vs f32 0.967 → 0.983), for `C` compares per `C·M` products and a
 /// transpose in f32 instead of bytes.
+///
+/// With threads, the positions are split into one contiguous range per
+/// thread; each writes its columns of every output row through its own
+/// slices of `y` (the same blocks, so the same bits).
 #[allow(clippy::too_many_arguments)]
 fn per_position(
+    threads: usize,
     n: usize,
     c: usize,
     sp: usize,
@@ -208,47 +213,124 @@ fn per_position(
     y: &mut [f32],
 ) {
     let m = packed.n();
-    kernels::with_scratch(|f| {
-        let (block_out, xt) = grow(f, BLOCK * (m + c)).split_at_mut(BLOCK * m);
-        with_scratch(|sc| {
-            let qa = grow(&mut sc.patches, BLOCK * c);
-            let acc = grow(&mut sc.acc, BLOCK * m);
-            let scales = grow(&mut sc.row_scales, BLOCK);
-            let zps = grow(&mut sc.zero_points, BLOCK);
-            for ni in 0..n {
-                let x = &xs[ni * c * sp..][..c * sp];
-                for j0 in (0..sp).step_by(BLOCK) {
-                    let nc = BLOCK.min(sp - j0);
-                    // the block's positions, channels last (a block at a
-                    // time, so they are still in cache when quantized)
-                    transpose_f32(&x[j0..], sp, c, nc, xt, c);
-                    let rows = xt[..nc * c].chunks_exact(c);
-                    for (i, (row, q)) in rows.zip(qa.chunks_exact_mut(c)).enumerate() {
-                        (scales[i], zps[i]) = quantize_row(row, q);
-                    }
-                    int8::gemm_i8(nc, &qa[..nc * c], c, packed, &mut acc[..nc * m], m);
-                    let o = &mut block_out[..nc * m];
-                    int8::dequant_rows(
-                        nc,
-                        m,
-                        &acc[..nc * m],
-                        m,
-                        &scales[..nc],
-                        w_scale,
-                        ZeroPoints::Rows(&zps[..nc]),
-                        packed.col_sums(),
-                        bias,
-                        o,
-                        m,
-                    );
-                    act.apply(o);
-                    // to columns j0.. of this image's [M, positions]
-                    let yi = &mut y[ni * m * sp..][..m * sp];
-                    transpose_f32(o, m, nc, m, &mut yi[j0..], sp);
-                }
+    let job = Positions {
+        c,
+        sp,
+        packed,
+        xs,
+        w_scale,
+        bias,
+        act,
+    };
+    #[cfg(feature = "threads")]
+    if threads > 1 && sp >= 2 * MIN_POSITIONS && sp * c * m >= PARALLEL_MIN_WORK {
+        use rayon::prelude::*;
+        let parts = threads.min(sp / MIN_POSITIONS);
+        let per = sp.div_ceil(parts);
+        // Part t's slices: positions t·per.. of each (image, channel) row.
+        let mut outs: Vec<Vec<&mut [f32]>> =
+            (0..parts).map(|_| Vec::with_capacity(n * m)).collect();
+        for row in y.chunks_exact_mut(sp) {
+            let mut rest = row;
+            for out in &mut outs {
+                let (mine, after) = rest.split_at_mut(per.min(rest.len()));
+                out.push(mine);
+                rest = after;
             }
+        }
+        outs.into_par_iter().enumerate().for_each(|(t, mut out)| {
+            let (p0, p1) = (t * per, ((t + 1) * per).min(sp));
+            job.run(n, p0, p1, |ni, j0, o, tmp| {
+                // [nc, M] to [M, nc], then each channel's run of positions
+                let nc = o.len() / m;
+                transpose_f32(o, m, nc, m, tmp, nc);
+                for (oc, r) in tmp[..m * nc].chunks_exact(nc).enumerate() {
+                    out[ni * m + oc][j0 - p0..][..nc].copy_from_slice(r);
+                }
+            });
+        });
+        return;
+    }
+    let _ = threads;
+    job.run(n, 0, sp, |ni, j0, o, _| {
+        // to columns j0.. of this image's [M, positions]
+        let nc = o.len() / m;
+        transpose_f32(o, m, nc, m, &mut y[ni * m * sp + j0..], sp);
+    });
+}
+
+/// Fewest positions a thread takes in [`per_position`].
+#[cfg(feature = "threads")]
+const MIN_POSITIONS: usize = 16;
+
+/// `positions × C × M` under which [`per_position`] runs on one thread.
+#[cfg(feature = "threads")]
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// What every block of [`per_position`] reads.
+struct Positions<'a> {
+    c: usize,
+    sp: usize,
+    packed: &'a PackedB,
+    xs: &'a [f32],
+    w_scale: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl Positions<'_> {
+    /// Positions `p0..p1` of every image, in blocks: `write(ni, j0, o,
+    /// tmp)` gets the block from `j0`'s results `o` `[rows, M]` and a spare
+    /// buffer of at least that size.
+    fn run(
+        &self,
+        n: usize,
+        p0: usize,
+        p1: usize,
+        mut write: impl FnMut(usize, usize, &[f32], &mut [f32]),
+    ) {
+        let (c, sp, m) = (self.c, self.sp, self.packed.n());
+        kernels::with_scratch(|f| {
+            let (block_out, rest) = grow(f, BLOCK * (2 * m + c)).split_at_mut(BLOCK * m);
+            let (xt, tmp) = rest.split_at_mut(BLOCK * c);
+            with_scratch(|sc| {
+                let qa = grow(&mut sc.patches, BLOCK * c);
+                let acc = grow(&mut sc.acc, BLOCK * m);
+                let scales = grow(&mut sc.row_scales, BLOCK);
+                let zps = grow(&mut sc.zero_points, BLOCK);
+                for ni in 0..n {
+                    let x = &self.xs[ni * c * sp..][..c * sp];
+                    for j0 in (p0..p1).step_by(BLOCK) {
+                        let nc = BLOCK.min(p1 - j0);
+                        // the block's positions, channels last (a block at
+                        // a time, so they are still in cache when quantized)
+                        transpose_f32(&x[j0..], sp, c, nc, xt, c);
+                        let rows = xt[..nc * c].chunks_exact(c);
+                        for (i, (row, q)) in rows.zip(qa.chunks_exact_mut(c)).enumerate() {
+                            (scales[i], zps[i]) = quantize_row(row, q);
+                        }
+                        int8::gemm_i8(nc, &qa[..nc * c], c, self.packed, &mut acc[..nc * m], m);
+                        let o = &mut block_out[..nc * m];
+                        int8::dequant_rows(
+                            nc,
+                            m,
+                            &acc[..nc * m],
+                            m,
+                            &scales[..nc],
+                            self.w_scale,
+                            ZeroPoints::Rows(&zps[..nc]),
+                            self.packed.col_sums(),
+                            self.bias,
+                            o,
+                            m,
+                        );
+                        self.act.apply(o);
+                        write(ni, j0, o, tmp);
+                    }
+                }
+            })
         })
-    })
+    }
 }
 
 /// A 1×1 conv with unit strides and no padding: its patch rows are the
@@ -625,6 +707,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Split over two threads, a pointwise QConv gives the bits of one.
+    #[test]
+    fn threads_give_the_same_bits() {
+        let mut rng = Rng(6);
+        // 2 images, 130 positions, 40 -> 70 channels: over the threshold
+        let (n, c, m, h, w) = (2, 40, 70, 10, 13);
+        let x = Tensor::from_slice(&[n, c, h, w], &rng.vec(n * c * h * w)).unwrap();
+        let (q, sc) = quantize_rows(&rng.vec(m * c), m, c);
+        let ins = [
+            Some(x),
+            Some(Tensor::from_slice(&[m, c, 1, 1], &q).unwrap()),
+            Some(Tensor::from_slice(&[m], &sc).unwrap()),
+            Some(Tensor::from_slice(&[m], &rng.vec(m)).unwrap()),
+        ];
+        let op = build_qconv(&Attrs::new().with("activation", Attr::Str("relu".into()))).unwrap();
+        let (d1, one) = crate::ops::conv::tests::run(&*op, &ins, 1);
+        let (d2, two) = crate::ops::conv::tests::run(&*op, &ins, 2);
+        assert_eq!(d1, d2);
+        assert!(
+            one.iter()
+                .zip(&two)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
 
     #[test]
