@@ -13,9 +13,13 @@
 //! costs nothing; the epilogue (an activation) runs on each finished tile
 //! while it is still in L1.
 //!
-//! Kernels: AVX2+FMA on x86-64 (picked at run time), and a portable one that
-//! LLVM vectorises for NEON and wasm simd128. Tests compare both with a
-//! plain triple loop.
+//! Kernels: on x86-64 (picked at run time) AVX-512, which takes two
+//! neighbouring column panels at once (an `MR×2·NR` tile: twelve zmm
+//! accumulators, where one panel's six left the FMA units half idle), or
+//! AVX2+FMA; a simd128 tile for wasm; and a portable one that LLVM
+//! vectorises for NEON. Every x86 tile runs each element's multiply-adds in
+//! the same k order, so they give the same bits. Tests compare them with a
+//! plain triple loop, and the two-panel tile with two one-panel tiles.
 
 use super::Mat;
 use crate::tensor::AlignedBuf;
@@ -339,6 +343,75 @@ unsafe fn tile_avx512<const R: usize>(
     }
 }
 
+/// Two adjacent column panels at once on AVX-512: an `R × 2·NR` tile, two
+/// zmm accumulators per row (twelve for six rows, enough to cover the FMA
+/// latency, where six left the units half idle). Each element's fused
+/// multiply-adds run in the same k order as in [`tile_avx512`] and
+/// [`tile_avx2`], so the bits are the same. Panel 1's row `k` is at `b1 +
+/// k·bstep`; `init1` is its init (its biases, or C from column `NR`).
+///
+/// # Safety
+/// As [`tile_avx512`] for each panel; `c` has `R` rows of `2·NR` writable
+/// floats at stride `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512_x2<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    aoff: &[usize; MR],
+    astep: usize,
+    (b0, b1): (*const f32, *const f32),
+    bstep: usize,
+    c: *mut f32,
+    ldc: usize,
+    (init0, init1): (Init, Init),
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: (whole body) every pointer offset stays inside the ranges the
+    // caller guarantees above.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (h, init) in [init0, init1].into_iter().enumerate() {
+            match init {
+                Init::Zero => {}
+                Init::Load => {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        row[h] = _mm512_loadu_ps(c.add(r * ldc + h * NR));
+                    }
+                }
+                Init::Col(bias) => {
+                    let v = _mm512_loadu_ps(bias);
+                    for row in acc.iter_mut() {
+                        row[h] = v;
+                    }
+                }
+                Init::Row(bias) => {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        row[h] = _mm512_set1_ps(*bias.add(r));
+                    }
+                }
+            }
+        }
+        let (mut a, mut b0, mut b1) = (a, b0, b1);
+        for _ in 0..kc {
+            let (v0, v1) = (_mm512_loadu_ps(b0), _mm512_loadu_ps(b1));
+            for (row, &off) in acc.iter_mut().zip(aoff) {
+                let av = _mm512_set1_ps(*a.add(off));
+                row[0] = _mm512_fmadd_ps(av, v0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, v1, row[1]);
+            }
+            a = a.add(astep);
+            b0 = b0.add(bstep);
+            b1 = b1.add(bstep);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), row[0]);
+            _mm512_storeu_ps(c.add(r * ldc + NR), row[1]);
+        }
+    }
+}
+
 /// The `R × NR` tile for wasm simd128, as `G × 8` blocks of at most 4 rows
 /// (two halves of 8 columns, rows 0-3 then 4-5). V8 keeps 15 vector
 /// registers for wasm on x64, and LLVM hoists a block's row broadcasts ahead
@@ -599,6 +672,10 @@ impl Job<'_> {
         scratch: &mut [f32],
     ) {
         let Job { m, n, k, .. } = *self;
+        #[cfg(target_arch = "x86_64")]
+        let pair = super::cpu::avx512f();
+        #[cfg(not(target_arch = "x86_64"))]
+        let pair = false;
         let mut pb = p0;
         while pb < p1 {
             let pe = (pb + NC / NR).min(p1);
@@ -644,14 +721,25 @@ impl Job<'_> {
                     // of 4 KiB apart): there row panel outer, so each
                     // tile's stores run along one C row instead of touching
                     // every row per panel and fighting over cache sets.
-                    let (qn, pn) = (qe - qb, pe - pb);
                     let b_outer = self.ldc < IN_PLACE_MAX_ROW || matches!(self.b, BSrc::InPlace(_));
-                    for t in 0..qn * pn {
-                        let (q, p) = if b_outer {
-                            (qb + t % qn, pb + t / qn)
-                        } else {
-                            (qb + t / pn, pb + t % pn)
-                        };
+                    // Column panels in groups: two full neighbours at once
+                    // where the two-panel tile runs (AVX-512), else one.
+                    let groups = || {
+                        let mut p = pb;
+                        std::iter::from_fn(move || {
+                            if p >= pe {
+                                return None;
+                            }
+                            let w = if pair && p + 1 < pe && (p + 2) * NR <= n {
+                                2
+                            } else {
+                                1
+                            };
+                            p += w;
+                            Some((p - w, w))
+                        })
+                    };
+                    let one = |q: usize, (p, w): (usize, usize)| {
                         {
                             let (i0, rows) = (q * MR, MR.min(m - q * MR));
                             let (j0, cols) = (p * NR, NR.min(n - p * NR));
@@ -670,6 +758,27 @@ impl Job<'_> {
                                     v.cs,
                                 ),
                             };
+                            #[cfg(target_arch = "x86_64")]
+                            if w == 2 {
+                                let (b0, b1) = (bp, panel(p + 1));
+                                // SAFETY: the tile (i0.., j0..) of `rows ×
+                                // 2·NR` lies inside C and this job's
+                                // rectangle (both panels are full and ours);
+                                // the CPU has AVX-512 F (`pair`).
+                                unsafe {
+                                    self.tile_x2(
+                                        c,
+                                        kc,
+                                        (ap, &aoff, astep),
+                                        (b0.0, b1.0, b0.1),
+                                        (i0, rows),
+                                        j0,
+                                        first,
+                                    )
+                                };
+                                return;
+                            }
+                            let _ = w;
                             // SAFETY: the tile (i0.., j0..) of `rows × cols`
                             // lies inside C and inside this job's rectangle.
                             unsafe {
@@ -683,6 +792,19 @@ impl Job<'_> {
                                     first,
                                 )
                             };
+                        }
+                    };
+                    if b_outer {
+                        for g in groups() {
+                            for q in qb..qe {
+                                one(q, g);
+                            }
+                        }
+                    } else {
+                        for q in qb..qe {
+                            for g in groups() {
+                                one(q, g);
+                            }
                         }
                     }
                     qb = qe;
@@ -703,6 +825,61 @@ impl Job<'_> {
                 k0 += kc;
             }
             pb = pe;
+        }
+    }
+
+    /// Two full column panels at (i0, j0) with [`tile_avx512_x2`]: B rows
+    /// at `b0 + k·bstep` and `b1 + k·bstep`.
+    ///
+    /// # Safety
+    /// As for `run`: the `rows × 2·NR` tile at (i0, j0) is inside C and
+    /// ours; the panels hold `kc` rows; the CPU has AVX-512 F.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_x2(
+        &self,
+        c: OutPtr,
+        kc: usize,
+        (ap, aoff, astep): (&[f32], &[usize; MR], usize),
+        (b0, b1, bstep): (&[f32], &[f32], usize),
+        (i0, rows): (usize, usize),
+        j0: usize,
+        first: bool,
+    ) {
+        let ldc = self.ldc;
+        let mut row_bias = [0f32; MR];
+        let (init0, init1) = if !first {
+            (Init::Load, Init::Load)
+        } else {
+            match self.bias {
+                Bias::None => (Init::Zero, Init::Zero),
+                Bias::Acc => (Init::Load, Init::Load),
+                // The bias slice holds n >= j0 + 2·NR values.
+                Bias::Col(b) => (
+                    Init::Col(b[j0..j0 + NR].as_ptr()),
+                    Init::Col(b[j0 + NR..j0 + 2 * NR].as_ptr()),
+                ),
+                Bias::Row(b) => {
+                    row_bias[..rows].copy_from_slice(&b[i0..i0 + rows]);
+                    (Init::Row(row_bias.as_ptr()), Init::Row(row_bias.as_ptr()))
+                }
+            }
+        };
+        let (a, b0, b1) = (ap.as_ptr(), b0.as_ptr(), b1.as_ptr());
+        let init = (init0, init1);
+        // SAFETY: the caller guarantees the tile is inside C, the panels'
+        // rows and AVX-512 F; rows past `rows` are never read.
+        unsafe {
+            let cp = c.0.add(i0 * ldc + j0);
+            let b = (b0, b1);
+            match rows {
+                1 => tile_avx512_x2::<1>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+                2 => tile_avx512_x2::<2>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+                3 => tile_avx512_x2::<3>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+                4 => tile_avx512_x2::<4>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+                5 => tile_avx512_x2::<5>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+                _ => tile_avx512_x2::<MR>(kc, a, aoff, astep, b, bstep, cp, ldc, init),
+            }
         }
     }
 
@@ -1113,6 +1290,70 @@ mod tests {
             for (x, y) in c.iter().zip(&want) {
                 assert!((x - y).abs() <= 1e-4, "{x} vs {y}");
             }
+        }
+    }
+
+    /// The two-panel AVX-512 tile gives the bits of two one-panel tiles
+    /// (each element's multiply-adds in the same order), from every init.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn two_panel_tile_equals_two_tiles() {
+        if !crate::kernels::cpu::avx512f() {
+            return;
+        }
+        let mut seed = 3u32;
+        let kc = 37;
+        let a: Vec<f32> = (0..kc * MR).map(|_| rnd(&mut seed)).collect();
+        let b: Vec<Vec<f32>> = (0..2)
+            .map(|_| (0..kc * NR).map(|_| rnd(&mut seed)).collect())
+            .collect();
+        let bias: Vec<f32> = (0..2 * NR).map(|_| rnd(&mut seed)).collect();
+        let c0: Vec<f32> = (0..MR * 2 * NR).map(|_| rnd(&mut seed)).collect();
+        let aoff: [usize; MR] = std::array::from_fn(|r| r);
+        let inits = |h: usize| {
+            [
+                Init::Zero,
+                Init::Load,
+                Init::Col(bias[h * NR..].as_ptr()),
+                Init::Row(bias.as_ptr()),
+            ]
+        };
+        for (i0, i1) in inits(0).into_iter().zip(inits(1)) {
+            let (mut two, mut ones) = (c0.clone(), c0.clone());
+            // SAFETY: AVX-512 F is present; a holds kc·MR floats, each
+            // panel kc·NR, C MR rows of 2·NR (stride 2·NR), biases 2·NR.
+            unsafe {
+                tile_avx512_x2::<MR>(
+                    kc,
+                    a.as_ptr(),
+                    &aoff,
+                    MR,
+                    (b[0].as_ptr(), b[1].as_ptr()),
+                    NR,
+                    two.as_mut_ptr(),
+                    2 * NR,
+                    (i0, i1),
+                );
+                for (h, init) in [i0, i1].into_iter().enumerate() {
+                    let c = ones.as_mut_ptr().add(h * NR);
+                    tile_avx512::<MR>(
+                        kc,
+                        a.as_ptr(),
+                        &aoff,
+                        MR,
+                        b[h].as_ptr(),
+                        NR,
+                        c,
+                        2 * NR,
+                        init,
+                    );
+                }
+            }
+            assert!(
+                two.iter()
+                    .zip(&ones)
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
         }
     }
 
