@@ -413,14 +413,20 @@ fn exp_shift_sum_loop<M: MulAdd>(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
 
 // ---------------------------------------------------------------- dispatch
 
-/// A compiled copy of the loops. `Avx2Fma` is only ever produced by
-/// [`best`], after the CPU reported both features: that is what makes
-/// calling its `#[target_feature]` functions sound.
+/// A compiled copy of the loops. `Avx2Fma` and `Avx512` are only ever
+/// produced by [`best`] (and [`isas`]), after the CPU reported their
+/// features: that is what makes calling their `#[target_feature]`
+/// functions sound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// The AVX2+FMA loops compiled for AVX-512: the 16-lane chunks in one
+    /// zmm instead of two ymm. Each lane runs the same fused operations, and
+    /// sums reduce in the same tree, so the bits equal `Avx2Fma`'s.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 /// The fastest copy this CPU runs.
@@ -428,7 +434,11 @@ enum Isa {
 fn best() -> Isa {
     #[cfg(target_arch = "x86_64")]
     if super::cpu::avx2_fma() {
-        return Isa::Avx2Fma;
+        return if super::cpu::avx512f() {
+            Isa::Avx512
+        } else {
+            Isa::Avx2Fma
+        };
     }
     Isa::Portable
 }
@@ -437,6 +447,10 @@ fn best() -> Isa {
 #[cfg(test)]
 fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    if best() == Isa::Avx512 {
+        v.push(Isa::Avx2Fma);
+    }
     if best() != Isa::Portable {
         v.push(best());
     }
@@ -463,12 +477,36 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Fused, Lane};
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn map<L: Lane>(x: &[f32], y: &mut [f32]) {
+        super::map_loop::<L, Fused>(x, y)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn map_in_place<L: Lane>(xs: &mut [f32]) {
+        super::map_in_place_loop::<L, Fused>(xs)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn exp_shift_sum(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+        super::exp_shift_sum_loop::<Fused>(x, shift, y)
+    }
+}
+
 fn map_with<L: Lane>(isa: Isa, x: &[f32], y: &mut [f32]) {
     match isa {
         Isa::Portable => map_loop::<L, Native>(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::map::<L>(x, y) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512` exists only when the CPU has AVX-512 F,
+        // AVX2 and FMA.
+        Isa::Avx512 => unsafe { avx512::map::<L>(x, y) },
     }
 }
 
@@ -478,6 +516,9 @@ fn map_in_place_with<L: Lane>(isa: Isa, xs: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::map_in_place::<L>(xs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::map_in_place::<L>(xs) },
     }
 }
 
@@ -487,6 +528,9 @@ fn exp_shift_sum_with(isa: Isa, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::exp_shift_sum(x, shift, y) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::exp_shift_sum(x, shift, y) },
     }
 }
 
@@ -636,6 +680,44 @@ mod tests {
         let (_, rel) = max_err::<Gelu>(&sweep(-13.0, -3.0, N), gelu_ref, 1e-37);
         println!("gelu: rel on [-13, -3] {rel:e}");
         assert!(rel <= 5e-6, "{rel:e}");
+    }
+
+    /// The AVX-512 copy gives the AVX2+FMA copy's bits, lane by lane and
+    /// in exp's sums (the same 16-lane chunks and reduction tree).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_equals_avx2_bit_for_bit() {
+        if best() != Isa::Avx512 {
+            return;
+        }
+        let mut xs = sweep(-20.0, 20.0, 100_003);
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -90.0,
+        ]);
+        fn both<L: Lane>(xs: &[f32]) {
+            let (mut a, mut b) = (vec![0f32; xs.len()], vec![0f32; xs.len()]);
+            map_with::<L>(Isa::Avx2Fma, xs, &mut a);
+            map_with::<L>(Isa::Avx512, xs, &mut b);
+            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        both::<Exp>(&xs);
+        both::<Erf>(&xs);
+        both::<Tanh>(&xs);
+        both::<Sigmoid>(&xs);
+        both::<Gelu>(&xs);
+        both::<GeluTanh>(&xs);
+        let finite = &xs[..100_003];
+        let (mut a, mut b) = (vec![0f32; finite.len()], vec![0f32; finite.len()]);
+        let sa = exp_shift_sum_with(Isa::Avx2Fma, finite, 20.0, &mut a);
+        let sb = exp_shift_sum_with(Isa::Avx512, finite, 20.0, &mut b);
+        assert_eq!(sa.to_bits(), sb.to_bits());
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
     }
 
     #[test]

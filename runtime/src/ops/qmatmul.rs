@@ -66,7 +66,7 @@ struct Scratch {
     a: Vec<i8>,
     row_scales: Vec<f32>,
     zero_points: Vec<i32>,
-    row: Vec<i32>,
+    acc: Vec<i32>,
 }
 
 impl Scratch {
@@ -75,12 +75,12 @@ impl Scratch {
             a: Vec::new(),
             row_scales: Vec::new(),
             zero_points: Vec::new(),
-            row: Vec::new(),
+            acc: Vec::new(),
         }
     }
     fn bytes(&self) -> usize {
         self.a.capacity()
-            + 4 * (self.row_scales.capacity() + self.zero_points.capacity() + self.row.capacity())
+            + 4 * (self.row_scales.capacity() + self.zero_points.capacity() + self.acc.capacity())
     }
 }
 
@@ -159,40 +159,37 @@ impl Job<'_> {
                 a: qa,
                 row_scales,
                 zero_points,
-                row,
+                acc,
             } = s;
             let rows_here = rows.min(block);
             let qa = grow(qa, rows_here * k);
             let scales = grow(row_scales, rows_here);
             let zps = grow(zero_points, rows_here);
-            let tmp = grow(row, n);
+            // The block's i32 products, rescaled from there into the
+            // output (writing them into the output and rescaling each row
+            // through a copy cost a memmove per row).
+            let acc = grow(acc, rows_here * n);
             for r0 in (0..rows).step_by(block) {
                 let m = block.min(rows - r0);
                 let (a_blk, o_blk) = (&a[r0 * k..][..m * k], &mut out[r0 * n..][..m * n]);
                 for i in 0..m {
                     (scales[i], zps[i]) = quantize_row(&a_blk[i * k..][..k], &mut qa[i * k..][..k]);
                 }
-                // The output has room for m×n i32s: the kernel writes them
-                // there, and each row is rescaled in place through `tmp`.
-                let c: &mut [i32] = bytemuck::cast_slice_mut(o_blk);
-                int8::gemm_i8(m, &qa[..m * k], k, self.w, c, n);
-                for (i, o) in o_blk.chunks_exact_mut(n).enumerate() {
-                    tmp.copy_from_slice(bytemuck::cast_slice::<f32, i32>(o));
-                    int8::dequant_rows(
-                        1,
-                        n,
-                        tmp,
-                        n,
-                        &scales[i..i + 1],
-                        self.w_scale,
-                        ZeroPoints::Tensor(zps[i]),
-                        self.w.col_sums(),
-                        self.bias,
-                        o,
-                        n,
-                    );
-                    self.act.apply(o);
-                }
+                int8::gemm_i8(m, &qa[..m * k], k, self.w, &mut acc[..m * n], n);
+                int8::dequant_rows(
+                    m,
+                    n,
+                    &acc[..m * n],
+                    n,
+                    &scales[..m],
+                    self.w_scale,
+                    ZeroPoints::Rows(&zps[..m]),
+                    self.w.col_sums(),
+                    self.bias,
+                    o_blk,
+                    n,
+                );
+                self.act.apply(o_blk);
             }
         })
     }

@@ -456,7 +456,13 @@ pub fn gemm_i8(
                     };
                     kernel.tile(&t, &mut out);
                     for (r, o) in out.iter().enumerate().take(mr) {
-                        c[(i0 + r) * c_row_stride + j0..][..nc].copy_from_slice(&o[..nc]);
+                        let dst = &mut c[(i0 + r) * c_row_stride + j0..][..nc];
+                        // A whole panel row is a fixed-size move (inlined),
+                        // not a call to memmove per row of every tile.
+                        match <&mut [i32; MAX_NR]>::try_from(&mut *dst) {
+                            Ok(d) => *d = *o,
+                            Err(_) => dst.copy_from_slice(&o[..nc]),
+                        }
                     }
                 }
             }
