@@ -195,9 +195,11 @@ pub(crate) struct Tile<'a> {
     pub b: &'a [i8],
     /// Columns of the panel in use (`1..=nr`); a kernel may leave the
     /// outputs past them unwritten or wrong.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub cols: usize,
     /// `Σ_k panel[k][j]` of the panel's columns, zero past `cols` (for a
     /// kernel that reads A as unsigned, `a + 128`, and takes `128·sum` off).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub sums: &'a [i32; MAX_NR],
 }
 
@@ -404,7 +406,7 @@ pub fn gemm_i8(
     let panel_len = b.kp * nr;
     let packed = b.bytes_packed();
     let mut tail = [[0i8; MAX_CH]; MR];
-    let mut out = [[0i32; MAX_NR]; MR];
+    let mut out = [[[0i32; MAX_NR]; MR]; 2];
     // Blocks of `mc` rows of A (at most ~256 KiB: they stay in L2); over
     // each, every panel of B in turn (one panel stays in L1 while the
     // block's rows stream past it).
@@ -429,11 +431,27 @@ pub fn gemm_i8(
             } else {
                 (a, a_row_stride, 0)
             };
-            for p in 0..n.div_ceil(nr) {
-                let (j0, nc) = (p * nr, nr.min(n - p * nr));
-                let panel = &packed[p * panel_len..][..panel_len];
-                let mut sums = [0i32; MAX_NR];
-                sums[..nc].copy_from_slice(&b.col_sums[j0..j0 + nc]);
+            let panels = n.div_ceil(nr);
+            // Two full neighbouring panels at a time where the kernel has a
+            // two-panel tile (VNNI), else one.
+            #[cfg(target_arch = "x86_64")]
+            let pairs = kernel == Kernel::Avx512Vnni;
+            #[cfg(not(target_arch = "x86_64"))]
+            let pairs = false;
+            let mut p = 0;
+            while p < panels {
+                let w = if pairs && p + 1 < panels && (p + 2) * nr <= n {
+                    2
+                } else {
+                    1
+                };
+                let j0 = p * nr;
+                let nc = (w * nr).min(n - j0);
+                let mut sums = [[0i32; MAX_NR]; 2];
+                for (h, s) in sums.iter_mut().enumerate().take(w) {
+                    let (c0, c1) = (j0 + h * nr, (j0 + (h + 1) * nr).min(n));
+                    s[..c1 - c0].copy_from_slice(&b.col_sums[c0..c1]);
+                }
                 for i0 in (ib..ie).step_by(MR) {
                     let mr = MR.min(ie - i0);
                     let rows: [&[i8]; MR] = std::array::from_fn(|r| {
@@ -445,26 +463,40 @@ pub fn gemm_i8(
                             t[..rem].copy_from_slice(&row[full * kpad..]);
                         }
                     }
-                    let t = Tile {
+                    let t = |h: usize| Tile {
                         mr,
                         a: rows,
                         full,
                         tail: (rem != 0).then_some(&tail),
-                        b: panel,
-                        cols: nc,
-                        sums: &sums,
+                        b: &packed[(p + h) * panel_len..][..panel_len],
+                        cols: nr.min(nc - h * nr),
+                        sums: &sums[h],
                     };
-                    kernel.tile(&t, &mut out);
-                    for (r, o) in out.iter().enumerate().take(mr) {
-                        let dst = &mut c[(i0 + r) * c_row_stride + j0..][..nc];
-                        // A whole panel row is a fixed-size move (inlined),
-                        // not a call to memmove per row of every tile.
-                        match <&mut [i32; MAX_NR]>::try_from(&mut *dst) {
-                            Ok(d) => *d = *o,
-                            Err(_) => dst.copy_from_slice(&o[..nc]),
+                    #[cfg(target_arch = "x86_64")]
+                    if w == 2 {
+                        let [o0, o1] = &mut out;
+                        // SAFETY: `pairs`: the kernel is Avx512Vnni, which is
+                        // only made after its features were detected; both
+                        // tiles share rows, `full` and `tail`.
+                        unsafe { x86_64::tile_vnni_4x32(&t(0), &t(1), o0, o1) };
+                    }
+                    if w == 1 {
+                        kernel.tile(&t(0), &mut out[0]);
+                    }
+                    for (h, out) in out.iter().enumerate().take(w) {
+                        let cols = nr.min(nc - h * nr);
+                        for (r, o) in out.iter().enumerate().take(mr) {
+                            let dst = &mut c[(i0 + r) * c_row_stride + j0 + h * nr..][..cols];
+                            // A whole panel row is a fixed-size move
+                            // (inlined), not a call to memmove per row.
+                            match <&mut [i32; MAX_NR]>::try_from(&mut *dst) {
+                                Ok(d) => *d = *o,
+                                Err(_) => dst.copy_from_slice(&o[..cols]),
+                            }
                         }
                     }
                 }
+                p += w;
             }
         }
     });

@@ -73,6 +73,111 @@ pub(super) unsafe fn tile_vnni_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR])
     }
 }
 
+/// Two neighbouring full panels at once (`t0.b`, `t1.b`; the same A rows):
+/// each A broadcast feeds two `vpdpbusd`, so a chunk of K costs 2 B loads
+/// and `R` broadcasts for `2R` products (one panel: 1 + `R` for `R`, which
+/// left the kernel waiting on loads). Integer sums: the same results as
+/// two [`tile_vnni_4x16`] calls.
+///
+/// # Safety
+/// The CPU has AVX2 and AVX-512 F, BW and VNNI; `t0` and `t1` have the same
+/// rows, `full` and `tail`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn tile_vnni_4x32(
+    t0: &Tile<'_>,
+    t1: &Tile<'_>,
+    out0: &mut [[i32; MAX_NR]; MR],
+    out1: &mut [[i32; MAX_NR]; MR],
+) {
+    t0.check(Kernel::Avx512Vnni.layout());
+    t1.check(Kernel::Avx512Vnni.layout());
+    assert!(t0.mr == t1.mr && t0.full == t1.full && t0.tail.is_some() == t1.tail.is_some());
+    // SAFETY: both `check`s passed; the caller guarantees the features.
+    unsafe {
+        match t0.mr {
+            4 => tile_vnni_x2::<4>(t0, t1, out0, out1),
+            3 => tile_vnni_x2::<3>(t0, t1, out0, out1),
+            2 => tile_vnni_x2::<2>(t0, t1, out0, out1),
+            _ => tile_vnni_x2::<1>(t0, t1, out0, out1),
+        }
+    }
+}
+
+/// Rows `0..R` of [`tile_vnni_4x32`].
+///
+/// # Safety
+/// As [`tile_vnni_4x32`], `R ≤ MR`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni_x2<const R: usize>(
+    t0: &Tile<'_>,
+    t1: &Tile<'_>,
+    out0: &mut [[i32; MAX_NR]; MR],
+    out1: &mut [[i32; MAX_NR]; MR],
+) {
+    // U accumulators per row and panel: 2·U·R chains (16 for four rows),
+    // enough for two `vpdpbusd` a cycle at a latency of 5.
+    const U: usize = 2;
+    let mut acc = [[[_mm512_setzero_si512(); U]; 2]; R];
+    let (mut b0, mut b1) = (t0.b.as_ptr(), t1.b.as_ptr());
+    let a4 = |r: usize, q: usize| {
+        // SAFETY: `check`: each A row has `full·4` bytes; callers pass
+        // `q < full`.
+        unsafe { t0.a[r].as_ptr().add(4 * q).cast::<i32>().read_unaligned() }
+    };
+    let mut q = 0;
+    while q + U <= t0.full {
+        // SAFETY: chunks q..q + U of both panels are whole (64 bytes each).
+        unsafe {
+            let v0: [__m512i; U] =
+                std::array::from_fn(|u| _mm512_loadu_si512(b0.add(64 * u).cast()));
+            let v1: [__m512i; U] =
+                std::array::from_fn(|u| _mm512_loadu_si512(b1.add(64 * u).cast()));
+            for r in 0..R {
+                for u in 0..U {
+                    let a = _mm512_set1_epi32(a4(r, q + u));
+                    acc[r][0][u] = _mm512_dpbusd_epi32(acc[r][0][u], a, v0[u]);
+                    acc[r][1][u] = _mm512_dpbusd_epi32(acc[r][1][u], a, v1[u]);
+                }
+            }
+            b0 = b0.add(64 * U);
+            b1 = b1.add(64 * U);
+        }
+        q += U;
+    }
+    let tail = t0.tail.map(|tail| -> [i32; R] {
+        std::array::from_fn(|r| {
+            let t = &tail[r];
+            i32::from_le_bytes([t[0] as u8, t[1] as u8, t[2] as u8, t[3] as u8])
+        })
+    });
+    // The chunks left (fewer than U), then the padded tail.
+    let left = (q..t0.full).map(|q| std::array::from_fn::<i32, R, _>(|r| a4(r, q)));
+    for a in left.chain(tail) {
+        // SAFETY: one more whole chunk of each panel (the last may be the
+        // zero-padded tail: its padded A bytes are zeros in `tail`).
+        unsafe {
+            let (v0, v1) = (_mm512_loadu_si512(b0.cast()), _mm512_loadu_si512(b1.cast()));
+            for r in 0..R {
+                let a = _mm512_set1_epi32(a[r]);
+                acc[r][0][0] = _mm512_dpbusd_epi32(acc[r][0][0], a, v0);
+                acc[r][1][0] = _mm512_dpbusd_epi32(acc[r][1][0], a, v1);
+            }
+            b0 = b0.add(64);
+            b1 = b1.add(64);
+        }
+    }
+    // SAFETY: `sums` hold MAX_NR = 16 i32s; `out` rows too.
+    unsafe {
+        for (p, (t, out)) in [(t0, &mut *out0), (t1, &mut *out1)].into_iter().enumerate() {
+            let fix = _mm512_slli_epi32::<7>(_mm512_loadu_si512(t.sums.as_ptr().cast()));
+            for r in 0..R {
+                let s = _mm512_add_epi32(acc[r][p][0], acc[r][p][1]);
+                _mm512_storeu_si512(out[r].as_mut_ptr().cast(), _mm512_sub_epi32(s, fix));
+            }
+        }
+    }
+}
+
 /// Rows `0..R` of the VNNI tile.
 ///
 /// # Safety
