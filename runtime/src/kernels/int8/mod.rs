@@ -526,6 +526,10 @@ enum Vector {
     Generic,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2, with the dequant epilogue 16 lanes wide (from the VNNI kernel,
+    /// whose CPU has AVX-512 F/BW and AVX2).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -537,7 +541,9 @@ impl Vector {
         match kernel {
             Kernel::Generic => Vector::Generic,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512Vnni => Vector::Avx2,
+            Kernel::Avx2 => Vector::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Vector::Avx512,
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon | Kernel::NeonDot => Vector::Neon,
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -559,9 +565,9 @@ impl Vector {
     fn range(self, x: &[f32]) -> (f32, f32, bool) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Vector::Avx2` comes from a kernel made only after
-            // AVX2 was detected.
-            Vector::Avx2 => unsafe { x86_64::range(x) },
+            // SAFETY: `Vector::Avx2`/`Avx512` come from kernels made only
+            // after AVX2 was detected.
+            Vector::Avx2 | Vector::Avx512 => unsafe { x86_64::range(x) },
             _ => generic::range(x),
         }
     }
@@ -570,9 +576,9 @@ impl Vector {
         match self {
             Vector::Generic => generic::max_abs(x),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Vector::Avx2` comes from `Kernel::Avx2`, made only
+            // SAFETY: `Vector::Avx2`/`Avx512` come from kernels made only
             // after AVX2 was detected.
-            Vector::Avx2 => unsafe { x86_64::max_abs(x) },
+            Vector::Avx2 | Vector::Avx512 => unsafe { x86_64::max_abs(x) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is in the aarch64 baseline.
             Vector::Neon => unsafe { aarch64::max_abs(x) },
@@ -587,7 +593,7 @@ impl Vector {
             Vector::Generic => generic::quantize(x, q, out),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `max_abs`.
-            Vector::Avx2 => unsafe { x86_64::quantize(x, q, out) },
+            Vector::Avx2 | Vector::Avx512 => unsafe { x86_64::quantize(x, q, out) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is in the aarch64 baseline.
             Vector::Neon => unsafe { aarch64::quantize(x, q, out) },
@@ -601,7 +607,7 @@ impl Vector {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `max_abs`.
-            Vector::Avx2 => unsafe { x86_64::requant(c, offset, mult, r, out) },
+            Vector::Avx2 | Vector::Avx512 => unsafe { x86_64::requant(c, offset, mult, r, out) },
             _ => generic::requant(c, offset, mult, r, out),
         }
     }
@@ -613,6 +619,10 @@ impl Vector {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `max_abs`.
             Vector::Avx2 => unsafe { x86_64::dequant(c, d, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Vector::Avx512` comes from `Kernel::Avx512Vnni`, made
+            // only after AVX2 and AVX-512 F/BW/VNNI were detected.
+            Vector::Avx512 => unsafe { x86_64::dequant512(c, d, out) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is in the aarch64 baseline.
             Vector::Neon => unsafe { aarch64::dequant(c, d, out) },
@@ -654,6 +664,24 @@ pub(crate) struct DequantRow<'a> {
     pub col_sums: &'a [i32],
     pub col_scales: &'a [f32],
     pub bias: Option<&'a [f32]>,
+}
+
+impl<'a> DequantRow<'a> {
+    /// The same row from column `j` on.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn tail(&self, j: usize) -> DequantRow<'a> {
+        DequantRow {
+            row_scale: self.row_scale,
+            zero_point: self.zero_point,
+            col_sums: if self.zero_point != 0 {
+                &self.col_sums[j..]
+            } else {
+                self.col_sums
+            },
+            col_scales: &self.col_scales[j..],
+            bias: self.bias.map(|b| &b[j..]),
+        }
+    }
 }
 
 /// `max |x|`, NaN ignored (0 for an empty slice).

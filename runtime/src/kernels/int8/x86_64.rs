@@ -466,6 +466,41 @@ pub(super) unsafe fn dequant(c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
     }
 }
 
+/// [`dequant`] 16 lanes at a time: per value the same operations in the
+/// same order (`c − zp·sum` wrapping, to f32, times `row·col` scale, plus
+/// bias), so the same bits.
+///
+/// # Safety
+/// The CPU has AVX-512 F and AVX2.
+#[target_feature(enable = "avx2,avx512f")]
+pub(super) unsafe fn dequant512(c: &[i32], d: &DequantRow<'_>, out: &mut [f32]) {
+    let n = out.len();
+    assert!(c.len() == n && d.col_scales.len() == n && d.bias.is_none_or(|b| b.len() == n));
+    assert!(d.zero_point == 0 || d.col_sums.len() == n);
+    let rs = _mm512_set1_ps(d.row_scale);
+    let zp = _mm512_set1_epi32(d.zero_point);
+    let mut j = 0;
+    while j + 16 <= n {
+        // SAFETY: `j + 16 ≤ n`, and every slice read has length `n` (asserted).
+        unsafe {
+            let mut v = _mm512_loadu_si512(c.as_ptr().add(j).cast());
+            if d.zero_point != 0 {
+                let s = _mm512_loadu_si512(d.col_sums.as_ptr().add(j).cast());
+                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zp, s));
+            }
+            let s = _mm512_mul_ps(rs, _mm512_loadu_ps(d.col_scales.as_ptr().add(j)));
+            let mut f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+            if let Some(b) = d.bias {
+                f = _mm512_add_ps(f, _mm512_loadu_ps(b.as_ptr().add(j)));
+            }
+            _mm512_storeu_ps(out.as_mut_ptr().add(j), f);
+        }
+        j += 16;
+    }
+    // SAFETY: AVX2 is present; the rest is the same per value.
+    unsafe { dequant(&c[j..], &d.tail(j), &mut out[j..]) }
+}
+
 /// The requant epilogue (`generic::requant1` per value), 32 at a time:
 /// add the offset, to f32, multiply, clamp, `cvtps2dq` (round half to even
 /// in the default MXCSR mode, as `requant1`'s trick), add the zero point,
