@@ -23,7 +23,45 @@ pub fn cleanup(g: &mut Graph) -> Result<Vec<Report>> {
     ];
     reports.extend(crate::fuse::fuse_all(g)?);
     reports.push(eliminate_dead(g)?);
+    reports.push(flush_subnormal_constants(g)?);
     Ok(reports)
+}
+
+/// f32 constants' subnormal values (nonzero, below 2⁻¹²⁶ ≈ 1.2e-38) become
+/// zeros of the same sign. A product with a subnormal operand takes a
+/// microcode assist on x86 (about a hundred cycles): PP-OCRv4 rec's two
+/// squeeze-excite convs hold 17,485 of them (23% of one weight) and ran
+/// 30× slower than with normal values (0.49 ms for a 480→120 product of one
+/// position). Their contribution is below 1.2e-38 times an activation.
+pub fn flush_subnormal_constants(g: &mut Graph) -> Result<Report> {
+    use morsel_runtime::DType;
+    let mut changed = 0;
+    for v in &mut g.values {
+        let Some(t) = v.konst.as_ref() else { continue };
+        if t.dtype != DType::F32 {
+            continue;
+        }
+        let Ok(x) = t.as_slice::<f32>() else { continue };
+        if !x.iter().any(|v| v.is_subnormal()) {
+            continue;
+        }
+        let y: Vec<f32> = x
+            .iter()
+            .map(|&v| {
+                if v.is_subnormal() {
+                    0f32.copysign(v)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        changed += x.iter().filter(|v| v.is_subnormal()).count();
+        v.konst = Some(Tensor::from_slice(&t.dims, &y)?);
+    }
+    Ok(Report {
+        pass: "flush-subnormal-constants",
+        changed,
+    })
 }
 
 /// Pre-quantized weights (QDQ ONNX, e.g. from ONNX Runtime's
@@ -447,5 +485,33 @@ pub fn compact(g: &mut Graph) {
         for o in &mut n.outputs {
             *o = remap[*o];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use morsel_runtime::DType;
+
+    #[test]
+    fn subnormal_constants_become_signed_zeros() {
+        let mut g = Graph::default();
+        let tiny = f32::MIN_POSITIVE / 4.0;
+        let w = [1.0, tiny, -tiny, f32::MIN_POSITIVE, 0.0, -2.5e-39];
+        let c = g.add_const("w", Tensor::from_slice(&[6], &w).unwrap());
+        let i = g.add_const("i", Tensor::from_slice(&[1], &[7i64]).unwrap());
+        let r = flush_subnormal_constants(&mut g).unwrap();
+        assert_eq!(r.changed, 3);
+        let got = g.values[c].konst.as_ref().unwrap().to_f32_vec().unwrap();
+        let want = [1.0, 0.0, -0.0, f32::MIN_POSITIVE, 0.0, -0.0];
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{got:?}"
+        );
+        // other dtypes and constants without subnormals are left alone
+        assert_eq!(g.values[i].konst.as_ref().unwrap().dtype, DType::I64);
+        assert_eq!(flush_subnormal_constants(&mut g).unwrap().changed, 0);
     }
 }
