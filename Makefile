@@ -45,6 +45,9 @@ lint: setup-rust
 test: setup lint conformance-data models
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
+	# the kernels again held to the portable code (runtime/src/kernels/cpu.rs):
+	# the paths a CPU without AVX2 or VNNI takes, and the refusal to pack for them
+	MORSEL_ISA=baseline cargo test -p morsel-runtime --lib kernels
 	$(MAKE) test-arm
 	$(MAKE) test-wasm
 

@@ -1471,6 +1471,28 @@ fn random_inputs(model: &Model, dims: &[String]) -> Result<Vec<(String, Tensor)>
         );
     }
     let g = model.graph();
+    let known: Vec<&str> = g
+        .inputs
+        .iter()
+        .flat_map(|&i| g.values[i].shape.iter())
+        .filter_map(|d| match d {
+            Dim::Sym(s) => Some(&**s),
+            Dim::Known(_) => None,
+        })
+        .collect();
+    if let Some(k) = sizes.keys().find(|k| !known.contains(&k.as_str())) {
+        let mut names = known.clone();
+        names.sort_unstable();
+        names.dedup();
+        bail!(
+            "--dim '{k}': the model's inputs have no symbolic dim of that name ({})",
+            if names.is_empty() {
+                "they have none".to_string()
+            } else {
+                format!("theirs: {}", names.join(", "))
+            }
+        );
+    }
     let mut seed = 0x2545F491u32;
     let mut out = Vec::new();
     for &i in &g.inputs {

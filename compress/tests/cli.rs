@@ -104,5 +104,13 @@ fn compress_without_data_still_writes_the_file_when_random_inputs_do_not_run() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("latency not measured"), "{stderr}");
     assert!(stdout.contains("x=[1, 3, 48, 320]"), "{stdout}");
+    // A name the inputs do not have is an error naming the ones they have.
+    let out = compress(&["--dim", "width=320"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--dim 'width'") && stderr.contains("p2o.DynamicDimension.1"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

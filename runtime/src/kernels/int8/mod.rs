@@ -290,6 +290,10 @@ pub fn pack_b_transposed(bt: &[i8], n: usize, k: usize, row_stride: usize) -> Re
 }
 
 /// [`pack_b`] for a given kernel (tests, benches).
+///
+/// Errors: a kernel this CPU does not run (not in [`Kernel::available`]):
+/// [`gemm_i8`] runs the kernel a `PackedB` was packed for, so packing for
+/// one the CPU lacks would execute instructions it does not have.
 pub fn pack_b_for(
     kernel: Kernel,
     b: &[i8],
@@ -297,11 +301,13 @@ pub fn pack_b_for(
     n: usize,
     row_stride: usize,
 ) -> Result<PackedB> {
+    runs_here(kernel)?;
     check_fits(b.len(), k, n, row_stride, "B");
     pack(kernel, k, n, |kk, j| b[kk * row_stride + j])
 }
 
-/// [`pack_b_transposed`] for a given kernel (tests, benches).
+/// [`pack_b_transposed`] for a given kernel (tests, benches); errors as
+/// [`pack_b_for`].
 pub fn pack_b_transposed_for(
     kernel: Kernel,
     bt: &[i8],
@@ -309,8 +315,20 @@ pub fn pack_b_transposed_for(
     k: usize,
     row_stride: usize,
 ) -> Result<PackedB> {
+    runs_here(kernel)?;
     check_fits(bt.len(), n, k, row_stride, "Bᵀ");
     pack(kernel, k, n, |kk, j| bt[j * row_stride + kk])
+}
+
+/// An error unless this CPU runs `kernel`.
+fn runs_here(kernel: Kernel) -> Result<()> {
+    if Kernel::available().contains(&kernel) {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "int8 kernel {kernel:?}: this CPU does not have its instructions"
+        )))
+    }
 }
 
 /// Panics unless a `rows×cols` row-major view with `stride` fits in `len`.

@@ -151,6 +151,37 @@ fn packing_refuses_minus_128_and_huge_k() {
     assert!(e.to_string().contains("over"), "{e}");
 }
 
+/// Packing for a kernel is refused unless this CPU runs it (gemm_i8 would
+/// execute its instructions); every kernel it does run packs.
+#[test]
+fn packing_is_refused_for_a_kernel_this_cpu_lacks() {
+    let all: &[Kernel] = &[
+        Kernel::Generic,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni,
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon,
+        #[cfg(target_arch = "aarch64")]
+        Kernel::NeonDot,
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Kernel::Simd128,
+    ];
+    let b = [1i8; 12];
+    for &kernel in all {
+        let packed = pack_b_for(kernel, &b, 3, 4, 4);
+        let transposed = pack_b_transposed_for(kernel, &b, 4, 3, 3);
+        if Kernel::available().contains(&kernel) {
+            assert!(packed.is_ok() && transposed.is_ok(), "{kernel:?}");
+        } else {
+            let e = packed.unwrap_err().to_string();
+            assert!(e.contains("does not have its instructions"), "{e}");
+            assert!(transposed.is_err(), "{kernel:?}");
+        }
+    }
+}
+
 #[test]
 fn empty_shapes() {
     for &kernel in Kernel::available() {
