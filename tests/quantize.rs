@@ -569,6 +569,8 @@ fn conv_becomes_qconv_and_grouped_or_transposed_stay_float() {
     let r = quantize_dynamic(&mut g, &all()).unwrap();
     assert_eq!(ops(&g), ["QConv"]);
     assert_eq!(r.converted[0].to, "QConv");
+    // 6×4×3×3 int8 weights and 6 scales, stored as halves
+    assert_eq!(r.converted[0].int8_bytes, 6 * 4 * 9 + 6 * 2);
     let bytes = to_bytes(&g, FloatStorage::F32).unwrap();
     let read = Model::from_bytes(&bytes).unwrap();
     let got = read.run(&[("x", x.view())]).unwrap()[0]

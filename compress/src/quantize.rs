@@ -167,9 +167,16 @@ fn add_quantized(
         shape,
         weight_rel_error: rel,
         f32_bytes: numel * 4,
-        int8_bytes: numel + sv.len() * 4,
+        int8_bytes: numel + scale_bytes(&sv),
     });
     Ok((q, s))
+}
+
+/// Bytes the writer stores `scales` in: 2 each when all are exact halves
+/// (they are, rounded up to the half grid, unless one is over 65504).
+fn scale_bytes(scales: &[f32]) -> usize {
+    let halves = scales.iter().all(|&v| half::f16::from_f32(v).to_f32() == v);
+    scales.len() * if halves { 2 } else { 4 }
 }
 
 fn quantize_weight(w: &[f32], rows: usize, cols: usize, per_col: bool) -> (Vec<i8>, Vec<f32>, f64) {
@@ -597,7 +604,7 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
                         shape: [rows, width],
                         weight_rel_error: rel,
                         f32_bytes: rows * width * 4,
-                        int8_bytes: rows * width + rows * 4,
+                        int8_bytes: rows * width + scale_bytes(&sv),
                     });
                     done.insert((d, false, 0), (q, s));
                     (q, s)
