@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 
 use super::conv::{Activation, Geo, Window, check_len, check_ranks, conv_output};
-use super::qmatmul::quantize_row;
+use super::qmatmul::{Job, product_rows, quantize_row};
 use super::{Ctx, Fact, Op, PackOnce, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
@@ -214,13 +214,16 @@ fn per_position(
 ) {
     let m = packed.n();
     let job = Positions {
-        c,
+        job: Job {
+            k: c,
+            n: m,
+            w: packed,
+            w_scale,
+            bias,
+            act,
+        },
         sp,
-        packed,
         xs,
-        w_scale,
-        bias,
-        act,
     };
     #[cfg(feature = "threads")]
     if threads > 1 && sp >= 2 * MIN_POSITIONS && sp * c * m >= PARALLEL_MIN_WORK {
@@ -269,13 +272,10 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// What every block of [`per_position`] reads.
 struct Positions<'a> {
-    c: usize,
+    /// The product of a position's `C` values (`K = C`, `N = M`).
+    job: Job<'a>,
     sp: usize,
-    packed: &'a PackedB,
     xs: &'a [f32],
-    w_scale: &'a [f32],
-    bias: Option<&'a [f32]>,
-    act: Activation,
 }
 
 impl Positions<'_> {
@@ -289,7 +289,7 @@ impl Positions<'_> {
         p1: usize,
         mut write: impl FnMut(usize, usize, &[f32], &mut [f32]),
     ) {
-        let (c, sp, m) = (self.c, self.sp, self.packed.n());
+        let (c, sp, m, job) = (self.job.k, self.sp, self.job.n, &self.job);
         kernels::with_scratch(|f| {
             let (block_out, rest) = grow(f, BLOCK * (2 * m + c)).split_at_mut(BLOCK * m);
             let (xt, tmp) = rest.split_at_mut(BLOCK * c);
@@ -305,26 +305,9 @@ impl Positions<'_> {
                         // the block's positions, channels last (a block at
                         // a time, so they are still in cache when quantized)
                         transpose_f32(&x[j0..], sp, c, nc, xt, c);
-                        let rows = xt[..nc * c].chunks_exact(c);
-                        for (i, (row, q)) in rows.zip(qa.chunks_exact_mut(c)).enumerate() {
-                            (scales[i], zps[i]) = quantize_row(row, q);
-                        }
-                        int8::gemm_i8(nc, &qa[..nc * c], c, self.packed, &mut acc[..nc * m], m);
                         let o = &mut block_out[..nc * m];
-                        int8::dequant_rows(
-                            nc,
-                            m,
-                            &acc[..nc * m],
-                            m,
-                            &scales[..nc],
-                            self.w_scale,
-                            ZeroPoints::Rows(&zps[..nc]),
-                            self.packed.col_sums(),
-                            self.bias,
-                            o,
-                            m,
-                        );
-                        self.act.apply(o);
+                        let bufs = (&mut qa[..], &mut scales[..], &mut zps[..], &mut acc[..]);
+                        product_rows(xt[..nc * c].chunks_exact(c), nc, job, bufs, o);
                         write(ni, j0, o, tmp);
                     }
                 }

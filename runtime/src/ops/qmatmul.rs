@@ -172,27 +172,45 @@ impl Job<'_> {
             for r0 in (0..rows).step_by(block) {
                 let m = block.min(rows - r0);
                 let (a_blk, o_blk) = (&a[r0 * k..][..m * k], &mut out[r0 * n..][..m * n]);
-                for i in 0..m {
-                    (scales[i], zps[i]) = quantize_row(&a_blk[i * k..][..k], &mut qa[i * k..][..k]);
-                }
-                int8::gemm_i8(m, &qa[..m * k], k, self.w, &mut acc[..m * n], n);
-                int8::dequant_rows(
-                    m,
-                    n,
-                    &acc[..m * n],
-                    n,
-                    &scales[..m],
-                    self.w_scale,
-                    ZeroPoints::Rows(&zps[..m]),
-                    self.w.col_sums(),
-                    self.bias,
-                    o_blk,
-                    n,
-                );
-                self.act.apply(o_blk);
+                let bufs = (&mut qa[..], &mut scales[..], &mut zps[..], &mut acc[..]);
+                product_rows(a_blk.chunks_exact(k.max(1)), m, self, bufs, o_blk);
             }
         })
     }
+}
+
+/// `out = act(quant(row)·W rescaled + bias)` for `m` rows of `K = w.k()`
+/// values: each row quantized on its own ([`quantize_row`]), the product
+/// exact in i32 into `acc`, rescaled into `out` (`m × N`) in one call. The
+/// buffers `(qa, scales, zps, acc)` hold at least `m·K`, `m`, `m`, `m·N`.
+/// `QMatMul`'s blocks of rows and the pointwise `QConv`'s blocks of
+/// positions both run this.
+pub(super) fn product_rows<'r>(
+    rows: impl Iterator<Item = &'r [f32]>,
+    m: usize,
+    job: &Job<'_>,
+    (qa, scales, zps, acc): (&mut [i8], &mut [f32], &mut [i32], &mut [i32]),
+    out: &mut [f32],
+) {
+    let (k, n) = (job.k, job.n);
+    for (i, row) in rows.take(m).enumerate() {
+        (scales[i], zps[i]) = quantize_row(row, &mut qa[i * k..][..k]);
+    }
+    int8::gemm_i8(m, &qa[..m * k], k, job.w, &mut acc[..m * n], n);
+    int8::dequant_rows(
+        m,
+        n,
+        &acc[..m * n],
+        n,
+        &scales[..m],
+        job.w_scale,
+        ZeroPoints::Rows(&zps[..m]),
+        job.w.col_sums(),
+        job.bias,
+        out,
+        n,
+    );
+    job.act.apply(out);
 }
 
 /// The pieces of an input shape: (leading dims, K).
