@@ -1266,12 +1266,7 @@ fn reads_model_input(g: &Graph, i: usize) -> bool {
 /// value per channel in their constants (activations, per-channel affine):
 /// the layer after the first, as a Conv's input is its first input.
 fn next_to_first_layer(g: &Graph, i: usize) -> bool {
-    let mut producer = vec![None; g.values.len()];
-    for (j, n) in g.nodes.iter().enumerate() {
-        for &v in &n.outputs {
-            producer[v] = Some(j);
-        }
-    }
+    let producer = g.producers();
     let mut v = g.nodes[i].inputs.first().copied().flatten();
     // A few steps: a stem is short.
     for _ in 0..8 {

@@ -984,7 +984,7 @@ fn dw_chunk<const N: usize>(
     let mut acc = [bias; N];
     for (&off, &wv) in offs.iter().zip(w) {
         // In bounds: the padded plane holds every tap of every output.
-        let v: &[f32; N] = base[off + x0..][..N].try_into().expect("N values");
+        let v = &base[off + x0..][..N];
         for (a, &v) in acc.iter_mut().zip(v) {
             *a += wv * v;
         }

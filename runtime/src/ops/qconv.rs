@@ -136,7 +136,15 @@ impl Op for QConv {
             pack_weight(wq, m, c, geo.k_size())
         })?;
         if is_pointwise(&geo) {
-            per_position(ctx.threads, n, c, in_sp, packed, xs, ws, bias, self.act, y);
+            let job = Job {
+                k: c,
+                n: m,
+                w: packed,
+                w_scale: ws,
+                bias,
+                act: self.act,
+            };
+            per_position(ctx.threads, n, in_sp, job, xs, y);
             return Ok(());
         }
         let scale = std::cell::Cell::new(0f32);
@@ -199,32 +207,9 @@ impl Op for QConv {
 /// With threads, the positions are split into one contiguous range per
 /// thread; each writes its columns of every output row through its own
 /// slices of `y` (the same blocks, so the same bits).
-#[allow(clippy::too_many_arguments)]
-fn per_position(
-    threads: usize,
-    n: usize,
-    c: usize,
-    sp: usize,
-    packed: &PackedB,
-    xs: &[f32],
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    y: &mut [f32],
-) {
-    let m = packed.n();
-    let job = Positions {
-        job: Job {
-            k: c,
-            n: m,
-            w: packed,
-            w_scale,
-            bias,
-            act,
-        },
-        sp,
-        xs,
-    };
+fn per_position(threads: usize, n: usize, sp: usize, job: Job<'_>, xs: &[f32], y: &mut [f32]) {
+    let (c, m) = (job.k, job.n);
+    let job = Positions { job, sp, xs };
     #[cfg(feature = "threads")]
     if threads > 1 && sp >= 2 * MIN_POSITIONS && sp * c * m >= PARALLEL_MIN_WORK {
         use rayon::prelude::*;
