@@ -208,10 +208,10 @@ impl Op for QConv {
 /// thread; each writes its columns of every output row through its own
 /// slices of `y` (the same blocks, so the same bits).
 fn per_position(threads: usize, n: usize, sp: usize, job: Job<'_>, xs: &[f32], y: &mut [f32]) {
-    let (c, m) = (job.k, job.n);
+    let (work, m) = (sp * job.k * job.n, job.n);
     let job = Positions { job, sp, xs };
     #[cfg(feature = "threads")]
-    if threads > 1 && sp >= 2 * MIN_POSITIONS && sp * c * m >= PARALLEL_MIN_WORK {
+    if threads > 1 && sp >= 2 * MIN_POSITIONS && work >= PARALLEL_MIN_WORK {
         use rayon::prelude::*;
         let parts = threads.min(sp / MIN_POSITIONS);
         let per = sp.div_ceil(parts);
@@ -239,7 +239,7 @@ fn per_position(threads: usize, n: usize, sp: usize, job: Job<'_>, xs: &[f32], y
         });
         return;
     }
-    let _ = threads;
+    let _ = (threads, work);
     job.run(n, 0, sp, |ni, j0, o, _| {
         // to columns j0.. of this image's [M, positions]
         let nc = o.len() / m;
