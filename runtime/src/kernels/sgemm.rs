@@ -828,6 +828,34 @@ impl Job<'_> {
         }
     }
 
+    /// What the tile at (i0, j0) of `rows × cols` starts its sums from: C
+    /// itself after the first k block, else the bias (copied into
+    /// `col_bias` / `row_bias`, zero past the tile, which `Init` points at).
+    fn init(
+        &self,
+        first: bool,
+        (i0, rows): (usize, usize),
+        (j0, cols): (usize, usize),
+        col_bias: &mut [f32; NR],
+        row_bias: &mut [f32; MR],
+    ) -> Init {
+        if !first {
+            return Init::Load;
+        }
+        match self.bias {
+            Bias::None => Init::Zero,
+            Bias::Acc => Init::Load,
+            Bias::Col(b) => {
+                col_bias[..cols].copy_from_slice(&b[j0..j0 + cols]);
+                Init::Col(col_bias.as_ptr())
+            }
+            Bias::Row(b) => {
+                row_bias[..rows].copy_from_slice(&b[i0..i0 + rows]);
+                Init::Row(row_bias.as_ptr())
+            }
+        }
+    }
+
     /// Two full column panels at (i0, j0) with [`tile_avx512_x2`]: B rows
     /// at `b0 + k·bstep` and `b1 + k·bstep`.
     ///
@@ -847,26 +875,13 @@ impl Job<'_> {
         first: bool,
     ) {
         let ldc = self.ldc;
-        let mut row_bias = [0f32; MR];
-        let (init0, init1) = if !first {
-            (Init::Load, Init::Load)
-        } else {
-            match self.bias {
-                Bias::None => (Init::Zero, Init::Zero),
-                Bias::Acc => (Init::Load, Init::Load),
-                // The bias slice holds n >= j0 + 2·NR values.
-                Bias::Col(b) => (
-                    Init::Col(b[j0..j0 + NR].as_ptr()),
-                    Init::Col(b[j0 + NR..j0 + 2 * NR].as_ptr()),
-                ),
-                Bias::Row(b) => {
-                    row_bias[..rows].copy_from_slice(&b[i0..i0 + rows]);
-                    (Init::Row(row_bias.as_ptr()), Init::Row(row_bias.as_ptr()))
-                }
-            }
-        };
+        let (mut col_bias, mut row_bias) = ([[0f32; NR]; 2], [0f32; MR]);
+        let [c0, c1] = &mut col_bias;
+        let init = (
+            self.init(first, (i0, rows), (j0, NR), c0, &mut row_bias),
+            self.init(first, (i0, rows), (j0 + NR, NR), c1, &mut row_bias),
+        );
         let (a, b0, b1) = (ap.as_ptr(), b0.as_ptr(), b1.as_ptr());
-        let init = (init0, init1);
         // SAFETY: the caller guarantees the tile is inside C, the panels'
         // rows and AVX-512 F; rows past `rows` are never read.
         unsafe {
@@ -897,24 +912,8 @@ impl Job<'_> {
         first: bool,
     ) {
         let ldc = self.ldc;
-        let mut col_bias = [0f32; NR];
-        let mut row_bias = [0f32; MR];
-        let init = if !first {
-            Init::Load
-        } else {
-            match self.bias {
-                Bias::None => Init::Zero,
-                Bias::Acc => Init::Load,
-                Bias::Col(b) => {
-                    col_bias[..cols].copy_from_slice(&b[j0..j0 + cols]);
-                    Init::Col(col_bias.as_ptr())
-                }
-                Bias::Row(b) => {
-                    row_bias[..rows].copy_from_slice(&b[i0..i0 + rows]);
-                    Init::Row(row_bias.as_ptr())
-                }
-            }
-        };
+        let (mut col_bias, mut row_bias) = ([0f32; NR], [0f32; MR]);
+        let init = self.init(first, (i0, rows), (j0, cols), &mut col_bias, &mut row_bias);
         // SAFETY: the caller guarantees the tile is inside C.
         let cp = unsafe { c.0.add(i0 * ldc + j0) };
         // Only the tile's own rows: a short last row panel (m = 128 is 21
