@@ -26,6 +26,7 @@ pub mod graph;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod par;
 pub mod session;
 pub mod tensor;
 

@@ -461,7 +461,6 @@ impl Session {
             slots.resize_with(plan.slot_bytes.len(), AlignedBuf::default);
         }
         let graph = model.graph();
-        let threads = ctx.threads;
         let mut run_steps = || -> Result<()> {
             for step in &plan.steps {
                 let node = &graph.nodes[step.node];
@@ -515,20 +514,7 @@ impl Session {
             }
             Ok(())
         };
-        // With threads, the whole run goes to a pool thread: the ops' fork
-        // and join then stay among the pool's threads instead of waking
-        // this one (a sleeping thread's wake-up per parallel op).
-        #[cfg(feature = "threads")]
-        if threads > 1 && rayon::current_thread_index().is_none() {
-            rayon::scope(|_| run_steps())?;
-        } else {
-            run_steps()?;
-        }
-        #[cfg(not(feature = "threads"))]
-        {
-            let _ = threads;
-            run_steps()?;
-        }
+        run_steps()?;
         let mut results: SmallVec<[TensorRef<'_>; 4]> = SmallVec::new();
         for &o in &graph.outputs {
             let src = plan.loc[o].as_ref().ok_or_else(|| {

@@ -558,7 +558,7 @@ enum ASrc<'a> {
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: threads given an `OutPtr` write disjoint rectangles of C (see
-// `gemm_packed`), and C outlives them (scoped threads).
+// `matmul`), and C outlives them (`par::run` returns when all are done).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -1144,27 +1144,27 @@ pub fn matmul(
         epi,
     };
     let out = OutPtr(c.as_mut_ptr());
-    #[cfg(feature = "threads")]
     if parts > 1 {
         let total = if split_cols { np } else { mp };
-        rayon::scope(|s| {
-            let mut rest = sb;
-            for t in 0..parts {
-                let (sc, r) = std::mem::take(&mut rest).split_at_mut(per_thread);
-                rest = r;
-                let (lo, hi) = (total * t / parts, total * (t + 1) / parts);
-                let job = &job;
-                s.spawn(move |_| {
-                    let (rows, cols) = if split_cols {
-                        ((0, mp), (lo, hi))
-                    } else {
-                        ((lo, hi), (0, np))
-                    };
-                    // SAFETY: `c` was checked to hold m×n at stride ldc; the
-                    // ranges of different threads do not overlap.
-                    unsafe { job.run(out, rows, cols, sc) }
-                });
-            }
+        // Each part's scratch (empty when B needs no packing).
+        let mut scratches: Vec<&mut [f32]> = Vec::with_capacity(parts);
+        let mut rest = sb;
+        for _ in 0..parts {
+            let (sc, r) = std::mem::take(&mut rest).split_at_mut(per_thread);
+            scratches.push(sc);
+            rest = r;
+        }
+        crate::par::chunks_mut(threads, &mut scratches, 1, |t, sc| {
+            let sc = &mut *sc[0];
+            let (lo, hi) = (total * t / parts, total * (t + 1) / parts);
+            let (rows, cols) = if split_cols {
+                ((0, mp), (lo, hi))
+            } else {
+                ((lo, hi), (0, np))
+            };
+            // SAFETY: `c` was checked to hold m×n at stride ldc; the
+            // ranges of different parts do not overlap.
+            unsafe { job.run(out, rows, cols, sc) }
         });
         return Ok(());
     }

@@ -228,7 +228,7 @@ type Portable = Split;
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: each thread writes only its own columns of C (see `matmul`), and
-// C outlives the scoped threads.
+// C outlives the parts (`par::run` returns when all are done).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -491,22 +491,15 @@ fn matmul_with(
     } else {
         threads.clamp(1, n.div_ceil(16))
     };
-    #[cfg(feature = "threads")]
     if parts > 1 {
-        rayon::scope(|s| {
-            for t in 0..parts {
-                let (j0, j1) = (n * t / parts, n * (t + 1) / parts);
-                let job = &job;
-                s.spawn(move |_| {
-                    // SAFETY: C holds m×n at stride ldc (checked above); the
-                    // column ranges of different threads do not overlap.
-                    unsafe { run_best(job, out, j0, j1, portable) }
-                });
-            }
+        crate::par::run(threads, parts, |t| {
+            let (j0, j1) = (n * t / parts, n * (t + 1) / parts);
+            // SAFETY: C holds m×n at stride ldc (checked above); the
+            // column ranges of different parts do not overlap.
+            unsafe { run_best(&job, out, j0, j1, portable) }
         });
         return Ok(());
     }
-    let _ = parts;
     // SAFETY: C holds m×n at stride ldc (checked above); one thread.
     unsafe { run_best(&job, out, 0, n, portable) };
     Ok(())

@@ -715,15 +715,10 @@ fn depthwise(
         depthwise_plane(xp, &ws[oc * ksp..][..ksp], bs.map_or(0.0, |b| b[oc]), yp, g);
         act.apply(yp);
     };
-    #[cfg(feature = "threads")]
     if threads > 1 && y.len().saturating_mul(ksp) >= 1 << 16 {
-        use rayon::prelude::*;
-        y.par_chunks_mut(out_sp)
-            .enumerate()
-            .for_each(|(i, yp)| plane(i, yp));
+        crate::par::chunks_mut(threads, y, out_sp, plane);
         return;
     }
-    let _ = threads;
     for (i, yp) in y.chunks_exact_mut(out_sp).enumerate() {
         plane(i, yp);
     }

@@ -293,14 +293,9 @@ fn matmul_f32(
     };
     // Several products (attention's heads): whole products per thread, so
     // small ones do not each pay a fork and join.
-    #[cfg(feature = "threads")]
     if ex.threads > 1 && batches > 1 && batches.saturating_mul(mn).saturating_mul(k) >= 1 << 17 {
-        use rayon::prelude::*;
         let single = Extras { threads: 1, ..*ex };
-        return c
-            .par_chunks_mut(mn)
-            .enumerate()
-            .try_for_each(|(i, c)| one(i, c, &single));
+        return crate::par::try_chunks_mut(ex.threads, c, mn, |i, c| one(i, c, &single));
     }
     for (i, c) in c.chunks_exact_mut(mn).enumerate() {
         one(i, c, ex)?;

@@ -113,17 +113,11 @@ pub fn par_pieces<T: Send>(
     unit: usize,
     f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
 ) -> Result<()> {
-    #[cfg(feature = "threads")]
     if threads > 1 && out.len() >= PAR_MIN_ELEMS {
-        use rayon::prelude::*;
         let unit = unit.max(1);
         let len = out.len().div_ceil(threads).div_ceil(unit) * unit;
-        return out
-            .par_chunks_mut(len)
-            .enumerate()
-            .try_for_each(|(i, piece)| f(i * len, piece));
+        return crate::par::try_chunks_mut(threads, out, len, |i, piece| f(i * len, piece));
     }
-    let _ = (threads, unit);
     f(0, out)
 }
 

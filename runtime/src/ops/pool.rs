@@ -335,16 +335,15 @@ impl Op for GlobalPool {
                 sum_of(p) / plane as f32
             };
         };
-        #[cfg(feature = "threads")]
         if ctx.threads > 1 && xs.len() >= super::PAR_MIN_ELEMS && nc > 1 {
-            use rayon::prelude::*;
-            y.par_iter_mut()
-                .zip(xs.par_chunks_exact(plane))
-                .with_min_len(nc.div_ceil(ctx.threads))
-                .for_each(|(o, p)| pool(o, p));
+            let per = nc.div_ceil(ctx.threads);
+            crate::par::chunks_mut(ctx.threads, y, per, |t, ys| {
+                for (o, p) in ys.iter_mut().zip(xs[t * per * plane..].chunks_exact(plane)) {
+                    pool(o, p);
+                }
+            });
             return Ok(());
         }
-        let _ = ctx;
         for (o, p) in y.iter_mut().zip(xs.chunks_exact(plane)) {
             pool(o, p);
         }

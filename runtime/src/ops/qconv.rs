@@ -212,7 +212,6 @@ fn per_position(threads: usize, n: usize, sp: usize, job: Job<'_>, xs: &[f32], y
     let job = Positions { job, sp, xs };
     #[cfg(feature = "threads")]
     if threads > 1 && sp >= 2 * MIN_POSITIONS && work >= PARALLEL_MIN_WORK {
-        use rayon::prelude::*;
         let parts = threads.min(sp / MIN_POSITIONS);
         let per = sp.div_ceil(parts);
         // Part t's slices: positions t·per.. of each (image, channel) row.
@@ -226,7 +225,8 @@ fn per_position(threads: usize, n: usize, sp: usize, job: Job<'_>, xs: &[f32], y
                 rest = after;
             }
         }
-        outs.into_par_iter().enumerate().for_each(|(t, mut out)| {
+        crate::par::chunks_mut(threads, &mut outs, 1, |t, out| {
+            let out = &mut out[0];
             let (p0, p1) = (t * per, ((t + 1) * per).min(sp));
             job.run(n, p0, p1, |ni, j0, o, tmp| {
                 // [nc, M] to [M, nc], then each channel's run of positions

@@ -28,8 +28,8 @@
 //!
 //! The integer part gives the same bits on every CPU; so do the quantize
 //! and rescale helpers (see [`crate::kernels::int8`]). With the `threads`
-//! feature and `ctx.threads > 1`, blocks of rows run on rayon's pool, each
-//! thread with its own scratch; the result does not depend on the split.
+//! feature and `ctx.threads > 1`, blocks of rows run on the helper team
+//! ([`crate::par`]), each thread with its own scratch; the result does not depend on the split.
 //!
 //! The compressor's `quantize_dynamic` pass (compress/src/quantize.rs)
 //! makes these nodes from MatMul/Gemm with a constant f32 weight.
@@ -58,7 +58,6 @@ struct QMatMul {
 const BLOCK_BYTES: usize = 256 * 1024;
 
 /// Work (`rows·K·N`) below which one thread does it all.
-#[cfg(feature = "threads")]
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// Per-thread buffers reused across runs (warm runs do not allocate).
@@ -356,19 +355,16 @@ impl Op for QMatMul {
             bias,
             act: self.act,
         };
-        #[cfg(feature = "threads")]
         if ctx.threads > 1
             && rows >= 2 * MR
             && rows.saturating_mul(k).saturating_mul(n) >= PARALLEL_MIN_WORK
         {
-            use rayon::prelude::*;
             let per = rows.div_ceil(ctx.threads).div_ceil(MR) * MR;
-            o.par_chunks_mut(per * n)
-                .zip(x.par_chunks(per * k.max(1)))
-                .for_each(|(o, x)| job.run(x, o));
+            crate::par::chunks_mut(ctx.threads, o, per * n, |t, o| {
+                job.run(&x[t * per * k..][..(o.len() / n.max(1)) * k], o)
+            });
             return Ok(());
         }
-        let _ = (ctx, rows);
         job.run(x, o);
         Ok(())
     }
