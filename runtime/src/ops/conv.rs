@@ -738,7 +738,7 @@ fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, y: &mut [f32], g: &Geo) {
             unsafe { depthwise_plane_avx2(x, w, bias, y, g, buf) };
             return;
         }
-        depthwise_plane_impl::<32>(x, w, bias, y, g, buf, dw_chunk::<32>)
+        depthwise_plane_impl::<32>(x, w, bias, y, g, buf, dw_chunk::<32>, dw_chunk::<32>)
     })
 }
 
@@ -756,13 +756,14 @@ unsafe fn depthwise_plane_avx2(
     g: &Geo,
     buf: &mut Vec<f32>,
 ) {
-    depthwise_plane_impl::<32>(x, w, bias, y, g, buf, |base, offs, w, bias, x0, row| {
+    let chunk = |base: &[f32], offs: &[usize], w: &[f32], bias: f32, x0: usize, row: &mut [f32]| {
         dw_chunk_avx2(base, offs, w, bias, x0, row)
-    })
+    };
+    depthwise_plane_impl::<32>(x, w, bias, y, g, buf, chunk, chunk)
 }
 
 /// The same loop compiled for AVX-512, 64 columns at a time in four zmm
-/// sums held in registers.
+/// sums held in registers (then 32 in four ymm sums).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F.
@@ -776,9 +777,16 @@ unsafe fn depthwise_plane_avx512(
     g: &Geo,
     buf: &mut Vec<f32>,
 ) {
-    depthwise_plane_impl::<64>(x, w, bias, y, g, buf, |base, offs, w, bias, x0, row| {
-        dw_chunk_avx512(base, offs, w, bias, x0, row)
-    })
+    depthwise_plane_impl::<64>(
+        x,
+        w,
+        bias,
+        y,
+        g,
+        buf,
+        |base, offs, w, bias, x0, row| dw_chunk_avx512(base, offs, w, bias, x0, row),
+        |base, offs, w, bias, x0, row| dw_chunk_avx2(base, offs, w, bias, x0, row),
+    )
 }
 
 /// [`dw_chunk`] of 32 columns in four ymm sums. Each column's taps are
@@ -832,7 +840,9 @@ fn dw_chunk_avx512(base: &[f32], offs: &[usize], w: &[f32], bias: f32, x0: usize
 
 #[inline(always)]
 /// `buf`: scratch for the zero-padded plane (grown as needed, reused);
-/// `WIDE` output columns at a time, then 8.
+/// `WIDE` output columns at a time (`wide`), then 32 (`half`, when WIDE is
+/// 64), then 8.
+#[allow(clippy::too_many_arguments)]
 fn depthwise_plane_impl<const WIDE: usize>(
     x: &[f32],
     w: &[f32],
@@ -841,6 +851,7 @@ fn depthwise_plane_impl<const WIDE: usize>(
     g: &Geo,
     buf: &mut Vec<f32>,
     wide: impl Fn(&[f32], &[usize], &[f32], f32, usize, &mut [f32]),
+    half: impl Fn(&[f32], &[usize], &[f32], f32, usize, &mut [f32]),
 ) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
@@ -905,19 +916,35 @@ fn depthwise_plane_impl<const WIDE: usize>(
         let plane: &[f32] = plane;
         // Where tap t of output column 0 sits, from the row's first
         // padded row; and the step between output rows.
+        // (Once per plane, so no division at stride 1: 25 taps' `/` and
+        // `%` cost as much as the sums of a 2×96 plane.)
         let mut offs = [0usize; MAX_TAPS];
-        for (t, o) in offs.iter_mut().enumerate().take(kh * kw) {
-            let (b, e) = (t / kw, t % kw);
-            *o = (b * dh * sw + (e * dw) % sw) * qw + (e * dw) / sw;
+        for (b, row) in offs.chunks_exact_mut(kw).take(kh).enumerate() {
+            for (e, o) in row.iter_mut().enumerate() {
+                *o = if sw == 1 {
+                    b * dh * qw + e * dw
+                } else {
+                    (b * dh * sw + (e * dw) % sw) * qw + (e * dw) / sw
+                };
+            }
         }
-        let offs = &offs[..kh * kw];
-        let w = &w[..kh * kw];
         for (yy, row) in y.chunks_exact_mut(ow).enumerate().take(oh) {
             let base = &plane[yy * sh * sw * qw..];
+            // Kernel rows that read only zero padding add nothing: the
+            // row's taps are those of kernel rows b0..b1 (a run, as taps go
+            // row by row), the same run on every path, so the same bits.
+            let first = yy * sh;
+            let b0 = ph.saturating_sub(first).div_ceil(dh).min(kh);
+            let b1 = (ph + ih).saturating_sub(first).div_ceil(dh).clamp(b0, kh);
+            let (offs, w) = (&offs[b0 * kw..b1 * kw], &w[b0 * kw..b1 * kw]);
             let mut x0 = 0;
             while x0 + WIDE <= ow {
                 wide(base, offs, w, bias, x0, row);
                 x0 += WIDE;
+            }
+            while WIDE > 32 && x0 + 32 <= ow {
+                half(base, offs, w, bias, x0, row);
+                x0 += 32;
             }
             while x0 + 8 <= ow {
                 dw_chunk::<8>(base, offs, w, bias, x0, row);

@@ -445,16 +445,44 @@ fn cases() -> Vec<Case> {
             &[],
             "",
         ),
+        // Planes lower than the kernel (PP-OCR cls's 2×96): kernel rows in
+        // the padding are skipped, also with dilation.
+        case(
+            &[1, 4, 2, 96],
+            &[4, 1, 5, 5],
+            4,
+            &[],
+            &[2, 2, 2, 2],
+            &[],
+            "",
+        ),
+        case(
+            &[1, 2, 3, 40],
+            &[2, 1, 3, 3],
+            2,
+            &[],
+            &[3, 2, 1, 2],
+            &[2, 2],
+            "",
+        ),
     ]
 }
 
 /// The depthwise plane gives the same bits whichever copy this CPU runs
 /// (AVX-512, AVX2 or portable): each column adds its taps in one order,
-/// multiply then add.
+/// multiply then add. 2×96 is PP-OCR cls's last planes: 64 + 32 columns
+/// on AVX-512, and most kernel rows in the padding.
 #[test]
 fn depthwise_copies_give_the_same_bits() {
     let mut rng = Rng(12);
-    for (ih, iw, k, stride, pad) in [(6, 150, 5, 1, 2), (7, 133, 3, 2, 1), (3, 70, 5, 1, 2)] {
+    let shapes = [
+        (6, 150, 5, 1, 2),
+        (7, 133, 3, 2, 1),
+        (3, 70, 5, 1, 2),
+        (2, 96, 5, 1, 2),
+        (1, 40, 3, 1, 1),
+    ];
+    for (ih, iw, k, stride, pad) in shapes {
         let x = rng.vec(ih * iw);
         let w = rng.vec(k * k);
         let win = Window::parse(
@@ -468,7 +496,16 @@ fn depthwise_copies_give_the_same_bits() {
         let n = g.out_size();
         let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
         depthwise_plane(&x, &w, 0.25, &mut a, &g);
-        depthwise_plane_impl::<32>(&x, &w, 0.25, &mut b, &g, &mut Vec::new(), dw_chunk::<32>);
+        depthwise_plane_impl::<32>(
+            &x,
+            &w,
+            0.25,
+            &mut b,
+            &g,
+            &mut Vec::new(),
+            dw_chunk::<32>,
+            dw_chunk::<32>,
+        );
         assert!(
             a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
             "{ih}x{iw} k{k} s{stride}"
