@@ -368,6 +368,28 @@ mod tests {
         assert_eq!(total.load(Ordering::Relaxed), 20);
     }
 
+    /// Sessions on several threads at once: one gets the team, the others
+    /// run their parts themselves; every call still runs each part once.
+    #[test]
+    fn concurrent_callers_each_run_all_their_parts() {
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                s.spawn(move || {
+                    for round in 0..200usize {
+                        let parts = 1 + (t * 7 + round) % 13;
+                        let mut v = vec![0usize; parts * 3];
+                        chunks_mut(2, &mut v, 3, |i, c| c.iter_mut().for_each(|x| *x += i + 1));
+                        assert!(
+                            v.chunks(3)
+                                .enumerate()
+                                .all(|(i, c)| c.iter().all(|&x| x == i + 1))
+                        );
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn a_panicking_part_panics_the_caller_after_the_others_finish() {
         let done = AtomicUsize::new(0);
