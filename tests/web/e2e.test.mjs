@@ -137,7 +137,7 @@ test('bench page: Chromium outputs equal native Morsel; load, memory, latency ne
   const f = (v) => v.toFixed(3);
   console.log([
     `browser (${info.userAgent.match(/Chrome\/[\d.]+/)?.[0]}, crossOriginIsolated=${info.crossOriginIsolated}), onnxruntime-web ${info.ortVersion}`,
-    `  .wasm shipped: raw ${size.raw} B, gzip -9 ${size.gzip9} B`,
+    `  .wasm shipped (a page loads one): simd128 raw ${size.raw} B, gzip -9 ${size.gzip9} B; relaxed SIMD raw ${size.relaxed?.raw} B, gzip -9 ${size.relaxed?.gzip9} B`,
     `  digits test split (450): max |diff| vs native Morsel ${diffNative.toExponential(3)}, vs onnxruntime-web ${diffOrt.toExponential(3)}, accuracy ${correct}/450`,
     `  load (fetch -> ready, median of 5 fresh pages): Morsel ${f(median(loads.morsel))} ms, onnxruntime-web ${f(median(loads.ort))} ms`,
     `  wasm memory: ${morselLoad.wasmMemoryBytes} B after load, ${lat450.wasmMemoryBytes} B after batch 450 (session buffers ${lat450.sessionBytes} B)`,

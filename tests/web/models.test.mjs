@@ -192,12 +192,13 @@ test('report: latency table (Morsel / onnxruntime-web), target/wasm-test/models.
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   console.log([
-    `headless Chromium (${info.userAgent?.match(/Chrome\/[\d.]+/)?.[0]}, crossOriginIsolated=${info.crossOriginIsolated}), onnxruntime-web ${info.ortVersion} (wasm, 1 thread), Morsel .wasm ${size ? `${size.raw} B raw, ${size.gzip9} B gzip -9` : '?'}`,
+    `headless Chromium (${info.userAgent?.match(/Chrome\/[\d.]+/)?.[0]}, crossOriginIsolated=${info.crossOriginIsolated}), onnxruntime-web ${info.ortVersion} (wasm, 1 thread), Morsel int8 kernel ${info.int8Kernel}`,
+    `Morsel .wasm: simd128 ${size ? `${size.raw} B raw, ${size.gzip9} B gzip -9` : '?'}; relaxed SIMD ${size?.relaxed ? `${size.relaxed.raw} B raw, ${size.relaxed.gzip9} B gzip -9` : '?'} (the page loads one)`,
     `median latency, runs alternating Morsel / onnxruntime-web:`,
     line(head), ...rows.map(line),
   ].join('\n'));
   fs.writeFileSync(path.join(OUT, 'models.json'), JSON.stringify({ chromium: info.userAgent, crossOriginIsolated: info.crossOriginIsolated,
-    ortWeb: info.ortVersion, wasmSize: size, runs: RUNS, cases: results }, null, 2) + '\n');
+    ortWeb: info.ortVersion, int8Kernel: info.int8Kernel, wasmSize: size, runs: RUNS, cases: results }, null, 2) + '\n');
   assert.equal(names.length, Object.keys(LABELS).length, 'every case ran');
 });
 

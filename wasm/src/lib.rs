@@ -248,6 +248,14 @@ pub fn wasm_memory_bytes() -> f64 {
     }
 }
 
+/// The int8 matrix kernel this build runs on this engine and CPU:
+/// `"RelaxedDot"` (the relaxed-SIMD build where its dot product is exact,
+/// e.g. Chromium on x86 with AVX-VNNI), `"Simd128"`, or `"Generic"`.
+#[wasm_bindgen(js_name = int8Kernel)]
+pub fn int8_kernel() -> String {
+    format!("{:?}", morsel_runtime::kernels::int8::Kernel::best())
+}
+
 /// The version of this package's runtime.
 #[wasm_bindgen]
 pub fn version() -> String {

@@ -32,6 +32,10 @@
 //!   `sadalp` into i32.
 //! - `Simd128` (wasm32 built with simd128, 4×4, K in groups of 8): A rows
 //!   and B columns sign-extended to i16 as they load, `i32x4.dot_i16x8_s`.
+//! - `RelaxedDot` (wasm32 built with relaxed-simd, 4×16, the Avx2 layout):
+//!   `i32x4.relaxed_dot_i8x16_i7x16_add_s` on A flipped to unsigned, as
+//!   VNNI; only where a probe at first use finds it exact (Chromium on x86
+//!   lowers it to `vpdpbusd`).
 //!
 //! Packed layout (`Kernel::layout`): columns in panels of `nr` (the last one
 //! zero-padded), K padded with zeros to a multiple of `kpad`; inside a
@@ -82,6 +86,10 @@ pub enum Kernel {
     NeonDot,
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     Simd128,
+    /// wasm relaxed SIMD where its dot product is exact u8 × s8 (the
+    /// `vpdpbusd` lowering): the Avx2 layout, A flipped as for VNNI.
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    RelaxedDot,
 }
 
 /// How a kernel wants B packed, and how it reads A.
@@ -108,6 +116,8 @@ impl Kernel {
             Kernel::NeonDot => (16, 4, 16),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => (4, 8, 8),
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            Kernel::RelaxedDot => (16, 4, 4),
         };
         Layout { nr, kg, kpad }
     }
@@ -136,6 +146,10 @@ impl Kernel {
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             v.push(Kernel::Simd128);
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            if wasm32::relaxed_dot_is_exact() {
+                v.push(Kernel::RelaxedDot);
+            }
             v
         })
     }
@@ -145,6 +159,10 @@ impl Kernel {
     fn reads_a_flipped(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         if self == Kernel::Avx512Vnni {
+            return true;
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        if self == Kernel::RelaxedDot {
             return true;
         }
         false
@@ -175,6 +193,8 @@ impl Kernel {
             Kernel::NeonDot => unsafe { aarch64::tile_sdot_4x16(t, out) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => wasm32::tile_simd128_4x4(t, out),
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            Kernel::RelaxedDot => wasm32::tile_relaxed_4x16(t, out),
         }
     }
 }
@@ -199,7 +219,10 @@ pub(crate) struct Tile<'a> {
     pub cols: usize,
     /// `Σ_k panel[k][j]` of the panel's columns, zero past `cols` (for a
     /// kernel that reads A as unsigned, `a + 128`, and takes `128·sum` off).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_feature = "relaxed-simd")),
+        allow(dead_code)
+    )]
     pub sums: &'a [i32; MAX_NR],
 }
 
@@ -566,6 +589,8 @@ impl Vector {
             Kernel::Neon | Kernel::NeonDot => Vector::Neon,
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => Vector::Simd128,
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            Kernel::RelaxedDot => Vector::Simd128,
         }
     }
 

@@ -167,6 +167,8 @@ fn packing_is_refused_for_a_kernel_this_cpu_lacks() {
         Kernel::NeonDot,
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         Kernel::Simd128,
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        Kernel::RelaxedDot,
     ];
     let b = [1i8; 12];
     for &kernel in all {

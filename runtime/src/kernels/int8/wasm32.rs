@@ -89,6 +89,121 @@ fn rows<const R: usize>(t: &Tile<'_>, r0: usize, out: &mut [[i32; MAX_NR]; MR]) 
     }
 }
 
+/// Whether `i32x4.relaxed_dot_i8x16_i7x16_add_s` computes exact unsigned ×
+/// signed byte dot products here, as x86's `vpdpbusd` does (Chromium on a
+/// CPU with AVX-VNNI): its first operand read as signed, its second as
+/// unsigned, no saturation. The relaxed-SIMD spec leaves the result open
+/// when the second operand has its top bit set (ARM's `sdot` reads it as
+/// signed; a `pmaddubsw` lowering saturates), so this is probed once on
+/// values that tell them apart, and [`tile_relaxed_4x16`] is only used
+/// where it agrees with exact arithmetic.
+#[cfg(target_feature = "relaxed-simd")]
+pub(super) fn relaxed_dot_is_exact() -> bool {
+    let b: [i8; 16] = [
+        -127, 127, 127, 127, 127, -127, 1, -1, 5, -7, 100, -100, 0, 127, -127, 3,
+    ];
+    let a: [u8; 16] = [
+        255, 255, 255, 255, 255, 255, 128, 128, 1, 200, 0, 255, 77, 128, 1, 129,
+    ];
+    let c: [i32; 4] = [7, -7, 1 << 20, -(1 << 20)];
+    let load = |p: *const u8| {
+        // SAFETY: every array above is 16 bytes; loads allow any alignment.
+        unsafe { v128_load(std::hint::black_box(p).cast()) }
+    };
+    let r = i32x4_relaxed_dot_i8x16_i7x16_add(
+        load(b.as_ptr().cast()),
+        load(a.as_ptr()),
+        load(c.as_ptr().cast()),
+    );
+    let got: [i32; 4] = [
+        i32x4_extract_lane::<0>(r),
+        i32x4_extract_lane::<1>(r),
+        i32x4_extract_lane::<2>(r),
+        i32x4_extract_lane::<3>(r),
+    ];
+    let want: [i32; 4] = std::array::from_fn(|l| {
+        c[l] + (0..4)
+            .map(|j| b[4 * l + j] as i32 * a[4 * l + j] as i32)
+            .sum::<i32>()
+    });
+    got == want
+}
+
+/// The VNNI kernel's scheme in wasm relaxed SIMD: the Avx2 layout (panels
+/// of 16 columns, K in groups of 4; one 16-byte vector is 4 columns × 4 k),
+/// A read flipped (`a ^ 0x80`, unsigned; `gemm_i8` flips each block of
+/// rows) and broadcast 4 bytes at a time, one relaxed dot per row, 4
+/// columns and 4 k (16 multiply-adds, `vpdpbusd` under Chromium on x86),
+/// `128·Σ b` taken off at the end. Rows go two at a time: 8 accumulators,
+/// 4 B vectors and one A broadcast fit V8's 16 vector registers. Exact, so
+/// the same integers as every other kernel; only made after
+/// [`relaxed_dot_is_exact`].
+#[cfg(target_feature = "relaxed-simd")]
+pub(super) fn tile_relaxed_4x16(t: &Tile<'_>, out: &mut [[i32; MAX_NR]; MR]) {
+    t.check(Kernel::RelaxedDot.layout());
+    match t.mr {
+        4 => {
+            relaxed_rows::<2>(t, 0, out);
+            relaxed_rows::<2>(t, 2, out);
+        }
+        3 => {
+            relaxed_rows::<2>(t, 0, out);
+            relaxed_rows::<1>(t, 2, out);
+        }
+        2 => relaxed_rows::<2>(t, 0, out),
+        _ => relaxed_rows::<1>(t, 0, out),
+    }
+}
+
+/// Rows `r0..r0 + R` of [`tile_relaxed_4x16`]; `t.check` passed.
+#[cfg(target_feature = "relaxed-simd")]
+fn relaxed_rows<const R: usize>(t: &Tile<'_>, r0: usize, out: &mut [[i32; MAX_NR]; MR]) {
+    let mut acc = [[i32x4_splat(0); 4]; R];
+    /// # Safety
+    /// Each `a[r]` has 4 readable bytes, `b` 64.
+    #[inline(always)]
+    unsafe fn step<const R: usize>(acc: &mut [[v128; 4]; R], a: [*const u8; R], b: *const i8) {
+        // SAFETY: the caller's guarantee; the loads allow any alignment.
+        unsafe {
+            let b: [v128; 4] = std::array::from_fn(|j| v128_load(b.add(16 * j).cast()));
+            for (acc, &a) in acc.iter_mut().zip(&a) {
+                let a = v128_load32_splat(a.cast());
+                for (acc, &b) in acc.iter_mut().zip(&b) {
+                    *acc = i32x4_relaxed_dot_i8x16_i7x16_add(b, a, *acc);
+                }
+            }
+        }
+    }
+    let rows: [*const u8; R] = std::array::from_fn(|r| t.a[r0 + r].as_ptr().cast());
+    let b = t.b.as_ptr();
+    for q in 0..t.full {
+        // SAFETY: `t.check` passed: every A row holds `full·4` bytes and
+        // the panel `chunks()·64`, so chunk q < full is in bounds for both.
+        unsafe { step(&mut acc, rows.map(|p| p.add(4 * q)), b.add(64 * q)) };
+    }
+    if let Some(tail) = t.tail {
+        let last = &t.b[64 * t.full..64 * t.full + 64];
+        // SAFETY: each tail row has MAX_CH ≥ 4 bytes; `last` has 64. The
+        // padding is zero in the panel, so padded A bytes add nothing.
+        unsafe {
+            step(
+                &mut acc,
+                std::array::from_fn(|r| tail[r0 + r].as_ptr().cast()),
+                last.as_ptr(),
+            )
+        };
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let o = &mut out[r0 + r];
+        for (j, &a) in acc.iter().enumerate() {
+            let fix = i32x4_shl(load_i32x4(&t.sums[4 * j..]), 7);
+            let o = &mut o[4 * j..4 * j + 4];
+            // SAFETY: `o` has 4 i32s; `v128_store` allows any alignment.
+            unsafe { v128_store(o.as_mut_ptr().cast(), i32x4_sub(a, fix)) };
+        }
+    }
+}
+
 fn load_f32x4(x: &[f32]) -> v128 {
     let x = &x[..4];
     // SAFETY: `x` has 4 floats; `v128_load` allows any alignment.
