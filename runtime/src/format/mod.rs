@@ -39,6 +39,8 @@ pub enum Encoding {
     SparseBitmask,
     /// Per-row counts and column indices, then the nonzero elements ([`sparse`]).
     SparseCsr,
+    /// Rice-coded gaps between nonzeros, then the nonzero elements ([`sparse`]).
+    SparseRice,
 }
 
 impl Encoding {
@@ -51,6 +53,7 @@ impl Encoding {
             Encoding::Int8PerChannelF16 => 18,
             Encoding::SparseBitmask => 32,
             Encoding::SparseCsr => 33,
+            Encoding::SparseRice => 34,
         }
     }
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Encoding {
             Encoding::Int8PerChannelF16 => "int8-per-channel-f16",
             Encoding::SparseBitmask => "sparse-bitmask",
             Encoding::SparseCsr => "sparse-csr",
+            Encoding::SparseRice => "sparse-rice",
         }
     }
     pub fn from_id(id: u16) -> Option<Encoding> {
@@ -73,6 +77,7 @@ impl Encoding {
             18 => Some(Encoding::Int8PerChannelF16),
             32 => Some(Encoding::SparseBitmask),
             33 => Some(Encoding::SparseCsr),
+            34 => Some(Encoding::SparseRice),
             _ => None,
         }
     }

@@ -272,6 +272,7 @@ fn read_tensors(
             // Checked exactly while decoding.
             Encoding::SparseBitmask
             | Encoding::SparseCsr
+            | Encoding::SparseRice
             | Encoding::Int8PerChannel
             | Encoding::Int8PerChannelF16 => None,
         };
@@ -325,11 +326,11 @@ fn read_tensors(
                     .collect();
                 Tensor::from_slice(&dims, &vals)?
             }
-            Encoding::SparseBitmask | Encoding::SparseCsr => {
-                let decoded = if enc == Encoding::SparseBitmask {
-                    sparse::decode_bitmask(raw, count, dtype.size())
-                } else {
-                    sparse::decode_csr(raw, &dims, dtype.size())
+            Encoding::SparseBitmask | Encoding::SparseCsr | Encoding::SparseRice => {
+                let decoded = match enc {
+                    Encoding::SparseBitmask => sparse::decode_bitmask(raw, count, dtype.size()),
+                    Encoding::SparseRice => sparse::decode_rice(raw, count, dtype.size()),
+                    _ => sparse::decode_csr(raw, &dims, dtype.size()),
                 };
                 let buf = decoded.map_err(|e| {
                     fmt_err(format!(

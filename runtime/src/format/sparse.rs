@@ -1,7 +1,7 @@
 //! The sparse encodings of constant tensors (FORMAT.md, "Encodings", ids 32
-//! `sparse-bitmask` and 33 `sparse-csr`), for any dtype: an element is zero
-//! when all its bytes are zero, so values (including -0.0 and NaN payloads)
-//! round-trip bit for bit.
+//! `sparse-bitmask`, 33 `sparse-csr` and 34 `sparse-rice`), for any dtype:
+//! an element is zero when all its bytes are zero, so values (including
+//! -0.0 and NaN payloads) round-trip bit for bit.
 //!
 //! The reader decodes either into a dense owned buffer at load (the weight
 //! is then private memory, not a view of the mapped file). Decoding checks
@@ -105,6 +105,160 @@ pub fn encode_csr(bytes: &[u8], dims: &[usize], size: usize, out: &mut Vec<u8>) 
             out.extend_from_slice(e);
         }
     }
+}
+
+/// Largest Rice parameter `sparse-rice` allows (gaps up to 2²⁴ in binary).
+pub const MAX_RICE_K: u32 = 24;
+
+/// The gaps between nonzero elements: for each, how many zero elements
+/// precede it since the previous nonzero (or the start).
+#[cfg(feature = "write")]
+fn gaps(bytes: &[u8], size: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut run = 0u64;
+    for e in bytes.chunks_exact(size) {
+        if is_zero(e) {
+            run += 1;
+        } else {
+            out.push(run);
+            run = 0;
+        }
+    }
+    out
+}
+
+/// Bits of the Rice code of `gaps` with parameter `k`.
+#[cfg(feature = "write")]
+fn rice_bits(gaps: &[u64], k: u32) -> u64 {
+    gaps.iter().map(|&g| (g >> k) + 1 + k as u64).sum()
+}
+
+/// Stored length and parameter of `sparse-rice` for `n` elements of `size`
+/// bytes: the `k` whose code is shortest. `None` when the tensor cannot use
+/// it (more than 2³² − 1 nonzeros, or more than [`MAX_ELEMS_PER_BYTE`]
+/// elements per stored byte).
+#[cfg(feature = "write")]
+pub fn rice_len(bytes: &[u8], size: usize) -> Option<(usize, u32)> {
+    let n = bytes.len() / size;
+    let gaps = gaps(bytes, size);
+    if gaps.len() > u32::MAX as usize {
+        return None;
+    }
+    let (bits, k) = (0..=MAX_RICE_K).map(|k| (rice_bits(&gaps, k), k)).min()?;
+    let len = 5 + bits.div_ceil(8) as usize + gaps.len() * size;
+    (n <= len.saturating_mul(MAX_ELEMS_PER_BYTE)).then_some((len, k))
+}
+
+/// `sparse-rice`: u8 `k`, u32 nnz, the Rice-coded gaps before each nonzero
+/// (`gap >> k` one-bits, a zero bit, then the low `k` bits of the gap, least
+/// significant first; bits fill each byte from its lowest; the last byte
+/// padded with zeros), then the nonzero elements in order. The caller
+/// checked [`rice_len`] and passes its `k`.
+#[cfg(feature = "write")]
+pub fn encode_rice(bytes: &[u8], size: usize, k: u32, out: &mut Vec<u8>) {
+    let gaps = gaps(bytes, size);
+    out.push(k as u8);
+    out.extend_from_slice(&(gaps.len() as u32).to_le_bytes());
+    let (mut acc, mut nbits) = (0u64, 0u32);
+    let mut put = |out: &mut Vec<u8>, bit: u64| {
+        acc |= bit << nbits;
+        nbits += 1;
+        if nbits == 8 {
+            out.push(acc as u8);
+            (acc, nbits) = (0, 0);
+        }
+    };
+    for g in gaps {
+        for _ in 0..g >> k {
+            put(out, 1);
+        }
+        put(out, 0);
+        for b in 0..k {
+            put(out, (g >> b) & 1);
+        }
+    }
+    if nbits > 0 {
+        out.push(acc as u8);
+    }
+    for e in bytes.chunks_exact(size) {
+        if !is_zero(e) {
+            out.extend_from_slice(e);
+        }
+    }
+}
+
+/// Decode `sparse-rice` holding `n` elements of `size` bytes.
+pub fn decode_rice(raw: &[u8], n: usize, size: usize) -> Result<AlignedBuf, String> {
+    if n > raw.len().saturating_mul(MAX_ELEMS_PER_BYTE) {
+        return Err(format!(
+            "{n} elements from {} stored bytes is more than {MAX_ELEMS_PER_BYTE} per byte",
+            raw.len()
+        ));
+    }
+    let (&[k], Some(count)) = (raw.get(..1).unwrap_or(&[0, 0]), raw.get(1..5)) else {
+        return Err(format!(
+            "{} bytes, too short for k and the count",
+            raw.len()
+        ));
+    };
+    let k = k as u32;
+    if k > MAX_RICE_K {
+        return Err(format!("Rice parameter {k} is over {MAX_RICE_K}"));
+    }
+    let nnz = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    if nnz > n {
+        return Err(format!("{nnz} nonzeros claimed in {n} elements"));
+    }
+    let vals_len = nnz * size;
+    let Some(stream_len) = raw.len().checked_sub(5 + vals_len) else {
+        return Err(format!(
+            "{nnz} nonzeros need {} bytes of values, has {}",
+            vals_len,
+            raw.len().saturating_sub(5)
+        ));
+    };
+    let stream = &raw[5..5 + stream_len];
+    let vals = &raw[5 + stream_len..];
+    let total_bits = stream_len as u64 * 8;
+    let mut pos = 0u64;
+    let bit = |pos: &mut u64| -> Result<u64, String> {
+        if *pos >= total_bits {
+            return Err("the gap codes run past their bytes".to_string());
+        }
+        let b = (stream[(*pos / 8) as usize] >> (*pos % 8)) & 1;
+        *pos += 1;
+        Ok(b as u64)
+    };
+    let mut buf = AlignedBuf::zeroed(n * size);
+    let dst = buf.as_bytes_mut();
+    let mut next = 0u64; // the first index the next nonzero may take
+    for (e, v) in vals.chunks_exact(size).enumerate() {
+        // Each one-bit is a stored bit, so this loop is bounded by the bytes.
+        let mut q = 0u64;
+        while bit(&mut pos)? == 1 {
+            q += 1;
+        }
+        let mut g = q << k;
+        for b in 0..k {
+            g |= bit(&mut pos)? << b;
+        }
+        let i = next.saturating_add(g);
+        if i >= n as u64 {
+            return Err(format!("nonzero {e} falls at element {i}, past the {n}"));
+        }
+        dst[i as usize * size..][..size].copy_from_slice(v);
+        next = i + 1;
+    }
+    if pos.div_ceil(8) != stream_len as u64 {
+        return Err(format!(
+            "the gap codes take {} bytes, {stream_len} are stored",
+            pos.div_ceil(8)
+        ));
+    }
+    if !pos.is_multiple_of(8) && stream[stream_len - 1] >> (pos % 8) != 0 {
+        return Err("padding bits after the gap codes are not zero".into());
+    }
+    Ok(buf)
 }
 
 /// Decode `sparse-bitmask` holding `n` elements of `size` bytes.
@@ -241,6 +395,14 @@ mod tests {
                     encode_bitmask(bytes, size, &mut b);
                     assert_eq!(b.len(), bitmask_len(n, nnz, size));
                     assert_eq!(decode_bitmask(&b, n, size).unwrap().as_bytes(), bytes);
+                    if let Some((len, k)) = rice_len(bytes, size) {
+                        let mut r = Vec::new();
+                        encode_rice(bytes, size, k, &mut r);
+                        assert_eq!(r.len(), len, "{dims:?} {zeros}");
+                        assert_eq!(decode_rice(&r, n, size).unwrap().as_bytes(), bytes);
+                    } else {
+                        assert!(n > 64, "{dims:?} {zeros}: rice refused");
+                    }
                     if let Some(len) = csr_len(dims, nnz, size) {
                         let mut c = Vec::new();
                         encode_csr(bytes, dims, size, &mut c);
@@ -253,6 +415,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// At 80-90% zeros the Rice-coded positions take well under a bitmask's
+    /// bytes, and a long run after dense ones still round-trips.
+    #[test]
+    fn rice_beats_the_bitmask_when_sparse() {
+        for (zeros, most) in [(0.8, 0.80), (0.9, 0.60)] {
+            let f = data(32768, zeros, 7);
+            let bytes: Vec<u8> = f.iter().map(|x| (x * 200.0) as i8 as u8).collect();
+            let nnz = count_nonzero(&bytes, 1);
+            let (len, _) = rice_len(&bytes, 1).unwrap();
+            let (mask, rice) = (bitmask_len(32768, nnz, 1) - nnz, len - 5 - nnz);
+            assert!(
+                (rice as f64) < most * mask as f64,
+                "{zeros}: rice {rice} B, bitmask {mask} B"
+            );
+        }
+        // A long run after dense ones: small k, so the run is a long unary
+        // prefix.
+        let mut v = vec![0u8; 4096];
+        v[..300].fill(1);
+        v[4095] = 9;
+        let (len, k) = rice_len(&v, 1).unwrap();
+        assert!(k < 8, "k {k}");
+        let mut r = Vec::new();
+        encode_rice(&v, 1, k, &mut r);
+        assert_eq!(r.len(), len);
+        assert_eq!(decode_rice(&r, v.len(), 1).unwrap().as_bytes(), &v[..]);
+        // Very sparse and large: refused (more than 64 elements per byte;
+        // the writer stores those as a bitmask).
+        let mut v = vec![0u8; 1 << 20];
+        v[12345] = 1;
+        assert!(rice_len(&v, 1).is_none());
+    }
+
+    #[test]
+    fn corrupt_rice_is_an_error() {
+        let f = [
+            0.0f32, 1.0, 0.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0,
+        ];
+        let bytes = bytemuck::cast_slice::<f32, u8>(&f);
+        let (len, k) = rice_len(bytes, 4).unwrap();
+        let mut r = Vec::new();
+        encode_rice(bytes, 4, k, &mut r);
+        assert_eq!(r.len(), len);
+        assert_eq!(decode_rice(&r, 12, 4).unwrap().as_bytes(), bytes);
+        for cut in 0..r.len() {
+            assert!(decode_rice(&r[..cut], 12, 4).is_err(), "cut at {cut}");
+        }
+        let mut extra = r.clone();
+        extra.insert(5, 0);
+        assert!(decode_rice(&extra, 12, 4).is_err());
+        let mut big_k = r.clone();
+        big_k[0] = 25;
+        assert!(decode_rice(&big_k, 12, 4).unwrap_err().contains("over 24"));
+        let mut nnz = r.clone();
+        nnz[1] = 13;
+        assert!(decode_rice(&nnz, 12, 4).unwrap_err().contains("claimed"));
+        // Every flip of a code bit is an error or another valid tensor.
+        for b in 0..(len - 5 - 16) * 8 {
+            let mut x = r.clone();
+            x[5 + b / 8] ^= 1 << (b % 8);
+            let _ = decode_rice(&x, 12, 4);
+        }
+        // Fewer elements than the codes reach.
+        assert!(decode_rice(&r, 11, 4).unwrap_err().contains("past the"));
+        // A huge claimed shape from a few bytes is refused before allocating.
+        let e = decode_rice(&[0, 0, 0, 0, 0], usize::MAX / 8, 4).unwrap_err();
+        assert!(e.contains("per byte"), "{e}");
     }
 
     #[test]

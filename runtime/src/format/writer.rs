@@ -25,15 +25,20 @@ pub enum FloatStorage {
 /// The smallest lossless encoding of `t`: raw, `f16` for an f32 tensor
 /// whose every value is exactly an IEEE half (bit for bit, so `-0.0` and
 /// NaN payloads survive; the compressor rounds int8 scales to such values),
-/// or a sparse one when enough elements are zero. A non-raw tensor is
+/// or a sparse one (bitmask, CSR or Rice-coded gaps, whichever is
+/// smallest) when enough elements are zero. A non-raw tensor is
 /// decoded into private memory at load (a raw one is used in place, in the
 /// mapped file), so sparse is chosen only when it saves at least a quarter
-/// of the raw bytes: f32 at about 28% zeros or more, i8 at 38% (a bitmask
-/// costs 1/8 byte per element).
+/// of the raw bytes: f32 at about 28% zeros or more. i8 constants are int8
+/// weights, which QMatMul and QConv repack at load anyway (only QGather's
+/// tables are read in place, and pruning leaves those dense), so for them
+/// an eighth is enough: a bitmask at about 25% zeros (it costs 1/8 byte per
+/// element).
 fn smallest_exact(t: &crate::tensor::Tensor) -> Encoding {
     let (bytes, size) = (t.data.as_bytes(), t.dtype.size());
     let nnz = sparse::count_nonzero(bytes, size);
-    let mut best = (bytes.len() / 4 * 3 + 1, Encoding::Raw);
+    let keep = if t.dtype == DType::I8 { 7 } else { 3 };
+    let mut best = (bytes.len() / (keep + 1) * keep + 1, Encoding::Raw);
     if f16_exact(t) {
         best = (bytes.len() / 2, Encoding::F16);
     }
@@ -45,6 +50,11 @@ fn smallest_exact(t: &crate::tensor::Tensor) -> Encoding {
         && csr < best.0
     {
         best = (csr, Encoding::SparseCsr);
+    }
+    if let Some((rice, _)) = sparse::rice_len(bytes, size)
+        && rice < best.0
+    {
+        best = (rice, Encoding::SparseRice);
     }
     best.1
 }
@@ -61,7 +71,7 @@ fn f16_exact(t: &crate::tensor::Tensor) -> bool {
 
 /// Serialise a graph to the bytes of a `.morsel` file. Constants are stored
 /// raw, `f16` when every f32 value is exactly a half, or sparse when that is
-/// at least a quarter smaller (`sparse-bitmask`, `sparse-csr`; all exact for
+/// at least a quarter smaller (`sparse-bitmask`, `sparse-csr`, `sparse-rice`; all exact for
 /// every dtype; non-raw ones are decoded at load instead of used in place); with [`FloatStorage::F16`] / [`FloatStorage::BF16`]
 /// f32 constants are stored dense in 16 bits (no sparse form of those), and
 /// other dtypes still pick the smallest of raw and sparse.
@@ -106,6 +116,12 @@ pub fn to_bytes(g: &Graph, storage: FloatStorage) -> Result<Vec<u8>> {
             }
             Encoding::SparseCsr => {
                 sparse::encode_csr(t.data.as_bytes(), &t.dims, t.dtype.size(), &mut data.0)
+            }
+            Encoding::SparseRice => {
+                let (bytes, size) = (t.data.as_bytes(), t.dtype.size());
+                // `smallest_exact` chose it, so `rice_len` is Some.
+                let k = sparse::rice_len(bytes, size).map_or(0, |(_, k)| k);
+                sparse::encode_rice(bytes, size, k, &mut data.0)
             }
             Encoding::F16 => {
                 for x in t.as_slice::<f32>()? {
@@ -306,6 +322,13 @@ mod tests {
     use std::sync::Arc;
 
     /// `count` values, every `every`-th nonzero (`every` = 0: all zero).
+    /// Zeros but for element `at` (1.5).
+    fn one_at(count: usize, at: usize) -> Vec<f32> {
+        (0..count)
+            .map(|i| if i == at { 1.5 } else { 0.0 })
+            .collect()
+    }
+
     fn spaced(count: usize, every: usize) -> Vec<f32> {
         (0..count)
             .map(|i| {
@@ -365,10 +388,18 @@ mod tests {
                 Tensor::from_slice(&dims, &spaced(n, 2)).unwrap(),
                 "sparse-bitmask f32",
             ),
-            // 1 in 40: csr (4 + 4·16 + 6·77 < n/8 + 4·77)
+            // 1 in 40: Rice-coded gaps (77 gaps of 39 at k = 5: 7 bits
+            // each, 5 + 68 + 4·77 bytes; csr needs 4 + 4·16 + 6·77)
             (
                 "sparse",
                 Tensor::from_slice(&dims, &spaced(n, 40)).unwrap(),
+                "sparse-rice f32",
+            ),
+            // one nonzero: csr (4 + 4·16 + 6); Rice would be 11 bytes for
+            // 3072 elements, over 64 elements per byte
+            (
+                "one",
+                Tensor::from_slice(&dims, &one_at(n, 5)).unwrap(),
                 "sparse-csr f32",
             ),
             // every value exactly an f16 (-0.0, a subnormal and NaN
@@ -404,7 +435,7 @@ mod tests {
             (
                 "i8 1/40",
                 Tensor::from_slice(&dims, &i8s(&spaced(n, 40))[..]).unwrap(),
-                "sparse-csr i8",
+                "sparse-rice i8",
             ),
             (
                 "zeros",
@@ -475,8 +506,8 @@ mod tests {
         );
         assert!(e.contains("1537 nonzero"), "{e}");
 
-        let sparse = Tensor::from_slice(&dims, &spaced(n, 40)).unwrap();
-        let good = to_bytes(&graph(vec![("w", sparse)]), FloatStorage::F32).unwrap();
+        let one = Tensor::from_slice(&dims, &one_at(n, 5)).unwrap();
+        let good = to_bytes(&graph(vec![("w", one)]), FloatStorage::F32).unwrap();
         // Column index out of range (first index, after nnz and 16 counts).
         let mut bad = good.clone();
         patch_data(&mut bad, 4 + 16 * 4, &192u16.to_le_bytes());
@@ -492,6 +523,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tensor 0") && e.contains("bytes"), "{e}");
+
+        let sparse = Tensor::from_slice(&dims, &spaced(n, 40)).unwrap();
+        let good = to_bytes(&graph(vec![("w", sparse)]), FloatStorage::F32).unwrap();
+        // A Rice parameter past the limit.
+        let mut bad = good.clone();
+        patch_data(&mut bad, 0, &[30]);
+        let e = super::super::reader::read(Arc::new(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor 0") && e.contains("sparse-rice"), "{e}");
+        assert!(e.contains("over 24"), "{e}");
+        // One more nonzero claimed than stored: the values take 4 more
+        // bytes from the end, and the gap codes no longer fit what is left.
+        let mut bad = good.clone();
+        patch_data(&mut bad, 1, &78u32.to_le_bytes());
+        let e = super::super::reader::read(Arc::new(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor 0") && e.contains("sparse-rice"), "{e}");
     }
 
     #[test]
