@@ -70,7 +70,7 @@ pub fn convert(path: &Path) -> Result<Graph> {
     );
     g.metadata.insert(
         "recipe".into(),
-        r#"{"steps":["import","fuse-qdq-weights","fold-constants","fold-batchnorm","fuse-layer-norm","fuse-gelu","fuse-hard-swish","fold-conv-affine","fold-batchnorm","fuse-bias","fuse-activation","fuse-post-affine","eliminate-dead","flush-subnormal-constants"]}"#.into(),
+        r#"{"steps":["import","fuse-qdq-weights","fold-constants","fold-batchnorm","fuse-layer-norm","fuse-gelu","fuse-hard-swish","fold-conv-affine","fold-batchnorm","fuse-bias","fuse-activation","fuse-post-affine","fold-shape-copies","eliminate-dead","flush-subnormal-constants"]}"#.into(),
     );
     Ok(g)
 }

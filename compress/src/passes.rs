@@ -22,6 +22,7 @@ pub fn cleanup(g: &mut Graph) -> Result<Vec<Report>> {
         fold_batch_norm(g)?,
     ];
     reports.extend(crate::fuse::fuse_all(g)?);
+    reports.push(fold_shape_copies(g)?);
     reports.push(eliminate_dead(g)?);
     reports.push(flush_subnormal_constants(g)?);
     Ok(reports)
@@ -62,6 +63,119 @@ pub fn flush_subnormal_constants(g: &mut Graph) -> Result<Report> {
         pass: "flush-subnormal-constants",
         changed,
     })
+}
+
+/// A Reshape whose target shape is assembled at run time from the input's
+/// own dims (the flatten exporters write: `Shape(x) → Gather(j) →
+/// [Squeeze →] Unsqueeze → Concat(…, [-1])`) gets a constant target instead,
+/// with `0` ("copy the input's dim", ONNX Reshape without `allowzero`) where
+/// the assembled shape took dim `j` of `x` at position `j`. The shape chain
+/// is then dead. Only that exact form is folded: a dim taken from another
+/// tensor or moved to another position is left alone.
+pub fn fold_shape_copies(g: &mut Graph) -> Result<Report> {
+    use morsel_runtime::DType;
+    let [Some(reshape), Some(concat)] = [op_id("Reshape"), op_id("Concat")] else {
+        return Ok(Report {
+            pass: "fold-shape-copies",
+            changed: 0,
+        });
+    };
+    let producers = g.producers();
+    let mut changed = 0;
+    for i in 0..g.nodes.len() {
+        let n = &g.nodes[i];
+        if n.op != reshape || n.attrs.int("allowzero", 0).unwrap_or(1) != 0 {
+            continue;
+        }
+        let (Some(Some(x)), Some(Some(s))) = (n.inputs.first(), n.inputs.get(1)) else {
+            continue;
+        };
+        let (x, s) = (*x, *s);
+        if g.values[s].konst.is_some() {
+            continue;
+        }
+        let Some(c) = producers[s].map(|p| &g.nodes[p]) else {
+            continue;
+        };
+        if c.op != concat || c.attrs.int("axis", 0).ok() != Some(0) {
+            continue;
+        }
+        // The target, piece by piece: constants as they are, `0` for dim
+        // p of `x` taken at position p.
+        let mut spec: Vec<i64> = Vec::new();
+        let ok = c.inputs.iter().all(|u| {
+            let Some(u) = *u else { return false };
+            if let Some(t) = &g.values[u].konst {
+                return t.dtype == DType::I64
+                    && t.dims.len() == 1
+                    && t.to_i64_vec().map(|v| spec.extend(v)).is_ok();
+            }
+            match dim_of(g, &producers, u, true) {
+                Some((src, j)) if src == x && j == spec.len() => {
+                    spec.push(0);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if !ok || !spec.contains(&0) {
+            continue;
+        }
+        let name = format!("{}_folded_shape", g.values[s].name);
+        let t = Tensor::from_slice(&[spec.len()], &spec)?;
+        let k = g.add_const(&name, t);
+        g.nodes[i].inputs[1] = Some(k);
+        changed += 1;
+    }
+    Ok(Report {
+        pass: "fold-shape-copies",
+        changed,
+    })
+}
+
+/// `(x, j)` when value `v` is dim `j` of `x`, as a 1-element 1-D tensor
+/// (`one_d`) or a scalar, built from `Shape(x)` by Gather, Squeeze and
+/// Unsqueeze along axis 0.
+fn dim_of(
+    g: &Graph,
+    producers: &[Option<usize>],
+    v: ValueId,
+    one_d: bool,
+) -> Option<(ValueId, usize)> {
+    let n = &g.nodes[producers[v]?];
+    let name = ops::op_name(n.op);
+    let input = |k: usize| n.inputs.get(k).copied().flatten();
+    let const_ints =
+        |k: usize| -> Option<Vec<i64>> { g.values[input(k)?].konst.as_ref()?.to_i64_vec().ok() };
+    // Squeeze/Unsqueeze axes: an attribute before opset 13, an input after.
+    let axes = || -> Option<Vec<i64>> {
+        match n.attrs.ints("axes").ok().flatten() {
+            Some(a) => Some(a),
+            None => const_ints(1),
+        }
+    };
+    match name {
+        "Unsqueeze" if one_d && axes()? == [0] => dim_of(g, producers, input(0)?, false),
+        "Squeeze" if !one_d && matches!(axes().as_deref(), None | Some([0])) => {
+            dim_of(g, producers, input(0)?, true)
+        }
+        "Gather" => {
+            let idx = g.values[input(1)?].konst.as_ref()?;
+            let scalar = idx.dims.is_empty();
+            if n.attrs.int("axis", 0).ok()? != 0 || scalar == one_d || idx.numel() != 1 {
+                return None;
+            }
+            let j = usize::try_from(*idx.to_i64_vec().ok()?.first()?).ok()?;
+            let shape = &g.nodes[producers[input(0)?]?];
+            // Shape's optional start/end (opset 15) would renumber the dims.
+            let plain = shape.attrs.get("start").is_none() && shape.attrs.get("end").is_none();
+            (ops::op_name(shape.op) == "Shape" && plain)
+                .then(|| shape.inputs.first().copied().flatten())
+                .flatten()
+                .map(|x| (x, j))
+        }
+        _ => None,
+    }
 }
 
 /// Pre-quantized weights (QDQ ONNX, e.g. from ONNX Runtime's
@@ -513,5 +627,62 @@ mod tests {
         // other dtypes and constants without subnormals are left alone
         assert_eq!(g.values[i].konst.as_ref().unwrap().dtype, DType::I64);
         assert_eq!(flush_subnormal_constants(&mut g).unwrap().changed, 0);
+    }
+
+    /// `Reshape(x, Concat(Unsqueeze(Gather(Shape(x), j)), [-1]))`, the
+    /// flatten exporters write; `j` is the dim taken.
+    fn flatten_graph(j: i64) -> (Graph, usize) {
+        use morsel_runtime::graph::Attrs;
+        use morsel_runtime::tensor::Dim;
+        let mut g = Graph::default();
+        let x = g.add_value(
+            "x",
+            DType::F32,
+            vec![Dim::Sym("N".into()), Dim::Known(4), Dim::Known(2)],
+        );
+        g.inputs.push(x);
+        let shape = g.add_value("shape", DType::I64, vec![Dim::Known(3)]);
+        let idx = g.add_const("idx", Tensor::from_slice(&[], &[j]).unwrap());
+        let dim = g.add_value("dim", DType::I64, vec![]);
+        let axes = g.add_const("axes", Tensor::from_slice(&[1], &[0i64]).unwrap());
+        let dim1 = g.add_value("dim1", DType::I64, vec![Dim::Known(1)]);
+        let rest = g.add_const("rest", Tensor::from_slice(&[1], &[-1i64]).unwrap());
+        let spec = g.add_value("spec", DType::I64, vec![Dim::Known(2)]);
+        let y = g.add_value("y", DType::F32, vec![Dim::Sym("N".into()), Dim::Known(8)]);
+        let node = |op: &str, attrs: Attrs, inputs: &[usize], out: usize| Node {
+            name: format!("{op}_{out}"),
+            op: op_id(op).unwrap(),
+            attrs,
+            inputs: inputs.iter().map(|&i| Some(i)).collect(),
+            outputs: vec![out],
+        };
+        g.nodes = vec![
+            node("Shape", Attrs::new(), &[x], shape),
+            node("Gather", Attrs::new(), &[shape, idx], dim),
+            node("Unsqueeze", Attrs::new(), &[dim, axes], dim1),
+            node(
+                "Concat",
+                Attrs::new().with("axis", Attr::Int(0)),
+                &[dim1, rest],
+                spec,
+            ),
+            node("Reshape", Attrs::new(), &[x, spec], y),
+        ];
+        g.outputs.push(y);
+        (g, 4)
+    }
+
+    #[test]
+    fn flatten_shape_chains_fold_to_a_constant_target() {
+        let (mut g, r) = flatten_graph(0);
+        assert_eq!(fold_shape_copies(&mut g).unwrap().changed, 1);
+        let s = g.nodes[r].inputs[1].unwrap();
+        let spec = g.values[s].konst.as_ref().unwrap().to_i64_vec().unwrap();
+        assert_eq!(spec, [0, -1]);
+        eliminate_dead(&mut g).unwrap();
+        assert_eq!(g.nodes.len(), 1, "only the Reshape is left");
+        // Dim 1 of x at position 0 is not a copy: left alone.
+        let (mut g, _) = flatten_graph(1);
+        assert_eq!(fold_shape_copies(&mut g).unwrap().changed, 0);
     }
 }
