@@ -760,8 +760,10 @@ fn compress(a: &CompressArgs) -> Result<()> {
         }
         g.metadata.insert("quantization".into(), meta.to_string());
     }
-    let measured = json!({"data": a.data.as_ref().map(|d| d.display().to_string()),
-        "before": before.to_json(), "after": after.to_json()});
+    let mut measured = json!({"before": before.to_json(), "after": after.to_json()});
+    if let Some(d) = &a.data {
+        measured["data"] = json!(d.display().to_string());
+    }
     let file_steps: Vec<serde_json::Value> = steps.iter().map(step_summary).collect();
     g.metadata.insert(
         "compression".into(),

@@ -228,10 +228,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The measures as JSON; ones not measured (no `--data`, no labels, a
+    /// latency that could not be timed) are left out rather than `null`:
+    /// this goes into every file's metadata, and a small model's file is a
+    /// few KiB.
     pub fn to_json(&self) -> Json {
-        json!({"model": self.label, "params": self.params, "nonzero_params": self.nonzero_params,
+        let mut j = json!({"model": self.label, "params": self.params, "nonzero_params": self.nonzero_params,
                "file_bytes": self.file_bytes, "flops": self.flops, "latency_ms": self.latency_ms,
-               "accuracy": self.accuracy, "agreement": self.agreement, "min_cosine": self.min_cosine})
+               "accuracy": self.accuracy, "agreement": self.agreement, "min_cosine": self.min_cosine});
+        if let Some(m) = j.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        j
     }
 }
 
