@@ -1346,8 +1346,10 @@ fn print_quantization(q: &serde_json::Value) {
         q["nodes_converted"],
         q["nodes_kept_float"],
     );
-    println!("    weights: {}", s("weights"));
-    println!("    activations: {}", s("activations"));
+    let (weights, activations) = quantize::method_text(q["method"].as_str().unwrap_or(""));
+    let or = |k: &str, default: &str| q[k].as_str().unwrap_or(default).to_string();
+    println!("    weights: {}", or("weights", weights));
+    println!("    activations: {}", or("activations", activations));
     match &q["error"] {
         serde_json::Value::Array(outs) => {
             for o in outs {

@@ -998,6 +998,20 @@ pub fn measure_error(
         .collect())
 }
 
+/// What an int8 method stores and computes, for `morsel inspect`:
+/// `(weights, activations)`. A file's own `weights` / `activations` entries
+/// (older files; int8-static's, which count its convs) take precedence.
+pub fn method_text(method: &str) -> (&'static str, &'static str) {
+    let weights = "int8 symmetric, per output channel (QMatMul, QConv) or per row (QGather); round half to even; [-127, 127]; int8×int8→i32, one f32 rescale per output (+ bias, activation)";
+    match method {
+        "int8-dynamic" | "int8-static" => (
+            weights,
+            "int8 asymmetric per row (scale and zero point from the row's range), quantized at run time",
+        ),
+        _ => ("?", "?"),
+    }
+}
+
 /// The `quantization` metadata entry: method, report, measured error.
 pub fn metadata_json(
     report: &QuantReport,
@@ -1005,11 +1019,11 @@ pub fn metadata_json(
     error: Option<&[OutputError]>,
 ) -> Json {
     let (before, after) = report.weight_bytes();
+    // What the method means (weights, activations, compute) is fixed per
+    // method, so `morsel inspect` prints it from the method name
+    // ([`method_text`]) rather than every file carrying the sentences.
     let mut j = json!({
         "method": "int8-dynamic",
-        "weights": "int8 symmetric, per output channel (QMatMul) or per row (QGather); round half to even; [-127, 127]",
-        "activations": "int8 asymmetric per row (scale and zero point from the row's range), quantized at run time",
-        "compute": "int8×int8→i32, one f32 rescale per output (+ bias, activation)",
         "min_size": opts.min_size,
         "min_reduction": opts.min_reduction,
         "weights_as_halves": opts.half_weights,
@@ -1020,10 +1034,11 @@ pub fn metadata_json(
         "weight_bytes_int8": after,
     });
     if report.biases_f16.0 + report.biases_f32 > 0 {
-        j["biases"] = json!(format!(
-            "{} bias tensors ({} values) rounded to IEEE half (each moved by at most 2^-11 of itself, or half its channel's weight step), {} kept f32",
-            report.biases_f16.0, report.biases_f16.1, report.biases_f32
-        ));
+        // Bias tensors rounded to IEEE half (each value moved by at most
+        // 2^-11 of itself, or half its channel's weight step), their
+        // values, and bias tensors kept f32.
+        j["biases"] = json!({"f16": report.biases_f16.0, "f16_values": report.biases_f16.1,
+            "f32": report.biases_f32});
     }
     // Compact, so the metadata stays a small part of the file (PP-OCR det:
     // 13 KB as one object per layer): converted layers by op with their
