@@ -758,17 +758,23 @@ fn compress(a: &CompressArgs) -> Result<()> {
             ));
             meta["static"] = sr.to_json();
         }
+        measure::round_floats(&mut meta);
         g.metadata.insert("quantization".into(), meta.to_string());
     }
     let mut measured = json!({"before": before.to_json(), "after": after.to_json()});
+    // The file's own size is not known until this metadata is in it (the
+    // number here would be the size without it); the file says it anyway.
+    if let Some(m) = measured["after"].as_object_mut() {
+        m.remove("file_bytes");
+    }
     if let Some(d) = &a.data {
         measured["data"] = json!(d.display().to_string());
     }
     let file_steps: Vec<serde_json::Value> = steps.iter().map(step_summary).collect();
-    g.metadata.insert(
-        "compression".into(),
-        json!({"steps": file_steps, "measured": measured}).to_string(),
-    );
+    let mut compression = json!({"steps": file_steps, "measured": measured});
+    measure::round_floats(&mut compression);
+    g.metadata
+        .insert("compression".into(), compression.to_string());
     let bytes = to_bytes(&g, FloatStorage::F32).map_err(|e| anyhow!("{e}"))?;
     Model::from_bytes(&bytes)
         .map_err(|e| anyhow!("internal error: the written model does not load: {e}"))?;

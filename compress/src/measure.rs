@@ -243,6 +243,28 @@ impl Summary {
     }
 }
 
+/// Every float in `j` to 6 significant digits, for metadata stored in the
+/// file: `0.9866666666666667` and `4744.439290107869` say no more than
+/// `0.986667` and `4744.44`, and a small model's file is a few KiB.
+pub fn round_floats(j: &mut Json) {
+    match j {
+        Json::Number(n) if n.is_f64() => {
+            if let Some(x) = n.as_f64()
+                && x.is_finite()
+                && x != 0.0
+            {
+                let r: f64 = format!("{x:.5e}").parse().unwrap_or(x);
+                if let Some(v) = serde_json::Number::from_f64(r) {
+                    *n = v;
+                }
+            }
+        }
+        Json::Array(a) => a.iter_mut().for_each(round_floats),
+        Json::Object(o) => o.values_mut().for_each(round_floats),
+        _ => {}
+    }
+}
+
 /// Print the table: one row per measure, one column per model.
 pub fn print_table(cols: &[Summary]) {
     let fmt_opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -307,5 +329,21 @@ pub fn print_table(cols: &[Summary]) {
             print!(" {v:>14}");
         }
         println!();
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::*;
+
+    #[test]
+    fn floats_keep_six_significant_digits_and_integers_stay() {
+        let mut j = serde_json::json!({"a": 0.9866666666666667, "b": [4744.439290107869, 3, -1.5e-7],
+            "c": {"d": 13.06686019897461, "e": 0.0, "f": 156032}});
+        round_floats(&mut j);
+        assert_eq!(
+            j.to_string(),
+            r#"{"a":0.986667,"b":[4744.44,3,-1.5e-7],"c":{"d":13.0669,"e":0.0,"f":156032}}"#
+        );
     }
 }
