@@ -161,6 +161,64 @@ fn structured_minilm_ffn_equals_the_zeroed_dense_model() {
     assert!(inter.iter().all(|l| *l == Layout::KN { k: 384, n: 768 }));
 }
 
+/// Attention-head pruning: MiniLM with half the heads of every layer
+/// removed equals MiniLM with those heads' V columns and bias zeroed (the
+/// heads then add nothing), and every projection shrinks accordingly.
+#[test]
+fn minilm_heads_removed_equal_the_zeroed_dense_model() {
+    use morsel::compress::heads::{attention_blocks, remove_heads, select_heads, zero_heads};
+    let g = morsel::compress::convert(&fixture("minilm/model.onnx")).unwrap();
+    let feed: Vec<(String, Tensor)> = npz(&fixture("minilm/inputs.npz"))
+        .into_iter()
+        .map(|(k, v)| {
+            let per = v.numel() / v.dims[0];
+            let data = v.to_i64_vec().unwrap();
+            (
+                k,
+                Tensor::from_slice(&[2, v.dims[1]], &data[..2 * per]).unwrap(),
+            )
+        })
+        .collect();
+    let mut pruned = g.clone();
+    let (blocks, not) = attention_blocks(&mut pruned).unwrap();
+    assert_eq!(blocks.len(), 6, "{not:?}");
+    assert!(blocks.iter().all(|b| (b.heads, b.dim) == (12, 32)));
+    let keeps = select_heads(&pruned, &blocks, 0.5).unwrap();
+    assert!(keeps.iter().all(|k| k.len() == 6));
+    let mut zeroed = pruned.clone();
+    zero_heads(&mut zeroed, &blocks, &keeps).unwrap();
+    remove_heads(&mut pruned, &blocks, &keeps).unwrap();
+    let (a, b) = (run(&pruned, &feed), run(&zeroed, &feed));
+    for (o, (x, y)) in a.iter().zip(&b).enumerate() {
+        let d = max_abs_diff(x, y);
+        println!("output {o}: heads removed vs zeroed max |diff| {d:.3e}");
+        assert!(d <= 2e-5, "output {o}: removed vs zeroed differ by {d}");
+    }
+    // And zeroing them does change the model (the check is not vacuous).
+    let dense = run(&g, &feed);
+    assert!(max_abs_diff(&dense[0], &b[0]) > 1e-2);
+    let dims = |name: &str| -> Vec<usize> {
+        let n = pruned.nodes.iter().find(|n| n.name == name).unwrap();
+        pruned.values[n.inputs[1].unwrap()]
+            .konst
+            .as_ref()
+            .unwrap()
+            .dims
+            .clone()
+    };
+    for l in 0..6 {
+        let p = format!("/encoder/layer.{l}/attention");
+        for w in ["query", "key", "value"] {
+            assert_eq!(dims(&format!("{p}/self/{w}/MatMul")), [384, 192]);
+        }
+        assert_eq!(dims(&format!("{p}/output/dense/MatMul")), [192, 384]);
+    }
+    // 4 × 384 × 192 weights and 3 × 192 biases fewer per layer.
+    let (p0, _) = prune::parameters(&g);
+    let (p1, _) = prune::parameters(&pruned);
+    assert_eq!(p0 - p1, 6 * (4 * 384 * 192 + 3 * 192), "{p0} -> {p1}");
+}
+
 #[test]
 fn structured_folds_a_nonzero_constant_into_the_next_bias() {
     // x → MatMul(+b, sigmoid) → ·s (per channel) → +c → MatMul → y:

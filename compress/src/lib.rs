@@ -10,6 +10,7 @@
 pub mod calibrate;
 pub mod distill;
 pub mod fuse;
+pub mod heads;
 pub mod layers;
 pub mod lowrank;
 pub mod measure;

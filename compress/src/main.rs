@@ -81,6 +81,11 @@ struct CompressArgs {
     /// (MatMul/Gemm) of every layer whose channels can be removed, e.g. 0.5.
     #[arg(long)]
     prune_channels: Option<f32>,
+    /// Remove this share of the heads of every multi-head attention block
+    /// (Q/K/V projections, per-head products and the output projection
+    /// shrink together), lowest ‖Wv_h‖·‖Wo_h‖ first, e.g. 0.5.
+    #[arg(long)]
+    prune_heads: Option<f32>,
     /// How channels are ranked for --prune-channels.
     #[arg(long, value_enum, default_value = "l2")]
     channel_score: ChannelScore,
@@ -352,14 +357,17 @@ fn compress(a: &CompressArgs) -> Result<()> {
     let t = Instant::now();
     let input = a.input.as_path();
     let output = a.output.as_path();
-    let wants_prune = a.prune.is_some() || a.n_m.is_some() || a.prune_channels.is_some();
+    let wants_prune = a.prune.is_some()
+        || a.n_m.is_some()
+        || a.prune_channels.is_some()
+        || a.prune_heads.is_some();
     let wants_low_rank = a.low_rank.is_some() || a.rank_ratio.is_some();
     if a.max_drop.is_some() {
         return search(a);
     }
     if !wants_prune && !wants_low_rank && a.quantize.is_none() {
         bail!(
-            "nothing to do: pass one or more of --prune-channels, --prune, --n-m, --low-rank/--rank-ratio, --quantize int8"
+            "nothing to do: pass one or more of --prune-heads, --prune-channels, --prune, --n-m, --low-rank/--rank-ratio, --quantize int8"
         );
     }
     let mut g = if morsel_compress::is_onnx(input) {
@@ -407,7 +415,49 @@ fn compress(a: &CompressArgs) -> Result<()> {
         }
     };
 
-    // 1. Structured pruning.
+    // 1. Structured pruning: attention heads, then channels.
+    if let Some(ratio) = a.prune_heads {
+        let (blocks, not) = morsel_compress::heads::attention_blocks(&mut g)?;
+        if blocks.is_empty() {
+            bail!(
+                "--prune-heads: no attention block's heads can be removed ({})",
+                if not.is_empty() {
+                    not.iter()
+                        .map(|n| format!("{}: {}", n.node, n.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                } else {
+                    "no MatMul of a Softmax and a value".into()
+                }
+            );
+        }
+        let keeps = morsel_compress::heads::select_heads(&g, &blocks, ratio)?;
+        say(format!(
+            "attention-head pruning ({:.0}% of heads, ranked by |Wv_h|·|Wo_h|): {} blocks",
+            ratio * 100.0,
+            blocks.len()
+        ));
+        let mut layers = Vec::new();
+        for (b, k) in blocks.iter().zip(&keeps) {
+            let name = g.nodes[b.out].name.clone();
+            say(format!(
+                "  {:<56} {:>3} -> {:<3} heads of {}",
+                name,
+                b.heads,
+                k.len(),
+                b.dim
+            ));
+            layers.push(json!({"node": name, "heads": b.heads, "kept": k}));
+        }
+        for n in &not {
+            say(format!("  kept whole: {:<45} {}", n.node, n.reason));
+        }
+        morsel_compress::heads::remove_heads(&mut g, &blocks, &keeps)?;
+        let step = format!("prune-heads({ratio})");
+        quantize::add_recipe_step(&mut g, &step);
+        steps.push(json!({"step": step, "blocks": layers,
+            "not_prunable": not.iter().map(|n| json!({"node": n.node, "reason": n.reason})).collect::<Vec<_>>()}));
+    }
     if let Some(ratio) = a.prune_channels {
         let (groups, not) = prune::channel_groups(&mut g)?;
         if groups.is_empty() {
