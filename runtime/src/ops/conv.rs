@@ -15,6 +15,7 @@ use super::{Ctx, Fact, Op, expect_dtype, opt, req};
 use crate::dtype::DType;
 use crate::graph::Attrs;
 use crate::kernels::sgemm::{self, Bias, Lhs, PackRhs, Rhs};
+use crate::kernels::sparse::{self, SparseB};
 use crate::kernels::{self, Mat};
 use crate::tensor::{Dim, TensorMut, TensorRef, dims_str, numel, shape_str};
 use crate::{Error, Result, bail, ensure};
@@ -445,7 +446,35 @@ struct Conv {
     win: Window,
     group: usize,
     act: Activation,
+    /// W is a graph constant (told at model build).
+    const_w: bool,
+    /// W as compressed columns of Wᵀ, when it is sparse enough for the
+    /// sparse kernel ([`SPARSE_DENSITY_MAX`]); built at the first run.
+    sparse: std::sync::OnceLock<Option<SparseB>>,
 }
+
+/// Weight density at or below which a group-1 Conv with a constant weight
+/// runs on the sparse kernel ([`sparse::conv`]) instead of the dense
+/// matmul. `cargo run --release -p morsel-runtime --example sparse_conv`
+/// with this bound set to 1 (sparse at every density; one thread, Xeon
+/// with AVX-512, 2026-11-27), sparse/dense time:
+///
+/// ```text
+/// conv                    density 0.5   0.3   0.2   0.1
+/// digits 3×3 16→32 @8×8           0.85  0.83  0.80  0.67
+/// 3×3 16→32 @40×40                1.29  0.91  0.75  0.53
+/// 3×3 24→24 @80×80                1.90  1.24  0.96  0.79
+/// 1×1 96→24 @80×80                1.54  0.91  0.77  0.53
+/// 1×1 24→96 @80×80                1.16  0.90  0.80  0.67
+/// ```
+///
+/// Sparse wins everywhere from 80% zeros (0.2), most places from 70%; a
+/// k×k conv also pays for unfolding its im2col rows (the 3×3 at 80×80).
+pub const SPARSE_DENSITY_MAX: f64 = 0.2;
+
+/// Largest im2col matrix (floats) the sparse path unfolds for a k×k conv;
+/// above it the dense path, which unfolds block by block, runs.
+const SPARSE_UNFOLD_MAX: usize = 1 << 22;
 
 pub(crate) fn group_attr(a: &Attrs) -> Result<usize> {
     let g = a.int("group", 1)?;
@@ -462,6 +491,8 @@ pub fn build_conv(a: &Attrs) -> Result<Box<dyn Op>> {
         win: Window::parse(a, false)?,
         group: group_attr(a)?,
         act: Activation::from_attrs(a)?,
+        const_w: false,
+        sparse: std::sync::OnceLock::new(),
     }))
 }
 
@@ -542,6 +573,17 @@ impl Op for Conv {
         Ok(vec![Fact::new(DType::F32, shape)])
     }
 
+    fn constant_inputs(&mut self, is_const: &[bool]) {
+        self.const_w = is_const.get(1).copied().unwrap_or(false);
+    }
+
+    fn prepared_bytes(&self) -> usize {
+        self.sparse
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.bytes())
+    }
+
     fn eval(
         &self,
         ctx: &mut Ctx,
@@ -583,6 +625,39 @@ impl Op for Conv {
         let act = self.act;
         let apply = move |s: &mut [f32]| act.apply(s);
         let epi: Option<sgemm::Epilogue<'_>> = (act != Activation::None).then_some(&apply);
+        // A pruned constant weight: the sparse kernel, one image at a time.
+        let sparse = if self.const_w && g == 1 && ctx.pack_weights {
+            self.sparse
+                .get_or_init(|| {
+                    (sparse::density(ws) <= SPARSE_DENSITY_MAX)
+                        .then(|| SparseB::new(Mat::rows(ws, m, k).t()).ok())
+                        .flatten()
+                })
+                .as_ref()
+                .filter(|s| s.k == k && s.n == m)
+                .filter(|_| pointwise || k.saturating_mul(out_sp) <= SPARSE_UNFOLD_MAX)
+        } else {
+            None
+        };
+        if let Some(sb) = sparse {
+            for ni in 0..n {
+                let xi = &xs[ni * c * in_sp..][..c * in_sp];
+                let yi = &mut y[ni * m * out_sp..][..m * out_sp];
+                if pointwise {
+                    sparse::conv(sb, xi, out_sp, yi, bs, epi, threads)?;
+                } else {
+                    kernels::with_scratch(|s| {
+                        if s.len() < k * out_sp {
+                            s.resize(k * out_sp, 0.0);
+                        }
+                        let cols = &mut s[..k * out_sp];
+                        Im2col { x: xi, geo: &geo }.unfold(k, cols);
+                        sparse::conv(sb, cols, out_sp, yi, bs, epi, threads)
+                    })?;
+                }
+            }
+            return Ok(());
+        }
         for ni in 0..n {
             for gi in 0..g {
                 let xg = &xs[(ni * c + gi * cg) * in_sp..][..cg * in_sp];
@@ -621,8 +696,9 @@ pub(crate) struct Im2col<'a> {
     pub(crate) geo: &'a Geo,
 }
 
-impl PackRhs for Im2col<'_> {
-    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+impl Im2col<'_> {
+    /// Row `kidx` of the virtual matrix, columns `j0..j0 + row.len()`.
+    fn fill_row(&self, kidx: usize, j0: usize, row: &mut [f32]) {
         let g = self.geo;
         let [id, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
@@ -631,10 +707,7 @@ impl PackRhs for Im2col<'_> {
         let [dd, dh, dw] = g.dilation;
         let [pd, ph, pw] = g.pad_begin;
         let (in_sp, ksp) = (g.in_size(), g.k_size());
-        let mut row = [0f32; sgemm::NC];
-        let row = &mut row[..nc.min(sgemm::NC)];
-        for kk in 0..kc {
-            let kidx = k0 + kk;
+        {
             let (ch, rem) = (kidx / ksp, kidx % ksp);
             let (a, rem) = (rem / (kh * kw), rem % (kh * kw));
             let (b, e) = (rem / kw, rem % kw);
@@ -670,6 +743,24 @@ impl PackRhs for Im2col<'_> {
                 }
                 j += x1 - x0;
             }
+        }
+    }
+
+    /// The whole `[k, out]` matrix, row-major, into `dst`.
+    fn unfold(&self, k: usize, dst: &mut [f32]) {
+        let out = self.geo.out_size();
+        for (kidx, row) in dst.chunks_exact_mut(out).take(k).enumerate() {
+            self.fill_row(kidx, 0, row);
+        }
+    }
+}
+
+impl PackRhs for Im2col<'_> {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let mut row = [0f32; sgemm::NC];
+        let row = &mut row[..nc.min(sgemm::NC)];
+        for kk in 0..kc {
+            self.fill_row(k0 + kk, j0, row);
             // Scatter the row into its panels (whole panels as fixed-size
             // copies: two vector moves, not a memcpy call).
             const NR: usize = sgemm::NR;

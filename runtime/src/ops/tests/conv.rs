@@ -202,6 +202,19 @@ fn case(
 }
 
 fn check_case(rng: &mut Rng, c: &Case, bias: bool, act: (&str, f32, f32), threads: usize) {
+    check_case_with(rng, c, bias, act, threads, false)
+}
+
+/// [`check_case`], and with `pruned` the weight is 90% zeros and the op is
+/// told it is a constant, so a group-1 conv runs the sparse kernel.
+fn check_case_with(
+    rng: &mut Rng,
+    c: &Case,
+    bias: bool,
+    act: (&str, f32, f32),
+    threads: usize,
+    pruned: bool,
+) {
     let r = c.x.len() - 2;
     let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
     let mut a = Attrs::new().with("group", Attr::Int(c.group as i64));
@@ -222,12 +235,20 @@ fn check_case(rng: &mut Rng, c: &Case, bias: bool, act: (&str, f32, f32), thread
         a.set("activation_alpha", Attr::Float(act.1));
         a.set("activation_beta", Attr::Float(act.2));
     }
-    let op = build_conv(&a).unwrap();
-    let (x, w, b) = (
+    let mut op = build_conv(&a).unwrap();
+    let (x, mut w, b) = (
         rng.vec(c.x.iter().product()),
         rng.vec(c.w.iter().product()),
         rng.vec(c.w[0]),
     );
+    if pruned {
+        for (i, v) in w.iter_mut().enumerate() {
+            if i % 10 != 3 {
+                *v = 0.0;
+            }
+        }
+        op.constant_inputs(&[false, true, true]);
+    }
     let mut ins = vec![
         Some(Tensor::from_slice(&c.x, &x).unwrap()),
         Some(Tensor::from_slice(&c.w, &w).unwrap()),
@@ -259,7 +280,7 @@ fn check_case(rng: &mut Rng, c: &Case, bias: bool, act: (&str, f32, f32), thread
         pb.push(p);
     }
     let what = format!(
-        "x {:?} w {:?} group {} auto '{}' act {:?} threads {threads}",
+        "x {:?} w {:?} group {} auto '{}' act {:?} threads {threads} pruned {pruned}",
         c.x, c.w, c.group, c.auto, act.0
     );
     let (dims, got) = run(&*op, &ins, threads);
@@ -511,6 +532,34 @@ fn depthwise_copies_give_the_same_bits() {
             "{ih}x{iw} k{k} s{stride}"
         );
     }
+}
+
+/// A pruned constant weight (90% zeros) runs the sparse kernel for group-1
+/// convs (pointwise straight on the input, others on im2col rows) and the
+/// dense paths otherwise; all match the direct loops, with bias, a fused
+/// activation and two threads.
+#[test]
+fn pruned_constant_weights_match_direct_loops() {
+    let mut rng = Rng(5);
+    for c in cases() {
+        for threads in [1, 2] {
+            check_case_with(&mut rng, &c, true, ("relu", 0.0, 0.0), threads, true);
+            check_case_with(&mut rng, &c, false, ("", 0.0, 0.0), threads, true);
+        }
+    }
+    // A pointwise one with more than a block of positions.
+    let pw = case(&[2, 16, 9, 11], &[8, 16, 1, 1], 1, &[], &[], &[], "");
+    check_case_with(&mut rng, &pw, true, ("hard_swish", 0.0, 0.0), 2, true);
+    // And the op really took the sparse path there.
+    let mut op = build_conv(&Attrs::new()).unwrap();
+    op.constant_inputs(&[false, true]);
+    let x = Tensor::from_slice(&[1, 16, 9, 11], &rng.vec(16 * 99)).unwrap();
+    let w: Vec<f32> = (0..8 * 16)
+        .map(|i| if i % 10 == 3 { 1.0 } else { 0.0 })
+        .collect();
+    let w = Tensor::from_slice(&[8, 16, 1, 1], &w).unwrap();
+    run(&*op, &[Some(x), Some(w)], 1);
+    assert!(op.prepared_bytes() > 0, "no sparse weight was built");
 }
 
 #[test]
