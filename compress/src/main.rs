@@ -422,12 +422,12 @@ fn compress(a: &CompressArgs) -> Result<()> {
             bail!(
                 "--prune-heads: no attention block's heads can be removed ({})",
                 if not.is_empty() {
+                    "the model has no MatMul of a Softmax and a value".into()
+                } else {
                     not.iter()
                         .map(|n| format!("{}: {}", n.node, n.reason))
                         .collect::<Vec<_>>()
                         .join("; ")
-                } else {
-                    "no MatMul of a Softmax and a value".into()
                 }
             );
         }

@@ -114,3 +114,22 @@ fn compress_without_data_still_writes_the_file_when_random_inputs_do_not_run() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn prune_heads_on_a_model_without_attention_is_an_error_that_says_so() {
+    let dir = scratch("heads");
+    let out_file = dir.join("out.morsel");
+    let out = morsel()
+        .args(["compress", "--prune-heads", "0.5", "-o"])
+        .arg(&out_file)
+        .arg(repo().join("examples/digits/digits_cnn.onnx"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--prune-heads") && stderr.contains("no MatMul of a Softmax"),
+        "{stderr}"
+    );
+    assert!(!out_file.exists(), "no file is written");
+}
