@@ -106,6 +106,21 @@ fn pruned_vs_zeroed(g: &Graph, ratio: f32, feed: &[(String, Tensor)], tol: f32) 
 
 // ------------------------------------------------------------ structured
 
+/// MiniLM's fixture inputs, first 2 sentences.
+fn minilm_two_sentences() -> Vec<(String, Tensor)> {
+    npz(&fixture("minilm/inputs.npz"))
+        .into_iter()
+        .map(|(k, v)| {
+            let per = v.numel() / v.dims[0];
+            let data = v.to_i64_vec().unwrap();
+            (
+                k,
+                Tensor::from_slice(&[2, v.dims[1]], &data[..2 * per]).unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn structured_digits_equals_the_zeroed_dense_model() {
     let g = morsel::compress::convert(&digits_dir().join("digits_cnn.onnx")).unwrap();
@@ -134,18 +149,7 @@ fn structured_digits_equals_the_zeroed_dense_model() {
 #[test]
 fn structured_minilm_ffn_equals_the_zeroed_dense_model() {
     let g = morsel::compress::convert(&fixture("minilm/model.onnx")).unwrap();
-    let feed: Vec<(String, Tensor)> = npz(&fixture("minilm/inputs.npz"))
-        .into_iter()
-        .map(|(k, v)| {
-            // First 2 sentences.
-            let per = v.numel() / v.dims[0];
-            let data = v.to_i64_vec().unwrap();
-            (
-                k,
-                Tensor::from_slice(&[2, v.dims[1]], &data[..2 * per]).unwrap(),
-            )
-        })
-        .collect();
+    let feed = minilm_two_sentences();
     let (pruned, n) = pruned_vs_zeroed(&g, 0.5, &feed, 2e-5);
     // Exactly the six FFN intermediates: Q/K/V reach a Reshape, the
     // attention output and FFN output a residual Add.
@@ -168,17 +172,7 @@ fn structured_minilm_ffn_equals_the_zeroed_dense_model() {
 fn minilm_heads_removed_equal_the_zeroed_dense_model() {
     use morsel::compress::heads::{attention_blocks, remove_heads, select_heads, zero_heads};
     let g = morsel::compress::convert(&fixture("minilm/model.onnx")).unwrap();
-    let feed: Vec<(String, Tensor)> = npz(&fixture("minilm/inputs.npz"))
-        .into_iter()
-        .map(|(k, v)| {
-            let per = v.numel() / v.dims[0];
-            let data = v.to_i64_vec().unwrap();
-            (
-                k,
-                Tensor::from_slice(&[2, v.dims[1]], &data[..2 * per]).unwrap(),
-            )
-        })
-        .collect();
+    let feed = minilm_two_sentences();
     let mut pruned = g.clone();
     let (blocks, not) = attention_blocks(&mut pruned).unwrap();
     assert_eq!(blocks.len(), 6, "{not:?}");

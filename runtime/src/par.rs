@@ -73,19 +73,9 @@ pub fn chunks_mut<T: Send>(
     len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    let len = len.max(1);
-    let (total, parts) = (data.len(), data.len().div_ceil(len));
-    let base = SendPtr(data.as_mut_ptr());
-    run(threads, parts, |i| {
-        let start = i * len;
-        // SAFETY: parts are distinct, so their ranges [start, start+len) ∩
-        // [0, total) are disjoint pieces of `data`, which stays borrowed
-        // mutably until `run` returns.
-        let chunk = unsafe {
-            std::slice::from_raw_parts_mut(base.get().add(start), len.min(total - start))
-        };
-        f(i, chunk)
-    });
+    let chunks = Chunks::new(data, len);
+    // SAFETY: `run` calls each part once, so each chunk is handed out once.
+    run(threads, chunks.count(), |i| f(i, unsafe { chunks.get(i) }));
 }
 
 /// [`chunks_mut`] for parts that can fail (the first error in part order).
@@ -95,17 +85,51 @@ pub fn try_chunks_mut<T: Send>(
     len: usize,
     f: impl Fn(usize, &mut [T]) -> Result<()> + Sync,
 ) -> Result<()> {
-    let len = len.max(1);
-    let (total, parts) = (data.len(), data.len().div_ceil(len));
-    let base = SendPtr(data.as_mut_ptr());
-    try_run(threads, parts, |i| {
-        let start = i * len;
-        // SAFETY: as in `chunks_mut`.
-        let chunk = unsafe {
-            std::slice::from_raw_parts_mut(base.get().add(start), len.min(total - start))
-        };
-        f(i, chunk)
-    })
+    let chunks = Chunks::new(data, len);
+    // SAFETY: as in `chunks_mut`.
+    try_run(threads, chunks.count(), |i| f(i, unsafe { chunks.get(i) }))
+}
+
+/// A mutably borrowed slice cut into chunks of `len` that parts on other
+/// threads take one each.
+struct Chunks<'a, T> {
+    base: SendPtr<T>,
+    total: usize,
+    len: usize,
+    // The borrow of the slice (T itself is covered by `SendPtr`).
+    _data: std::marker::PhantomData<&'a mut ()>,
+}
+
+impl<'a, T: Send> Chunks<'a, T> {
+    fn new(data: &'a mut [T], len: usize) -> Self {
+        Chunks {
+            base: SendPtr(data.as_mut_ptr()),
+            total: data.len(),
+            len: len.max(1),
+            _data: std::marker::PhantomData,
+        }
+    }
+    fn count(&self) -> usize {
+        self.total.div_ceil(self.len)
+    }
+    /// Chunk `i` (< `count()`).
+    ///
+    /// # Safety
+    /// Each `i` is taken at most once while `self` lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, i: usize) -> &'a mut [T] {
+        let start = i * self.len;
+        assert!(start < self.total, "chunk {i} of {}", self.count());
+        // SAFETY: chunks [start, start + len) ∩ [0, total) of distinct `i`
+        // are disjoint pieces of the borrowed slice, and each `i` is taken
+        // once (the caller's guarantee).
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.get().add(start),
+                self.len.min(self.total - start),
+            )
+        }
+    }
 }
 
 /// A pointer the parts share; each part touches only its own elements.

@@ -510,33 +510,26 @@ fn matmul_with(
 /// Positions per block of [`conv_rows`].
 const PB: usize = 32;
 
+/// What [`conv_rows`] reads: `W` as a [`SparseB`] of `Wᵀ` (column `j` =
+/// output channel `j`'s nonzeros), `X` `k` rows of `np` positions.
+struct ConvJob<'a> {
+    w: &'a SparseB,
+    x: &'a [f32],
+    np: usize,
+    bias: Option<&'a [f32]>,
+}
+
 /// `Y[j, p] = bias[j] + Σ_k W[j, k]·X[k, p]` for output channels `j0..j1`
-/// and positions `0..np`: `W` is a pruned conv weight held as a
-/// [`SparseB`] of `Wᵀ` (column `j` = output channel `j`'s nonzeros), `X`
-/// `k` rows of `np` positions at row stride `xs` (an image's channels in
-/// NCHW, or im2col rows), `Y` rows at stride `ys`. The positions of a
-/// channel sit together in NCHW, so no transpose is needed (unlike
+/// (`Y` holds their rows of `np` positions). The positions of a channel sit
+/// together in NCHW (or in im2col rows), so no transpose is needed (unlike
 /// [`matmul`]'s A): blocks of 32 positions, each output channel's 32 sums
 /// in registers (two interleaved sets), one vector multiply-add per 8
 /// positions per nonzero.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn conv_rows<F: Madd>(
-    w: &SparseB,
-    x: &[f32],
-    xs: usize,
-    np: usize,
-    y: &mut [f32],
-    ys: usize,
-    j0: usize,
-    j1: usize,
-    bias: Option<&[f32]>,
-) {
-    let row = |r: u32, p0: usize| -> &[f32; PB] {
-        let at = r as usize * xs + p0;
-        // Callers pass k rows of np values at stride xs, p0 + PB ≤ np.
-        <&[f32; PB]>::try_from(&x[at..at + PB]).expect("block inside X")
-    };
+fn conv_rows<F: Madd>(job: &ConvJob<'_>, y: &mut [f32], j0: usize, j1: usize) {
+    let ConvJob { w, x, np, bias } = *job;
+    // Callers pass k rows of np values; p0 + PB ≤ np.
+    let row = |r: u32, p0: usize| &x[r as usize * np + p0..][..PB];
     let mut p0 = 0;
     while p0 + PB <= np {
         for j in j0..j1 {
@@ -557,7 +550,7 @@ fn conv_rows<F: Madd>(
                 }
             }
             let b = bias.map_or(0.0, |b| b[j]);
-            let out = &mut y[(j - j0) * ys + p0..][..PB];
+            let out = &mut y[(j - j0) * np + p0..][..PB];
             for ((o, &a0), &a1) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
                 *o = b + (a0 + a1);
             }
@@ -570,9 +563,9 @@ fn conv_rows<F: Madd>(
             let (rows, vals) = w.col(j);
             let mut s = 0f32;
             for (&r, &v) in rows.iter().zip(vals) {
-                s = F::madd(v, x[r as usize * xs + p], s);
+                s = F::madd(v, x[r as usize * np + p], s);
             }
-            y[(j - j0) * ys + p] = bias.map_or(0.0, |b| b[j]) + s;
+            y[(j - j0) * np + p] = bias.map_or(0.0, |b| b[j]) + s;
         }
     }
 }
@@ -583,19 +576,8 @@ fn conv_rows<F: Madd>(
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn conv_rows_avx2(
-    w: &SparseB,
-    x: &[f32],
-    xs: usize,
-    np: usize,
-    y: &mut [f32],
-    ys: usize,
-    j0: usize,
-    j1: usize,
-    bias: Option<&[f32]>,
-) {
-    conv_rows::<Fused>(w, x, xs, np, y, ys, j0, j1, bias)
+unsafe fn conv_rows_avx2(job: &ConvJob<'_>, y: &mut [f32], j0: usize, j1: usize) {
+    conv_rows::<Fused>(job, y, j0, j1)
 }
 
 /// A pruned convolution's product for one image (and group): `Y[m, np] =
@@ -625,17 +607,18 @@ pub fn conv(
         return Ok(());
     }
     let y = &mut y[..m * np];
+    let job = ConvJob { w, x, np, bias };
     let run = |j0: usize, ys: &mut [f32]| {
         let j1 = j0 + ys.len() / np;
         #[cfg(target_arch = "x86_64")]
         if super::cpu::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
-            unsafe { conv_rows_avx2(w, x, np, np, ys, np, j0, j1, bias) };
+            unsafe { conv_rows_avx2(&job, ys, j0, j1) };
         } else {
-            conv_rows::<Portable>(w, x, np, np, ys, np, j0, j1, bias);
+            conv_rows::<Portable>(&job, ys, j0, j1);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        conv_rows::<Portable>(w, x, np, np, ys, np, j0, j1, bias);
+        conv_rows::<Portable>(&job, ys, j0, j1);
         if let Some(e) = epi {
             ys.chunks_exact_mut(np).for_each(e);
         }
