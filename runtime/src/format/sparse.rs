@@ -195,7 +195,7 @@ pub fn decode_rice(raw: &[u8], n: usize, size: usize) -> Result<AlignedBuf, Stri
             raw.len()
         ));
     }
-    let (&[k], Some(count)) = (raw.get(..1).unwrap_or(&[0, 0]), raw.get(1..5)) else {
+    let (Some(&k), Some(count)) = (raw.first(), raw.get(1..5)) else {
         return Err(format!(
             "{} bytes, too short for k and the count",
             raw.len()
