@@ -27,6 +27,8 @@
 
 use anyhow::{Result, anyhow};
 use morsel_runtime::DType;
+
+use crate::prune::{NotPrunable, f32s};
 use morsel_runtime::graph::{Graph, ValueId};
 use morsel_runtime::ops::op_name;
 use morsel_runtime::tensor::{Dim, Tensor};
@@ -45,13 +47,6 @@ pub struct Attention {
     pub out: usize,
     pub heads: usize,
     pub dim: usize,
-}
-
-/// Why a candidate block was left whole.
-#[derive(Debug, Clone)]
-pub struct NotPrunable {
-    pub node: String,
-    pub reason: String,
 }
 
 type Found = std::result::Result<Attention, String>;
@@ -260,14 +255,6 @@ fn block(
         heads: h,
         dim: d,
     })
-}
-
-fn f32s(g: &Graph, v: ValueId) -> Result<Vec<f32>> {
-    Ok(g.values[v]
-        .konst
-        .as_ref()
-        .ok_or_else(|| anyhow!("'{}' is not a constant", g.values[v].name))?
-        .to_f32_vec()?)
 }
 
 fn weight(g: &Graph, node: usize) -> Result<(ValueId, Vec<usize>)> {

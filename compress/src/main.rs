@@ -353,6 +353,21 @@ fn convert(input: &Path, output: &Path, weights: Weights) -> Result<()> {
     Ok(())
 }
 
+/// `node: reason; …` for an error message.
+fn reasons(not: &[prune::NotPrunable]) -> String {
+    not.iter()
+        .map(|n| format!("{}: {}", n.node, n.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The layers (or blocks) a structured step left whole, for its JSON step.
+fn not_prunable_json(not: &[prune::NotPrunable]) -> Vec<serde_json::Value> {
+    not.iter()
+        .map(|n| json!({"node": n.node, "reason": n.reason}))
+        .collect()
+}
+
 fn compress(a: &CompressArgs) -> Result<()> {
     let t = Instant::now();
     let input = a.input.as_path();
@@ -424,10 +439,7 @@ fn compress(a: &CompressArgs) -> Result<()> {
                 if not.is_empty() {
                     "the model has no MatMul of a Softmax and a value".into()
                 } else {
-                    not.iter()
-                        .map(|n| format!("{}: {}", n.node, n.reason))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    reasons(&not)
                 }
             );
         }
@@ -455,18 +467,15 @@ fn compress(a: &CompressArgs) -> Result<()> {
         morsel_compress::heads::remove_heads(&mut g, &blocks, &keeps)?;
         let step = format!("prune-heads({ratio})");
         quantize::add_recipe_step(&mut g, &step);
-        steps.push(json!({"step": step, "blocks": layers,
-            "not_prunable": not.iter().map(|n| json!({"node": n.node, "reason": n.reason})).collect::<Vec<_>>()}));
+        steps
+            .push(json!({"step": step, "blocks": layers, "not_prunable": not_prunable_json(&not)}));
     }
     if let Some(ratio) = a.prune_channels {
         let (groups, not) = prune::channel_groups(&mut g)?;
         if groups.is_empty() {
             bail!(
                 "--prune-channels: no layer's channels can be removed ({})",
-                not.iter()
-                    .map(|n| format!("{}: {}", n.node, n.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                reasons(&not)
             );
         }
         let (score, score_name) = match a.channel_score {
@@ -505,8 +514,8 @@ fn compress(a: &CompressArgs) -> Result<()> {
         prune::remove_channels(&mut g, &groups, &keeps)?;
         let step = format!("prune-channels({ratio},{score_name})");
         quantize::add_recipe_step(&mut g, &step);
-        steps.push(json!({"step": step, "layers": layers,
-            "not_prunable": not.iter().map(|n| json!({"node": n.node, "reason": n.reason})).collect::<Vec<_>>()}));
+        steps
+            .push(json!({"step": step, "layers": layers, "not_prunable": not_prunable_json(&not)}));
     }
 
     // 2. Unstructured / N:M pruning.

@@ -92,7 +92,7 @@ pub fn weight_of(g: &Graph, n: &Node) -> Option<(ValueId, Layout)> {
     ))
 }
 
-fn f32s(g: &Graph, v: ValueId) -> Result<Vec<f32>> {
+pub(crate) fn f32s(g: &Graph, v: ValueId) -> Result<Vec<f32>> {
     g.values[v]
         .konst
         .as_ref()
@@ -354,7 +354,8 @@ pub struct ChannelGroup {
     pub pinned: Vec<bool>,
 }
 
-/// Why a producer layer's channels cannot be removed.
+/// Why a producer layer's channels (or an attention block's heads,
+/// [`crate::heads`]) cannot be removed.
 #[derive(Debug, Clone)]
 pub struct NotPrunable {
     pub node: String,
