@@ -256,6 +256,16 @@ pub fn int8_kernel() -> String {
     format!("{:?}", morsel_runtime::kernels::int8::Kernel::best())
 }
 
+/// Whether the f32 kernels (matrix multiply, exp, erf, GELU, …) fuse their
+/// multiply-adds: true in the relaxed-SIMD build on an engine whose
+/// `f32x4.relaxed_madd` rounds once (Chromium on x86 with FMA). Then f32
+/// results have the bits of native Morsel on x86-64 with FMA; otherwise
+/// those of native Morsel with `MORSEL_ISA=baseline` (no FMA).
+#[wasm_bindgen(js_name = fusedMultiplyAdd)]
+pub fn fused_multiply_add() -> bool {
+    morsel_runtime::kernels::sgemm::fused() && morsel_runtime::kernels::math::fused()
+}
+
 /// The version of this package's runtime.
 #[wasm_bindgen]
 pub fn version() -> String {

@@ -1,8 +1,9 @@
 //! The JS API in headless Chromium (wasm-bindgen-test): load, describe, run
 //! the bundled digits CNN against ONNX Runtime's logits, and every error
 //! path throwing a `MorselError` without breaking the instance. Also the
-//! kernels only this build has (simd128 f32 and int8 matmul, the vector
-//! exp) against their definitions.
+//! kernels only this build has (simd128 / relaxed-SIMD f32 and int8
+//! matmul, the vector math) against their definitions, bit for bit where
+//! native code has the same arithmetic.
 //!
 //! Run by `make test-wasm` (needs `target/digits_cnn.morsel`, which it
 //! converts first). Compiled only for wasm32.
@@ -248,14 +249,18 @@ impl Lcg {
     }
 }
 
-/// The f32 matmul (simd128 tile, short row panels, partial column panels,
-/// k past one block, in-place and packed B, column bias) against f64 sums.
+/// The f32 matmul (simd128 or relaxed-FMA tile, short row panels, partial
+/// column panels, k past one block, in-place and packed B, column bias):
+/// the exact bits of the k-ordered sum (what native tiles compute, fused or
+/// not), and within rounding of f64 sums.
 #[wasm_bindgen_test]
 fn f32_matmul_matches_the_definition() {
     use morsel_runtime::kernels::Mat;
     use morsel_runtime::kernels::sgemm::{self, Bias, Lhs, PackedB, Rhs};
     let mut rng = Lcg(5);
     let mut scratch = Vec::new();
+    let fused = sgemm::fused();
+    assert_eq!(fused, morsel_wasm::fused_multiply_add());
     for &m in &[1usize, 2, 5, 6, 7, 13, 60] {
         for &k in &[1usize, 7, 300] {
             for &n in &[1usize, 15, 16, 17, 40] {
@@ -273,6 +278,24 @@ fn f32_matmul_matches_the_definition() {
                         .unwrap();
                     for i in 0..m {
                         for j in 0..n {
+                            // the exact bits: the bias, then each product
+                            // added in k order, fused (libm's correctly
+                            // rounded fmaf) or not, as the tile does
+                            let mut chain = bias[j];
+                            for p in 0..k {
+                                let (x, y) = (a[i * k + p], b[p * n + j]);
+                                chain = if fused {
+                                    x.mul_add(y, chain)
+                                } else {
+                                    chain + x * y
+                                };
+                            }
+                            assert_eq!(
+                                c[i * n + j].to_bits(),
+                                chain.to_bits(),
+                                "{m}x{k}x{n} {how} [{i},{j}] (fused: {fused}): {} vs {chain}",
+                                c[i * n + j]
+                            );
                             let mut want = bias[j] as f64;
                             let mut mag = want.abs();
                             for p in 0..k {
@@ -353,4 +376,64 @@ fn exp_subnormals_and_softmax_flush() {
     let s = math::exp_shift_sum(&x, 0.0, &mut y);
     assert!(y[1].is_normal() && y[2] == 0.0 && y[3] == 0.0, "{y:?}");
     assert!((s - 1.0).abs() < 1e-6, "{s}");
+}
+
+/// The vector math this build runs (simd128 loops, or the relaxed-SIMD
+/// `v128` copy with fused multiply-adds) gives the bits of the scalar
+/// formula with the same rounding, which native x86-64 copies are held to
+/// as well: one value at a time (where exp's subnormal path is decided)
+/// and whole slices, over the ranges where each formula changes branch.
+#[wasm_bindgen_test]
+fn vector_math_gives_the_scalar_formulas_bits() {
+    use morsel_runtime::kernels::math::{self, Function, scalar_twin, scalar_twin_exp_shift};
+    let fused = math::fused();
+    assert_eq!(fused, morsel_wasm::fused_multiply_add());
+    let mut xs: Vec<f32> = (0..8_001)
+        .map(|i| -20.0 + 40.0 * i as f32 / 8_000.0)
+        .collect();
+    xs.extend((0..2_001).map(|i| -104.0 + 193.0 * i as f32 / 2_000.0));
+    xs.extend([
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-40,
+        0.875,
+        -0.625,
+    ]);
+    for f in Function::ALL {
+        for &x in &xs {
+            let mut y = [0f32];
+            f.apply(&[x], &mut y);
+            let want = scalar_twin(f, fused, x);
+            assert_eq!(
+                y[0].to_bits(),
+                want.to_bits(),
+                "{f:?}({x}) fused {fused}: {} vs {want}",
+                y[0]
+            );
+        }
+        // whole slices (16-lane chunks and a tail) on [-10, 10], where no
+        // lane needs exp below the normals
+        let xs: Vec<f32> = (0..1_003)
+            .map(|i| -10.0 + 20.0 * i as f32 / 1_002.0)
+            .collect();
+        let mut y = vec![0f32; xs.len()];
+        f.apply(&xs, &mut y);
+        for (&x, &y) in xs.iter().zip(&y) {
+            assert_eq!(
+                y.to_bits(),
+                scalar_twin(f, fused, x).to_bits(),
+                "{f:?}({x}) in a slice"
+            );
+        }
+    }
+    let mut y = vec![0f32; xs.len()];
+    math::exp_shift_sum(&xs, 20.0, &mut y);
+    for (&x, &y) in xs.iter().zip(&y) {
+        let want = scalar_twin_exp_shift(fused, x, 20.0);
+        assert_eq!(y.to_bits(), want.to_bits(), "e^({x} - 20) fused {fused}");
+    }
 }

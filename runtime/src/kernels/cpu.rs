@@ -85,3 +85,29 @@ pub fn avx512_vnni() -> bool {
 pub fn aarch64_dotprod() -> bool {
     !baseline_only() && std::arch::is_aarch64_feature_detected!("dotprod")
 }
+
+/// The wasm relaxed-SIMD build, on an engine whose `f32x4.relaxed_madd`
+/// rounds once (Chromium and Node on x86 with FMA; on ARM always), and not
+/// held to the baseline. The spec lets the engine fuse or not; the f32
+/// kernels use it only where it fuses, and then compute what native FMA
+/// code does, bit for bit.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+pub fn relaxed_madd_fused() -> bool {
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    cached(&HAS, || {
+        use core::arch::wasm32::*;
+        // (1 + 2^-12)² - 1 = 2^-11 + 2^-24: the 2^-24 survives only in a
+        // fused multiply-add; two roundings lose it to the square.
+        let a = f32x4_splat(std::hint::black_box(1.0 + 1.0 / 4096.0));
+        let c = f32x4_splat(std::hint::black_box(-1.0));
+        let r = f32x4_relaxed_madd(a, a, c);
+        let want = 1.0 / 2048.0 + 1.0 / 16_777_216.0;
+        !baseline_only()
+            && [
+                f32x4_extract_lane::<0>(r),
+                f32x4_extract_lane::<1>(r),
+                f32x4_extract_lane::<2>(r),
+                f32x4_extract_lane::<3>(r),
+            ] == [want; 4]
+    })
+}

@@ -26,39 +26,159 @@
 // Approximation coefficients are written with all the digits they were fit with.
 #![allow(clippy::excessive_precision)]
 
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
 const CHUNK: usize = 16;
+
+// ---------------------------------------------------------------- numbers
+
+/// What the formulas compute on: one `f32` (the loops over chunks of 16
+/// are vectorised by LLVM), or, in the wasm relaxed-SIMD build, four in a
+/// `v128` (LLVM never emits a relaxed multiply-add on its own, so those
+/// loops are written on vectors).
+trait Real:
+    Copy
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    /// f32 lanes in one value.
+    const LANES: usize;
+    /// The lanes' bits as i32s.
+    type Bits: Bits;
+    fn splat(v: f32) -> Self;
+    /// Lanes `k·LANES..(k + 1)·LANES` of a chunk.
+    fn load(x: &[f32; CHUNK], k: usize) -> Self;
+    fn store(self, y: &mut [f32; CHUNK], k: usize);
+    /// The first lane.
+    fn first(self) -> f32;
+    fn abs(self) -> Self;
+    /// `self` with the sign bit of `sign`.
+    fn copysign(self, sign: Self) -> Self;
+    /// Per lane, `if a < b { x } else { y }` (NaN compares false).
+    fn if_lt(a: Self, b: Self, x: Self, y: Self) -> Self;
+    /// Per lane, `if a <= b { x } else { y }` (NaN compares false).
+    fn if_le(a: Self, b: Self, x: Self, y: Self) -> Self;
+    fn to_bits(self) -> Self::Bits;
+    fn from_bits(b: Self::Bits) -> Self;
+}
+
+/// i32 lanes, with wrapping arithmetic.
+trait Bits: Copy {
+    fn splat(v: i32) -> Self;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    /// Arithmetic shift right by one.
+    fn shr1(self) -> Self;
+    /// The bits of 2^self, for self in the normal exponent range:
+    /// `(self + 127) << 23`.
+    fn pow2(self) -> Self;
+}
+
+impl Real for f32 {
+    const LANES: usize = 1;
+    type Bits = i32;
+    #[inline(always)]
+    fn splat(v: f32) -> f32 {
+        v
+    }
+    #[inline(always)]
+    fn load(x: &[f32; CHUNK], k: usize) -> f32 {
+        x[k]
+    }
+    #[inline(always)]
+    fn store(self, y: &mut [f32; CHUNK], k: usize) {
+        y[k] = self;
+    }
+    #[inline(always)]
+    fn first(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn abs(self) -> f32 {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn copysign(self, sign: f32) -> f32 {
+        f32::copysign(self, sign)
+    }
+    #[inline(always)]
+    fn if_lt(a: f32, b: f32, x: f32, y: f32) -> f32 {
+        if a < b { x } else { y }
+    }
+    #[inline(always)]
+    fn if_le(a: f32, b: f32, x: f32, y: f32) -> f32 {
+        if a <= b { x } else { y }
+    }
+    #[inline(always)]
+    fn to_bits(self) -> i32 {
+        f32::to_bits(self) as i32
+    }
+    #[inline(always)]
+    fn from_bits(b: i32) -> f32 {
+        f32::from_bits(b as u32)
+    }
+}
+
+impl Bits for i32 {
+    #[inline(always)]
+    fn splat(v: i32) -> i32 {
+        v
+    }
+    #[inline(always)]
+    fn add(self, o: i32) -> i32 {
+        self.wrapping_add(o)
+    }
+    #[inline(always)]
+    fn sub(self, o: i32) -> i32 {
+        self.wrapping_sub(o)
+    }
+    #[inline(always)]
+    fn max(self, o: i32) -> i32 {
+        Ord::max(self, o)
+    }
+    #[inline(always)]
+    fn min(self, o: i32) -> i32 {
+        Ord::min(self, o)
+    }
+    #[inline(always)]
+    fn shr1(self) -> i32 {
+        self >> 1
+    }
+    #[inline(always)]
+    fn pow2(self) -> i32 {
+        self.wrapping_add(127) << 23
+    }
+}
 
 // ---------------------------------------------------------------- multiply-add
 
 /// `a * b + c`: fused where FMA is an instruction, two roundings elsewhere
 /// (calling `f32::mul_add` without hardware FMA would be a slow libm call).
-trait MulAdd: Copy {
-    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+trait MulAdd<V>: Copy {
+    fn mul_add(a: V, b: V, c: V) -> V;
 }
 
 #[derive(Clone, Copy)]
-#[cfg_attr(any(target_arch = "aarch64", target_feature = "fma"), allow(dead_code))]
 struct Unfused;
 
-impl MulAdd for Unfused {
+impl MulAdd<f32> for Unfused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
     }
 }
 
+/// Fused (one rounding) on every target: an instruction with FMA, a libm
+/// call without (only [`scalar_twin`] runs it there).
 #[derive(Clone, Copy)]
-#[cfg_attr(
-    not(any(
-        target_arch = "aarch64",
-        target_arch = "x86_64",
-        target_feature = "fma"
-    )),
-    allow(dead_code)
-)]
 struct Fused;
 
-impl MulAdd for Fused {
+impl MulAdd<f32> for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
@@ -71,21 +191,154 @@ type Native = Fused;
 #[cfg(not(any(target_arch = "aarch64", target_feature = "fma")))]
 type Native = Unfused;
 
+/// Four lanes in a `v128`, and relaxed multiply-adds: the wasm
+/// relaxed-SIMD build's copy of the loops, used where the engine fuses
+/// `f32x4.relaxed_madd` (Chromium on x86 with FMA, on ARM always), so that
+/// it computes what native FMA code does.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod v4 {
+    use super::{Bits, CHUNK, MulAdd, Real};
+    use core::arch::wasm32::*;
+    use std::ops::{Add, Div, Mul, Neg, Sub};
+
+    #[derive(Clone, Copy)]
+    pub(super) struct V4(v128);
+    #[derive(Clone, Copy)]
+    pub(super) struct I4(v128);
+
+    macro_rules! binop {
+        ($($tr:ident $f:ident $op:ident;)*) => {$(
+            impl $tr for V4 {
+                type Output = V4;
+                #[inline(always)]
+                fn $f(self, o: V4) -> V4 {
+                    V4($op(self.0, o.0))
+                }
+            }
+        )*};
+    }
+    binop! {
+        Add add f32x4_add;
+        Sub sub f32x4_sub;
+        Mul mul f32x4_mul;
+        Div div f32x4_div;
+    }
+    impl Neg for V4 {
+        type Output = V4;
+        #[inline(always)]
+        fn neg(self) -> V4 {
+            V4(f32x4_neg(self.0))
+        }
+    }
+
+    impl Real for V4 {
+        const LANES: usize = 4;
+        type Bits = I4;
+        #[inline(always)]
+        fn splat(v: f32) -> V4 {
+            V4(f32x4_splat(v))
+        }
+        #[inline(always)]
+        fn load(x: &[f32; CHUNK], k: usize) -> V4 {
+            let s = &x[4 * k..4 * k + 4];
+            // SAFETY: `s` holds 16 bytes; v128 loads take any alignment.
+            V4(unsafe { v128_load(s.as_ptr().cast()) })
+        }
+        #[inline(always)]
+        fn store(self, y: &mut [f32; CHUNK], k: usize) {
+            let s = &mut y[4 * k..4 * k + 4];
+            // SAFETY: as for `load`.
+            unsafe { v128_store(s.as_mut_ptr().cast(), self.0) }
+        }
+        #[inline(always)]
+        fn first(self) -> f32 {
+            f32x4_extract_lane::<0>(self.0)
+        }
+        #[inline(always)]
+        fn abs(self) -> V4 {
+            V4(f32x4_abs(self.0))
+        }
+        #[inline(always)]
+        fn copysign(self, sign: V4) -> V4 {
+            V4(v128_bitselect(sign.0, self.0, f32x4_splat(-0.0)))
+        }
+        #[inline(always)]
+        fn if_lt(a: V4, b: V4, x: V4, y: V4) -> V4 {
+            V4(v128_bitselect(x.0, y.0, f32x4_lt(a.0, b.0)))
+        }
+        #[inline(always)]
+        fn if_le(a: V4, b: V4, x: V4, y: V4) -> V4 {
+            V4(v128_bitselect(x.0, y.0, f32x4_le(a.0, b.0)))
+        }
+        #[inline(always)]
+        fn to_bits(self) -> I4 {
+            I4(self.0)
+        }
+        #[inline(always)]
+        fn from_bits(b: I4) -> V4 {
+            V4(b.0)
+        }
+    }
+
+    impl Bits for I4 {
+        #[inline(always)]
+        fn splat(v: i32) -> I4 {
+            I4(i32x4_splat(v))
+        }
+        #[inline(always)]
+        fn add(self, o: I4) -> I4 {
+            I4(i32x4_add(self.0, o.0))
+        }
+        #[inline(always)]
+        fn sub(self, o: I4) -> I4 {
+            I4(i32x4_sub(self.0, o.0))
+        }
+        #[inline(always)]
+        fn max(self, o: I4) -> I4 {
+            I4(i32x4_max(self.0, o.0))
+        }
+        #[inline(always)]
+        fn min(self, o: I4) -> I4 {
+            I4(i32x4_min(self.0, o.0))
+        }
+        #[inline(always)]
+        fn shr1(self) -> I4 {
+            I4(i32x4_shr(self.0, 1))
+        }
+        #[inline(always)]
+        fn pow2(self) -> I4 {
+            I4(i32x4_shl(i32x4_add(self.0, i32x4_splat(127)), 23))
+        }
+    }
+
+    /// `f32x4.relaxed_madd`; only used where [`crate::kernels::cpu::relaxed_madd_fused`].
+    #[derive(Clone, Copy)]
+    pub(super) struct RelaxedFused;
+
+    impl MulAdd<V4> for RelaxedFused {
+        #[inline(always)]
+        fn mul_add(a: V4, b: V4, c: V4) -> V4 {
+            V4(f32x4_relaxed_madd(a.0, b.0, c.0))
+        }
+    }
+}
+
 /// Horner's rule, highest coefficient first.
 #[inline(always)]
-fn horner<M: MulAdd, const N: usize>(x: f32, c: [f32; N]) -> f32 {
-    let mut p = c[0];
+fn horner<V: Real, M: MulAdd<V>, const N: usize>(x: V, c: [f32; N]) -> V {
+    let mut p = V::splat(c[0]);
     for &k in &c[1..] {
-        p = M::mul_add(p, x, k);
+        p = M::mul_add(p, x, V::splat(k));
     }
     p
 }
 
 /// `x` limited to `[lo, hi]`; NaN stays NaN (both comparisons are false).
 #[inline(always)]
-fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
-    let x = if x < lo { lo } else { x };
-    if x > hi { hi } else { x }
+fn clamp<V: Real>(x: V, lo: f32, hi: f32) -> V {
+    let (lo, hi) = (V::splat(lo), V::splat(hi));
+    let x = V::if_lt(x, lo, lo, x);
+    V::if_lt(hi, x, hi, x)
 }
 
 // ---------------------------------------------------------------- per element
@@ -101,18 +354,20 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 /// multiply into a subnormal: that costs ~2x on the whole vector, and
 /// softmax over masked positions would do it all the time.
 #[inline(always)]
-fn exp1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
+fn exp1<V: Real, M: MulAdd<V>, const TINY: u8>(x: V) -> V {
     // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
     const SHIFT: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_375;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    let c = V::splat;
+    let i = V::Bits::splat;
     // e^89 overflows, e^-104 is below half the smallest subnormal.
     let x = clamp(x, -104.0, 89.0);
-    let t = M::mul_add(x, std::f32::consts::LOG2_E, SHIFT);
-    let n = t - SHIFT;
-    let r = M::mul_add(n, -LN2_HI, x);
-    let r = M::mul_add(n, -LN2_LO, r);
-    let p = horner::<M, 6>(
+    let t = M::mul_add(x, c(std::f32::consts::LOG2_E), c(SHIFT));
+    let n = t - c(SHIFT);
+    let r = M::mul_add(n, c(-LN2_HI), x);
+    let r = M::mul_add(n, c(-LN2_LO), r);
+    let p = horner::<V, M, 6>(
         r,
         [
             1.987_569_15e-4,
@@ -123,19 +378,17 @@ fn exp1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
             5.000_000_120_1e-1,
         ],
     );
-    let er = M::mul_add(p, r * r, r) + 1.0;
+    let er = M::mul_add(p, r * r, r) + c(1.0);
     // n as an integer, straight from the bits of t (|n| < 2^22).
-    let ni = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let nn = ni.max(-125);
-    let n1 = nn >> 1;
-    let n2 = nn.wrapping_sub(n1);
-    let s1 = f32::from_bits((n1.wrapping_add(127) << 23) as u32);
-    let s2 = f32::from_bits((n2.wrapping_add(127) << 23) as u32);
-    let normal = er * s1 * s2;
+    let ni = t.to_bits().sub(i(SHIFT.to_bits() as i32));
+    let nn = ni.max(i(-125));
+    let n1 = nn.shr1();
+    let n2 = nn.sub(n1);
+    let normal = er * V::from_bits(n1.pow2()) * V::from_bits(n2.pow2());
     // (n compared as a float below, so that NaN keeps the normal path.)
     match TINY {
         ANY => return normal,
-        FLUSH => return if n < -125.0 { 0.0 } else { normal },
+        FLUSH => return V::if_lt(n, c(-125.0), c(0.0), normal),
         _ => {}
     }
     // n ≤ -126: the result's bit pattern is the integer nearest er·2^(n+149)
@@ -144,15 +397,13 @@ fn exp1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
     // adding 2^23 rounds to an integer (ties to even); at or above it, the
     // value already is one.
     const TWO23: f32 = 8_388_608.0;
-    let ks = ni.clamp(-150, -126) + 149;
-    let v = er * f32::from_bits(((ks + 127) << 23) as u32);
-    let bits = if v < TWO23 {
-        (v + TWO23).to_bits()
-    } else {
-        v.to_bits().wrapping_add(1 << 23)
-    };
-    let sub = f32::from_bits(bits.wrapping_sub(TWO23.to_bits()));
-    if n <= -126.0 { sub } else { normal }
+    let two23 = i(TWO23.to_bits() as i32);
+    let ks = ni.max(i(-150)).min(i(-126)).add(i(149));
+    let v = er * V::from_bits(ks.pow2());
+    let below = V::from_bits((v + c(TWO23)).to_bits().sub(two23));
+    let above = V::from_bits(v.to_bits().add(i(1 << 23)).sub(two23));
+    let sub = V::if_lt(v, c(TWO23), below, above);
+    V::if_le(n, c(-126.0), sub, normal)
 }
 
 /// What `exp1` does with results below the normals (see there).
@@ -165,8 +416,8 @@ const ERF_SPLIT: f32 = 0.875;
 
 /// erf(x) for |x| < [`ERF_SPLIT`]: `x·P(x²)`, fit to relative error 9e-9.
 #[inline(always)]
-fn erf_small<M: MulAdd>(x: f32) -> f32 {
-    let p = horner::<M, 6>(
+fn erf_small<V: Real, M: MulAdd<V>>(x: V) -> V {
+    let p = horner::<V, M, 6>(
         x * x,
         [
             -6.203_377_852_216_363e-4,
@@ -185,9 +436,10 @@ fn erf_small<M: MulAdd>(x: f32) -> f32 {
 /// Relative error stays small far into the tail, where `1 - erf` is all
 /// rounding: GELU of negative inputs needs that.
 #[inline(always)]
-fn erfc_tail<M: MulAdd, const TINY: u8>(a: f32) -> f32 {
-    let t = 1.0 / M::mul_add(0.5, a, 1.0);
-    let p = horner::<M, 8>(
+fn erfc_tail<V: Real, M: MulAdd<V>, const TINY: u8>(a: V) -> V {
+    let c = V::splat;
+    let t = c(1.0) / M::mul_add(c(0.5), a, c(1.0));
+    let p = horner::<V, M, 8>(
         t,
         [
             -1.752_443_611_621_856_7e-1,
@@ -200,30 +452,27 @@ fn erfc_tail<M: MulAdd, const TINY: u8>(a: f32) -> f32 {
             -1.265_389_561_653_137_2,
         ],
     );
-    t * exp1::<M, TINY>(M::mul_add(-a, a, p))
+    t * exp1::<V, M, TINY>(M::mul_add(-a, a, p))
 }
 
 /// erf(x). Past |x| ≈ 3.92, `1 - erfc` rounds to exactly 1.
 #[inline(always)]
-fn erf1<M: MulAdd>(x: f32) -> f32 {
+fn erf1<V: Real, M: MulAdd<V>>(x: V) -> V {
     let a = x.abs();
-    let big = (1.0 - erfc_tail::<M, ANY>(a)).copysign(x);
-    if a < ERF_SPLIT {
-        erf_small::<M>(x)
-    } else {
-        big
-    }
+    let big = (V::splat(1.0) - erfc_tail::<V, M, ANY>(a)).copysign(x);
+    V::if_lt(a, V::splat(ERF_SPLIT), erf_small::<V, M>(x), big)
 }
 
 /// tanh(x): `x + x³·P(x²)` for |x| < 0.625 (fit to relative error 4e-9),
 /// else `1 - 2/(e^{2|x|} + 1)` with the sign of x.
 #[inline(always)]
-fn tanh1<M: MulAdd>(x: f32) -> f32 {
+fn tanh1<V: Real, M: MulAdd<V>>(x: V) -> V {
+    let c = V::splat;
     let a = x.abs();
-    let e = exp1::<M, ANY>(a + a);
-    let big = (1.0 - 2.0 / (e + 1.0)).copysign(x);
+    let e = exp1::<V, M, ANY>(a + a);
+    let big = (c(1.0) - c(2.0) / (e + c(1.0))).copysign(x);
     let x2 = x * x;
-    let p = horner::<M, 5>(
+    let p = horner::<V, M, 5>(
         x2,
         [
             -5.704_991_985_112_429e-3,
@@ -234,48 +483,53 @@ fn tanh1<M: MulAdd>(x: f32) -> f32 {
         ],
     );
     let small = M::mul_add(x * x2, p, x);
-    if a < 0.625 { small } else { big }
+    V::if_lt(a, c(0.625), small, big)
 }
 
 #[inline(always)]
-fn sigmoid1<M: MulAdd>(x: f32) -> f32 {
-    1.0 / (1.0 + exp1::<M, ANY>(-x))
+fn sigmoid1<V: Real, M: MulAdd<V>>(x: V) -> V {
+    let one = V::splat(1.0);
+    one / (one + exp1::<V, M, ANY>(-x))
 }
 
 /// `½·x`, with -inf taken as -f32::MAX so that GELU(-inf) is -0 (the
 /// limit) rather than -inf·0 = NaN.
 #[inline(always)]
-fn half(x: f32) -> f32 {
-    0.5 * if x < -f32::MAX { -f32::MAX } else { x }
+fn half<V: Real>(x: V) -> V {
+    let min = V::splat(-f32::MAX);
+    V::splat(0.5) * V::if_lt(x, min, min, x)
 }
 
 /// `x·½·(1 + erf(x/√2))`, the exact GELU, computed as `½x·erfc(-x/√2)`
 /// so that negative inputs keep their relative accuracy.
 #[inline(always)]
-fn gelu1<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
-    let z = x * std::f32::consts::FRAC_1_SQRT_2;
+fn gelu1<V: Real, M: MulAdd<V>, const TINY: u8>(x: V) -> V {
+    let c = V::splat;
+    let z = x * c(std::f32::consts::FRAC_1_SQRT_2);
     let a = z.abs();
-    let tail = erfc_tail::<M, TINY>(a);
-    let big = if z < 0.0 { tail } else { 2.0 - tail };
-    let small = 1.0 + erf_small::<M>(z);
-    half(x) * if a < ERF_SPLIT { small } else { big }
+    let tail = erfc_tail::<V, M, TINY>(a);
+    let big = V::if_lt(z, c(0.0), tail, c(2.0) - tail);
+    let small = c(1.0) + erf_small::<V, M>(z);
+    half(x) * V::if_lt(a, c(ERF_SPLIT), small, big)
 }
 
 /// `x·½·(1 + tanh(u))` with `u = √(2/π)·(x + 0.044715·x³)`, GELU's tanh
 /// approximation, computed as `x / (1 + e^(-2u))` (the same function) so
 /// that negative inputs do not lose their digits in `1 + tanh(u)`.
 #[inline(always)]
-fn gelu_tanh1<M: MulAdd>(x: f32) -> f32 {
+fn gelu_tanh1<V: Real, M: MulAdd<V>>(x: V) -> V {
     const MINUS_2_SQRT_2_OVER_PI: f32 = -1.595_769_121_605_730_7;
-    let u2 = MINUS_2_SQRT_2_OVER_PI * M::mul_add(0.044_715 * x * x, x, x);
-    (2.0 * half(x)) / (1.0 + exp1::<M, ANY>(u2))
+    let c = V::splat;
+    let u2 = c(MINUS_2_SQRT_2_OVER_PI) * M::mul_add(c(0.044_715) * x * x, x, x);
+    (c(2.0) * half(x)) / (c(1.0) + exp1::<V, M, ANY>(u2))
 }
 
-/// One per-element function, generic over how multiply-adds are done.
+/// One per-element function, generic over its numbers and how
+/// multiply-adds are done.
 trait Lane {
     /// The function; with `TINY` = [`ANY`] its exp may be off below the
     /// normals, which is only right where `subnormal(x)` is false.
-    fn f<M: MulAdd, const TINY: u8>(x: f32) -> f32;
+    fn f<V: Real, M: MulAdd<V>, const TINY: u8>(x: V) -> V;
     /// Whether `f(x)` needs an exp result below the smallest normal.
     #[inline(always)]
     fn subnormal(_x: f32) -> bool {
@@ -288,7 +542,7 @@ macro_rules! lanes {
         struct $ty;
         impl Lane for $ty {
             #[inline(always)]
-            fn f<M: MulAdd, const TINY: u8>(x: f32) -> f32 {
+            fn f<V: Real, M: MulAdd<V>, const TINY: u8>(x: V) -> V {
                 lanes!(@call $f, M, TINY, x $(, $lo)?)
             }
             $(
@@ -299,8 +553,8 @@ macro_rules! lanes {
             )?
         }
     )*};
-    (@call $f:ident, $m:ident, $s:ident, $x:ident, $lo:expr) => { $f::<$m, $s>($x) };
-    (@call $f:ident, $m:ident, $s:ident, $x:ident) => { $f::<$m>($x) };
+    (@call $f:ident, $m:ident, $s:ident, $x:ident, $lo:expr) => { $f::<V, $m, $s>($x) };
+    (@call $f:ident, $m:ident, $s:ident, $x:ident) => { $f::<V, $m>($x) };
 }
 
 lanes! {
@@ -326,28 +580,26 @@ const GELU_NORMAL_MIN: f32 = -12.5;
 
 /// One chunk; again with exp's subnormal path if some lane needs it.
 #[inline(always)]
-fn chunk<L: Lane, M: MulAdd>(x: &[f32; CHUNK], y: &mut [f32; CHUNK]) {
-    let mut slow = false;
-    for k in 0..CHUNK {
-        y[k] = L::f::<M, ANY>(x[k]);
-        slow |= L::subnormal(x[k]);
+fn chunk<V: Real, L: Lane, M: MulAdd<V>>(x: &[f32; CHUNK], y: &mut [f32; CHUNK]) {
+    for k in 0..CHUNK / V::LANES {
+        L::f::<V, M, ANY>(V::load(x, k)).store(y, k);
     }
-    if slow {
-        for k in 0..CHUNK {
-            y[k] = L::f::<M, EXACT>(x[k]);
+    if x.iter().any(|&v| L::subnormal(v)) {
+        for k in 0..CHUNK / V::LANES {
+            L::f::<V, M, EXACT>(V::load(x, k)).store(y, k);
         }
     }
 }
 
 #[inline(always)]
-fn map_loop<L: Lane, M: MulAdd>(x: &[f32], y: &mut [f32]) {
+fn map_loop<V: Real, L: Lane, M: MulAdd<V>>(x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     let (x, y) = (&x[..n], &mut y[..n]);
     let mut xc = x.chunks_exact(CHUNK);
     let mut yc = y.chunks_exact_mut(CHUNK);
     for (xs, ys) in (&mut xc).zip(&mut yc) {
         if let (Ok(xs), Ok(ys)) = (xs.try_into(), ys.try_into()) {
-            chunk::<L, M>(xs, ys);
+            chunk::<V, L, M>(xs, ys);
         }
     }
     let (xt, yt) = (xc.remainder(), yc.into_remainder());
@@ -355,18 +607,18 @@ fn map_loop<L: Lane, M: MulAdd>(x: &[f32], y: &mut [f32]) {
         let mut a = [0f32; CHUNK];
         let mut b = [0f32; CHUNK];
         a[..xt.len()].copy_from_slice(xt);
-        chunk::<L, M>(&a, &mut b);
+        chunk::<V, L, M>(&a, &mut b);
         yt.copy_from_slice(&b[..yt.len()]);
     }
 }
 
 #[inline(always)]
-fn map_in_place_loop<L: Lane, M: MulAdd>(xs: &mut [f32]) {
+fn map_in_place_loop<V: Real, L: Lane, M: MulAdd<V>>(xs: &mut [f32]) {
     let mut c = xs.chunks_exact_mut(CHUNK);
     for xs in &mut c {
         if let Ok(xs) = <&mut [f32; CHUNK]>::try_from(xs) {
             let a = *xs;
-            chunk::<L, M>(&a, xs);
+            chunk::<V, L, M>(&a, xs);
         }
     }
     let t = c.into_remainder();
@@ -374,30 +626,37 @@ fn map_in_place_loop<L: Lane, M: MulAdd>(xs: &mut [f32]) {
         let mut a = [0f32; CHUNK];
         let mut b = [0f32; CHUNK];
         a[..t.len()].copy_from_slice(t);
-        chunk::<L, M>(&a, &mut b);
+        chunk::<V, L, M>(&a, &mut b);
         t.copy_from_slice(&b[..t.len()]);
     }
 }
 
 /// `y = e^(x - shift)` with results below ~2^-125.5 flushed to zero,
-/// returning the sum of `y` (f32 partial sums, one per lane).
+/// returning the sum of `y` (f32 partial sums, one per lane of a chunk,
+/// added up in a fixed tree; the tail after the last whole chunk in order).
 #[inline(always)]
-fn exp_shift_sum_loop<M: MulAdd>(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+fn exp_shift_sum_loop<V: Real, M: MulAdd<V>>(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     let n = x.len().min(y.len());
     let (x, y) = (&x[..n], &mut y[..n]);
     let mut acc = [0f32; CHUNK];
     let mut xc = x.chunks_exact(CHUNK);
     let mut yc = y.chunks_exact_mut(CHUNK);
     for (xs, ys) in (&mut xc).zip(&mut yc) {
-        for k in 0..CHUNK {
-            let e = exp1::<M, FLUSH>(xs[k] - shift);
-            ys[k] = e;
-            acc[k] += e;
+        let (Ok(xs), Ok(ys)) = (
+            <&[f32; CHUNK]>::try_from(xs),
+            <&mut [f32; CHUNK]>::try_from(ys),
+        ) else {
+            continue;
+        };
+        for k in 0..CHUNK / V::LANES {
+            let e = exp1::<V, M, FLUSH>(V::load(xs, k) - V::splat(shift));
+            e.store(ys, k);
+            (V::load(&acc, k) + e).store(&mut acc, k);
         }
     }
     let mut tail = 0f32;
     for (o, &v) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *o = exp1::<M, FLUSH>(v - shift);
+        *o = exp1::<V, M, FLUSH>(V::splat(v - shift)).first();
         tail += *o;
     }
     let mut s = acc;
@@ -427,6 +686,18 @@ enum Isa {
     /// sums reduce in the same tree, so the bits equal `Avx2Fma`'s.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// The loops on `v128`s with relaxed multiply-adds, where the engine
+    /// fuses them: the fused arithmetic of `Avx2Fma`, so its bits, in a
+    /// browser.
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    RelaxedFma,
+}
+
+impl Isa {
+    /// Whether this copy fuses its multiply-adds.
+    fn fused(self) -> bool {
+        self != Isa::Portable || cfg!(any(target_arch = "aarch64", target_feature = "fma"))
+    }
 }
 
 /// The fastest copy this CPU runs.
@@ -439,6 +710,10 @@ fn best() -> Isa {
         } else {
             Isa::Avx2Fma
         };
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    if super::cpu::relaxed_madd_fused() {
+        return Isa::RelaxedFma;
     }
     Isa::Portable
 }
@@ -463,17 +738,17 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn map<L: Lane>(x: &[f32], y: &mut [f32]) {
-        super::map_loop::<L, Fused>(x, y)
+        super::map_loop::<f32, L, Fused>(x, y)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn map_in_place<L: Lane>(xs: &mut [f32]) {
-        super::map_in_place_loop::<L, Fused>(xs)
+        super::map_in_place_loop::<f32, L, Fused>(xs)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shift_sum(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
-        super::exp_shift_sum_loop::<Fused>(x, shift, y)
+        super::exp_shift_sum_loop::<f32, Fused>(x, shift, y)
     }
 }
 
@@ -483,23 +758,23 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn map<L: Lane>(x: &[f32], y: &mut [f32]) {
-        super::map_loop::<L, Fused>(x, y)
+        super::map_loop::<f32, L, Fused>(x, y)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn map_in_place<L: Lane>(xs: &mut [f32]) {
-        super::map_in_place_loop::<L, Fused>(xs)
+        super::map_in_place_loop::<f32, L, Fused>(xs)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn exp_shift_sum(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
-        super::exp_shift_sum_loop::<Fused>(x, shift, y)
+        super::exp_shift_sum_loop::<f32, Fused>(x, shift, y)
     }
 }
 
 fn map_with<L: Lane>(isa: Isa, x: &[f32], y: &mut [f32]) {
     match isa {
-        Isa::Portable => map_loop::<L, Native>(x, y),
+        Isa::Portable => map_loop::<f32, L, Native>(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::map::<L>(x, y) },
@@ -507,30 +782,36 @@ fn map_with<L: Lane>(isa: Isa, x: &[f32], y: &mut [f32]) {
         // SAFETY: `Isa::Avx512` exists only when the CPU has AVX-512 F,
         // AVX2 and FMA.
         Isa::Avx512 => unsafe { avx512::map::<L>(x, y) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        Isa::RelaxedFma => map_loop::<v4::V4, L, v4::RelaxedFused>(x, y),
     }
 }
 
 fn map_in_place_with<L: Lane>(isa: Isa, xs: &mut [f32]) {
     match isa {
-        Isa::Portable => map_in_place_loop::<L, Native>(xs),
+        Isa::Portable => map_in_place_loop::<f32, L, Native>(xs),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::map_in_place::<L>(xs) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx512 => unsafe { avx512::map_in_place::<L>(xs) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        Isa::RelaxedFma => map_in_place_loop::<v4::V4, L, v4::RelaxedFused>(xs),
     }
 }
 
 fn exp_shift_sum_with(isa: Isa, x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     match isa {
-        Isa::Portable => exp_shift_sum_loop::<Native>(x, shift, y),
+        Isa::Portable => exp_shift_sum_loop::<f32, Native>(x, shift, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` exists only when the CPU has AVX2 and FMA.
         Isa::Avx2Fma => unsafe { avx2::exp_shift_sum(x, shift, y) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx512 => unsafe { avx512::exp_shift_sum(x, shift, y) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        Isa::RelaxedFma => exp_shift_sum_loop::<v4::V4, v4::RelaxedFused>(x, shift, y),
     }
 }
 
@@ -572,6 +853,82 @@ slice_fns! {
 /// at least 1, so no probability moves by more than that.
 pub fn exp_shift_sum(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
     exp_shift_sum_with(best(), x, shift, y)
+}
+
+/// Whether the functions above fuse their multiply-adds on this CPU (x86-64
+/// with FMA, aarch64, the wasm relaxed-SIMD build on an engine that fuses):
+/// with [`scalar_twin`], what a test needs to predict their bits.
+pub fn fused() -> bool {
+    best().fused()
+}
+
+/// The functions above, for [`scalar_twin`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Exp,
+    Erf,
+    Tanh,
+    Sigmoid,
+    Gelu,
+    GeluTanh,
+}
+
+impl Function {
+    pub const ALL: [Function; 6] = [
+        Function::Exp,
+        Function::Erf,
+        Function::Tanh,
+        Function::Sigmoid,
+        Function::Gelu,
+        Function::GeluTanh,
+    ];
+    /// The vector copy [`best`] picks, on a slice: `exp_to`, `erf_to`, ….
+    pub fn apply(self, x: &[f32], y: &mut [f32]) {
+        match self {
+            Function::Exp => exp_to(x, y),
+            Function::Erf => erf_to(x, y),
+            Function::Tanh => tanh_to(x, y),
+            Function::Sigmoid => sigmoid_to(x, y),
+            Function::Gelu => gelu_to(x, y),
+            Function::GeluTanh => gelu_tanh_to(x, y),
+        }
+    }
+}
+
+/// One element of `f` by the scalar formula, with multiply-adds fused
+/// (`f32::mul_add`: an instruction, or libm's correctly rounded `fmaf`) or
+/// each rounded: the bits every vector copy that fuses (or not) must give.
+/// For tests, including those of builds that run in a browser.
+#[doc(hidden)]
+pub fn scalar_twin(f: Function, fused: bool, x: f32) -> f32 {
+    fn one<L: Lane>(fused: bool, x: f32) -> f32 {
+        match (fused, L::subnormal(x)) {
+            (true, false) => L::f::<f32, Fused, ANY>(x),
+            (true, true) => L::f::<f32, Fused, EXACT>(x),
+            (false, false) => L::f::<f32, Unfused, ANY>(x),
+            (false, true) => L::f::<f32, Unfused, EXACT>(x),
+        }
+    }
+    match f {
+        Function::Exp => one::<Exp>(fused, x),
+        Function::Erf => one::<Erf>(fused, x),
+        Function::Tanh => one::<Tanh>(fused, x),
+        Function::Sigmoid => one::<Sigmoid>(fused, x),
+        Function::Gelu => one::<Gelu>(fused, x),
+        Function::GeluTanh => one::<GeluTanh>(fused, x),
+    }
+}
+
+/// `e^(x - shift)` as [`exp_shift_sum`] computes it, by the scalar formula
+/// (see [`scalar_twin`]).
+#[doc(hidden)]
+pub fn scalar_twin_exp_shift(fused: bool, x: f32, shift: f32) -> f32 {
+    if fused {
+        exp1::<f32, Fused, FLUSH>(x - shift)
+    } else {
+        exp1::<f32, Unfused, FLUSH>(x - shift)
+    }
 }
 
 #[cfg(test)]
@@ -680,6 +1037,57 @@ mod tests {
         let (_, rel) = max_err::<Gelu>(&sweep(-13.0, -3.0, N), gelu_ref, 1e-37);
         println!("gelu: rel on [-13, -3] {rel:e}");
         assert!(rel <= 5e-6, "{rel:e}");
+    }
+
+    /// Every copy gives, lane by lane, the bits of the scalar formula with
+    /// its multiply-adds fused or not as the copy does ([`scalar_twin`],
+    /// which the browser tests hold the wasm copies to).
+    #[test]
+    fn every_copy_gives_its_scalar_twins_bits() {
+        let mut xs = sweep(-20.0, 20.0, 20_011);
+        xs.extend(sweep(-104.0, 89.0, 4_001));
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+        ]);
+        fn map_fn(isa: Isa, f: Function, x: &[f32], y: &mut [f32]) {
+            match f {
+                Function::Exp => map_with::<Exp>(isa, x, y),
+                Function::Erf => map_with::<Erf>(isa, x, y),
+                Function::Tanh => map_with::<Tanh>(isa, x, y),
+                Function::Sigmoid => map_with::<Sigmoid>(isa, x, y),
+                Function::Gelu => map_with::<Gelu>(isa, x, y),
+                Function::GeluTanh => map_with::<GeluTanh>(isa, x, y),
+            }
+        }
+        for isa in isas() {
+            for f in Function::ALL {
+                // one value per chunk, so that exp's subnormal path is taken
+                // exactly where the twin takes it
+                for &x in &xs {
+                    let mut y = [0f32];
+                    map_fn(isa, f, &[x], &mut y);
+                    let want = scalar_twin(f, isa.fused(), x);
+                    assert_eq!(
+                        y[0].to_bits(),
+                        want.to_bits(),
+                        "{isa:?} {f:?}({x}): {} vs {want}",
+                        y[0]
+                    );
+                }
+            }
+            let mut y = vec![0f32; xs.len()];
+            exp_shift_sum_with(isa, &xs, 20.0, &mut y);
+            for (&x, &y) in xs.iter().zip(&y) {
+                let want = scalar_twin_exp_shift(isa.fused(), x, 20.0);
+                assert_eq!(y.to_bits(), want.to_bits(), "{isa:?} e^({x} - 20)");
+            }
+        }
     }
 
     /// The AVX-512 copy gives the AVX2+FMA copy's bits, lane by lane and

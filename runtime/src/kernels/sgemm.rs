@@ -16,9 +16,11 @@
 //! Kernels: on x86-64 (picked at run time) AVX-512, which takes two
 //! neighbouring column panels at once (an `MR×2·NR` tile: twelve zmm
 //! accumulators, where one panel's six left the FMA units half idle), or
-//! AVX2+FMA; a simd128 tile for wasm; and a portable one that LLVM
-//! vectorises for NEON. Every x86 tile runs each element's multiply-adds in
-//! the same k order, so they give the same bits. Tests compare them with a
+//! AVX2+FMA; a simd128 tile for wasm (with relaxed multiply-adds where the
+//! engine fuses them); and a portable one that LLVM vectorises for NEON.
+//! Every x86 and wasm tile runs each element's multiply-adds in the same k
+//! order, so those that fuse give the same bits, and so do those that
+//! do not. Tests compare them with a
 //! plain triple loop, and the two-panel tile with two one-panel tiles.
 
 use super::Mat;
@@ -34,6 +36,22 @@ const KC: usize = 256;
 /// Rows of A per block: MC×KC×4 = 144 KiB of A stays in L2 (and a
 /// 128-token transformer layer is one block, so B streams once).
 const MC: usize = 144;
+
+/// Whether this CPU's tile fuses its multiply-adds (AVX2+FMA, AVX-512, the
+/// wasm relaxed-SIMD tile where the engine fuses): one rounding per k step.
+/// Fused or not, each element of C is its bias (or zero, or C) plus the
+/// products added one at a time in k order.
+pub fn fused() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu::avx512f() || super::cpu::avx2_fma() {
+        return true;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    if super::cpu::relaxed_madd_fused() {
+        return true;
+    }
+    false
+}
 
 /// Floats needed to pack a `rows × k` left operand.
 pub fn packed_a_len(rows: usize, k: usize) -> usize {
@@ -435,6 +453,68 @@ unsafe fn tile_simd128<const R: usize>(
     ldc: usize,
     init: Init,
 ) {
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe { tile_wasm::<R, false>(kc, a, aoff, astep, b, bstep, c, ldc, init) }
+}
+
+/// [`tile_simd128`] with `f32x4.relaxed_madd` for each multiply-add, where
+/// the engine fuses it ([`super::cpu::relaxed_madd_fused`]): one rounding
+/// per step in the same k order, so the bits of `tile_avx2`/`tile_avx512`.
+///
+/// # Safety
+/// As for [`tile_simd128`], and `relaxed_madd_fused()` is true.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_relaxed_fma<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    aoff: &[usize; MR],
+    astep: usize,
+    b: *const f32,
+    bstep: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe { tile_wasm::<R, true>(kc, a, aoff, astep, b, bstep, c, ldc, init) }
+}
+
+/// `acc + a·b` on four lanes: one relaxed multiply-add if `FUSED`, else a
+/// multiply and an add.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn madd_wasm<const FUSED: bool>(
+    a: core::arch::wasm32::v128,
+    b: core::arch::wasm32::v128,
+    acc: core::arch::wasm32::v128,
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    #[cfg(target_feature = "relaxed-simd")]
+    if FUSED {
+        return f32x4_relaxed_madd(a, b, acc);
+    }
+    f32x4_add(acc, f32x4_mul(a, b))
+}
+
+/// The body of [`tile_simd128`] and [`tile_relaxed_fma`].
+///
+/// # Safety
+/// As for [`tile_simd128`].
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile_wasm<const R: usize, const FUSED: bool>(
+    kc: usize,
+    a: *const f32,
+    aoff: &[usize; MR],
+    astep: usize,
+    b: *const f32,
+    bstep: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
     // SAFETY: (whole body) each block is a part of the caller's tile.
     unsafe {
         for h in [0usize, 8] {
@@ -449,10 +529,10 @@ unsafe fn tile_simd128<const R: usize>(
                 };
                 let (b, c) = (b.add(h), c.add(r0 * ldc + h));
                 match g {
-                    4 => block_simd128::<4>(kc, a, off, astep, b, bstep, c, ldc, init),
-                    3 => block_simd128::<3>(kc, a, off, astep, b, bstep, c, ldc, init),
-                    2 => block_simd128::<2>(kc, a, off, astep, b, bstep, c, ldc, init),
-                    _ => block_simd128::<1>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    4 => block_simd128::<4, FUSED>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    3 => block_simd128::<3, FUSED>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    2 => block_simd128::<2, FUSED>(kc, a, off, astep, b, bstep, c, ldc, init),
+                    _ => block_simd128::<1, FUSED>(kc, a, off, astep, b, bstep, c, ldc, init),
                 }
                 r0 += g;
             }
@@ -468,7 +548,7 @@ unsafe fn tile_simd128<const R: usize>(
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn block_simd128<const G: usize>(
+unsafe fn block_simd128<const G: usize, const FUSED: bool>(
     kc: usize,
     a: *const f32,
     aoff: &[usize],
@@ -509,8 +589,8 @@ unsafe fn block_simd128<const G: usize>(
             let (b0, b1) = (ld(bp), ld(bp.add(4)));
             for (row, &off) in acc.iter_mut().zip(&aoff) {
                 let av = f32x4_splat(*ap.add(off));
-                row[0] = f32x4_add(row[0], f32x4_mul(av, b0));
-                row[1] = f32x4_add(row[1], f32x4_mul(av, b1));
+                row[0] = madd_wasm::<FUSED>(av, b0, row[0]);
+                row[1] = madd_wasm::<FUSED>(av, b1, row[1]);
             }
             ap = ap.add(astep);
             bp = bp.add(bstep);
@@ -968,6 +1048,10 @@ impl Job<'_> {
         #[cfg(target_arch = "x86_64")]
         if super::cpu::avx2_fma() {
             fast_tile!(tile_avx2);
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        if super::cpu::relaxed_madd_fused() {
+            fast_tile!(tile_relaxed_fma);
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         fast_tile!(tile_simd128);

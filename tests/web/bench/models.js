@@ -4,7 +4,7 @@
 // (tests/web/node_modules/onnxruntime-web/dist), never a CDN; the models and
 // inputs from /web-models/ (target/web-models, `make wasm-models`).
 // tests/web/models.test.mjs calls window.models.*; the button runs a case by hand.
-import initMorsel, { Model, wasmMemoryBytes, int8Kernel } from '/pkg/morsel_wasm.js';
+import initMorsel, { Model, wasmMemoryBytes, int8Kernel, fusedMultiplyAdd } from '/pkg/morsel_wasm.js';
 
 // case -> input set (target/web-models/inputs/<set>/<name>.npy)
 const CASES = {
@@ -141,7 +141,7 @@ window.models = {
   outputs,
   latency,
   info: () => ({ crossOriginIsolated, ortVersion: ort?.env.versions?.web ?? null, userAgent: navigator.userAgent,
-    int8Kernel: int8Kernel() }),
+    int8Kernel: int8Kernel(), fusedMultiplyAdd: fusedMultiplyAdd() }),
 };
 
 document.getElementById('go').addEventListener('click', async () => {

@@ -1,7 +1,7 @@
 // Compile-only check of the generated TypeScript types (tsc --noEmit,
 // strict): the API as a TS user writes it must type-check, and the lines
 // marked @ts-expect-error must be rejected.
-import init, { Model, wasmMemoryBytes, version, int8Kernel } from '../../../target/wasm-pkg/web/morsel_wasm.js';
+import init, { Model, wasmMemoryBytes, version, int8Kernel, fusedMultiplyAdd } from '../../../target/wasm-pkg/web/morsel_wasm.js';
 import type { Feeds, Outputs, TensorOutput, ValueInfo, MorselError, Dim, DType } from '../../../target/wasm-pkg/web/morsel_wasm.js';
 import * as node from '../../../target/wasm-pkg/node/morsel_wasm.js';
 import * as bundler from '../../../target/wasm-pkg/bundler/morsel_wasm.js';
@@ -36,7 +36,7 @@ export async function use(bytes: Uint8Array): Promise<number> {
   } catch (e) {
     const err = e as MorselError;
     const kind: 'format' | 'unsupported' | 'input' | 'graph' | 'memory' | 'io' = err.kind;
-    console.log(kind, err.message, limit, dims, dtype, meta, version(), wasmMemoryBytes(), int8Kernel(), model.sessionBytes);
+    console.log(kind, err.message, limit, dims, dtype, meta, version(), wasmMemoryBytes(), int8Kernel(), fusedMultiplyAdd() === true, model.sessionBytes);
   }
   model.free();
 
