@@ -131,19 +131,25 @@ test('bench page: Chromium outputs equal native Morsel; load, memory, latency ne
   const size = JSON.parse(fs.readFileSync(path.join(OUT, 'size.json'), 'utf8'));
   const report = { chromium: info.userAgent, crossOriginIsolated: info.crossOriginIsolated, ortWeb: info.ortVersion,
     wasmSize: size, loadMs: { morsel: median(loads.morsel), ort: median(loads.ort), all: loads }, wasmMemoryBytesAfterLoad: morselLoad.wasmMemoryBytes,
-    digits: { samples: 450, maxAbsDiffVsNative: diffNative, maxAbsDiffVsOrtWeb: diffOrt, accuracy: correct / 450 },
+    digits: { samples: 450, fusedMultiplyAdd: info.fusedMultiplyAdd, maxAbsDiffVsNative: diffNative, maxAbsDiffVsOrtWeb: diffOrt, accuracy: correct / 450 },
     latency: [lat1, lat450] };
   fs.writeFileSync(path.join(OUT, 'bench.json'), JSON.stringify(report, null, 2) + '\n');
   const f = (v) => v.toFixed(3);
   console.log([
     `browser (${info.userAgent.match(/Chrome\/[\d.]+/)?.[0]}, crossOriginIsolated=${info.crossOriginIsolated}), onnxruntime-web ${info.ortVersion}`,
     `  .wasm shipped (a page loads one): simd128 raw ${size.raw} B, gzip -9 ${size.gzip9} B; relaxed SIMD raw ${size.relaxed?.raw} B, gzip -9 ${size.relaxed?.gzip9} B`,
-    `  digits test split (450): max |diff| vs native Morsel ${diffNative.toExponential(3)}, vs onnxruntime-web ${diffOrt.toExponential(3)}, accuracy ${correct}/450`,
+    `  digits test split (450): max |diff| vs native Morsel ${diffNative.toExponential(3)} (fused multiply-add ${info.fusedMultiplyAdd}), vs onnxruntime-web ${diffOrt.toExponential(3)}, accuracy ${correct}/450`,
     `  load (fetch -> ready, median of 5 fresh pages): Morsel ${f(median(loads.morsel))} ms, onnxruntime-web ${f(median(loads.ort))} ms`,
     `  wasm memory: ${morselLoad.wasmMemoryBytes} B after load, ${lat450.wasmMemoryBytes} B after batch 450 (session buffers ${lat450.sessionBytes} B)`,
     ...[lat1, lat450].map((l) => `  latency batch ${l.batch} (median of ${l.morsel.runs}): Morsel ${f(l.morsel.medianMs)} ms, onnxruntime-web ${f(l.ort.medianMs)} ms, Morsel/ort ${l.ratio.toFixed(2)}`),
   ].join('\n'));
   assert.ok(diffNative <= 1e-5, `max |diff| vs native ${diffNative}`);
+  // With fused multiply-adds the page computes what native FMA code does
+  // (see models.test.mjs): the same bits.
+  if (info.fusedMultiplyAdd) {
+    assert.ok(Buffer.compare(Buffer.from(new Float32Array(out.morsel).buffer), Buffer.from(native.data.buffer, native.data.byteOffset, native.data.byteLength)) === 0,
+      `fused multiply-adds, but not bit-identical to native (max |diff| ${diffNative})`);
+  }
   assert.deepEqual(pred, argmaxRows(native.data, 10));
   assert.ok(lat1.morsel.runs >= 20 && lat450.morsel.runs >= 20);
   await page.context().close();

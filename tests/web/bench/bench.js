@@ -2,7 +2,7 @@
 // Both single-threaded; onnxruntime-web's wasm files come from this origin
 // (/ort/ = tests/web/node_modules/onnxruntime-web/dist), never a CDN.
 // The e2e test calls window.bench.*; the button runs everything by hand.
-import initMorsel, { Model, wasmMemoryBytes } from '/pkg/morsel_wasm.js';
+import initMorsel, { Model, wasmMemoryBytes, fusedMultiplyAdd } from '/pkg/morsel_wasm.js';
 
 const MORSEL_URL = '/digits_cnn.morsel';
 const ONNX_URL = '/digits/digits_cnn.onnx';
@@ -76,7 +76,8 @@ window.bench = {
   loadOrt,
   outputs,
   latency,
-  info: () => ({ crossOriginIsolated, ortVersion: ort?.env.versions?.web ?? null, userAgent: navigator.userAgent }),
+  info: () => ({ crossOriginIsolated, ortVersion: ort?.env.versions?.web ?? null, userAgent: navigator.userAgent,
+    fusedMultiplyAdd: fusedMultiplyAdd() }),
 };
 
 document.getElementById('go').addEventListener('click', async () => {
