@@ -72,7 +72,8 @@ MODELS_SRC := tests/models
 models: setup-python
 	bash $(MODELS_SRC)/fetch.sh
 	@$(MAKE) --no-print-directory $(VENV)/.models-installed \
-	    $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy $(MODELS_DIR)/ocr/rec_eval_labels.txt
+	    $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy $(MODELS_DIR)/minilm/transfer.npz \
+	    $(MODELS_DIR)/ocr/rec_eval_labels.txt
 
 $(VENV)/.models-installed: $(MODELS_SRC)/requirements.txt requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(MODELS_SRC)/requirements.txt
@@ -87,6 +88,12 @@ $(MODELS_DIR)/minilm/ref_b1_sentence_embedding.npy: $(MODELS_SRC)/make_minilm_re
     $(MODELS_SRC)/_common.py $(MODELS_SRC)/sentences.txt $(MODELS_DIR)/minilm/model.onnx \
     | $(VENV)/.models-installed
 	$(PY) $(MODELS_SRC)/make_minilm_reference.py
+
+# MiniLM distillation data (issue 6): heldout.npz, then transfer.npz, from
+# the committed tests/models/transfer_sentences.txt
+$(MODELS_DIR)/minilm/transfer.npz: $(MODELS_SRC)/make_minilm_transfer.py $(MODELS_SRC)/_common.py \
+    $(MODELS_SRC)/transfer_sentences.txt $(MODELS_DIR)/minilm/model.onnx | $(VENV)/.models-installed
+	$(PY) $(MODELS_SRC)/make_minilm_transfer.py
 
 # written last by its script, after the inputs, references and ref_cls.npy
 $(MODELS_DIR)/ocr/rec_eval_labels.txt: $(MODELS_SRC)/make_ocr_inputs.py $(MODELS_SRC)/_common.py \

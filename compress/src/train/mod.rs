@@ -1,11 +1,13 @@
 //! Training on the IR: a [`Graph`] run node by node on candle tensors, so
 //! candle's autograd can differentiate it (distillation, `distill.rs`).
 //!
-//! Every constant f32 weight of a MatMul, Gemm or Conv (and their biases)
-//! becomes a candle [`Var`]; every other constant stays fixed. Integer values
-//! (the Shape → Gather → Unsqueeze → Concat → Reshape subgraphs exporters
-//! write, indices, token ids) are computed on concrete `i64`s and are not
-//! differentiated. A weight that holds zeros when training starts (a pruned
+//! Every constant f32 weight of a MatMul, Gemm or Conv (and their biases),
+//! and the scale and shift of a LayerNormalization, becomes a candle
+//! [`Var`]; every other constant (embedding tables among them) stays
+//! fixed. Integer values (the Shape → Gather → Unsqueeze → Concat →
+//! Reshape subgraphs exporters write, indices, token ids, attention masks
+//! until they are cast to float) are computed on concrete `i64`s and are
+//! not differentiated. A weight that holds zeros when training starts (a pruned
 //! one) keeps them: [`Student::apply_masks`] puts the zeros back after each
 //! optimizer step. [`Student::export`] writes the trained values back into
 //! the graph's constants.
@@ -27,7 +29,8 @@ mod shape;
 mod window;
 
 use shape::{
-    concat_ints, dims_of, gather, ints_binary, relabel, reshape, slice, squeeze, transpose_ints,
+    broadcast, concat_ints, dims_of, gather, ints_binary, relabel, reshape, slice, squeeze,
+    transpose_ints,
 };
 
 /// The ops the interpreter runs.
@@ -55,6 +58,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "HardSwish",
     "Clip",
     "Softmax",
+    "LayerNormalization",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceL2",
+    "Expand",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -141,6 +149,8 @@ fn trainable_slots(op: &str) -> (&'static [usize], &'static [usize]) {
     match op {
         "MatMul" | "Gemm" => (&[0, 1], &[2]),
         "Conv" => (&[1], &[2]),
+        // scale and shift: trained, without weight decay or masks
+        "LayerNormalization" => (&[], &[1, 2]),
         _ => (&[], &[]),
     }
 }
@@ -487,6 +497,30 @@ fn eval_node(n: &Node, ins: &[Option<Val>]) -> Result<Vec<Val>> {
                 one(candle_nn::ops::softmax(&x, axis)?)
             }
         }
+        "LayerNormalization" => one(layer_norm(a, ins)?),
+        "ReduceSum" | "ReduceMean" | "ReduceL2" => one(reduce(op, a, ins)?),
+        "Expand" => {
+            let shape = iin(ins, 1, "the shape")?;
+            let v = input(ins, 0)?;
+            let dims = broadcast(
+                &dims_of(v),
+                &shape
+                    .v
+                    .iter()
+                    .map(|&d| d.max(0) as usize)
+                    .collect::<Vec<_>>(),
+            )?;
+            match v {
+                Val::F(t) => one(t.broadcast_as(dims)?.contiguous()?),
+                Val::I(i) => {
+                    let target = Ints {
+                        v: vec![0; dims.iter().product()],
+                        dims,
+                    };
+                    Ok(vec![Val::I(ints_binary(i, &target, |x, _| Ok(x))?)])
+                }
+            }
+        }
         "MaxPool" | "AveragePool" => one(window::pool(op, a, &fin(ins, 0)?)?),
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let x = fin(ins, 0)?;
@@ -593,6 +627,63 @@ fn eval_node(n: &Node, ins: &[Option<Val>]) -> Result<Vec<Val>> {
     }
 }
 
+/// LayerNormalization: each row over the axes from `axis` on, normalised
+/// to mean 0 and variance 1 (with `epsilon`), times the scale, plus the
+/// shift.
+fn layer_norm(a: &Attrs, ins: &[Option<Val>]) -> Result<CTensor> {
+    let x = fin(ins, 0)?;
+    let axis = norm_axis(a.int("axis", -1)?, x.rank())?;
+    let eps = a.float("epsilon", 1e-5)? as f64;
+    let dims = x.dims().to_vec();
+    let rows: usize = dims[..axis].iter().product();
+    let flat = x.reshape((rows, ()))?;
+    let centred = flat.broadcast_sub(&flat.mean_keepdim(1)?)?;
+    let var = centred.sqr()?.mean_keepdim(1)?;
+    let y = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape(dims)?;
+    let mut y = y.broadcast_mul(&fin(ins, 1)?)?;
+    if ins.get(2).is_some_and(|b| b.is_some()) {
+        y = y.broadcast_add(&fin(ins, 2)?)?;
+    }
+    Ok(y)
+}
+
+/// ReduceSum / ReduceMean / ReduceL2 over the axes given as input 1
+/// (opset 13 / 18 on) or as the `axes` attribute (before), all axes when
+/// there are none (unless `noop_with_empty_axes`).
+fn reduce(op: &str, a: &Attrs, ins: &[Option<Val>]) -> Result<CTensor> {
+    let x = fin(ins, 0)?;
+    let r = x.rank();
+    let axes: Vec<i64> = match ins.get(1).and_then(|v| v.as_ref()) {
+        Some(_) => iin(ins, 1, "axes")?.v,
+        None => a.ints("axes")?.map(|v| v.to_vec()).unwrap_or_default(),
+    };
+    if axes.is_empty() && a.int("noop_with_empty_axes", 0)? != 0 {
+        return Ok(x);
+    }
+    let mut axes: Vec<usize> = if axes.is_empty() {
+        (0..r).collect()
+    } else {
+        axes.iter()
+            .map(|&v| norm_axis(v, r))
+            .collect::<Result<_>>()?
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    let keep = a.int("keepdims", 1)? != 0;
+    let mut y = if op == "ReduceL2" { x.sqr()? } else { x };
+    let count: usize = axes.iter().map(|&ax| y.dims()[ax]).product();
+    for &ax in axes.iter().rev() {
+        y = if keep { y.sum_keepdim(ax)? } else { y.sum(ax)? };
+    }
+    Ok(match op {
+        "ReduceMean" => y.affine(1.0 / count.max(1) as f64, 0.0)?,
+        "ReduceL2" => y.sqrt()?,
+        _ => y,
+    })
+}
+
 /// numpy matmul: 1-D operands promoted, batch dims broadcast.
 fn matmul(x: &CTensor, w: &CTensor) -> Result<CTensor> {
     match (x.rank(), w.rank()) {
@@ -611,7 +702,9 @@ fn matmul(x: &CTensor, w: &CTensor) -> Result<CTensor> {
             out.push(w.dim(1)?);
             Ok(y.reshape(out)?)
         }
-        _ => Ok(x.broadcast_matmul(w)?),
+        // (candle's batched matmul wants row-major batches: a Transpose's
+        // permuted view is copied first)
+        _ => Ok(x.contiguous()?.broadcast_matmul(&w.contiguous()?)?),
     }
 }
 
