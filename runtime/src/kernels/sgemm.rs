@@ -430,56 +430,6 @@ unsafe fn tile_avx512_x2<const R: usize>(
     }
 }
 
-/// The `R × NR` tile for wasm simd128, as `G × 8` blocks of at most 4 rows
-/// (two halves of 8 columns, rows 0-3 then 4-5). V8 keeps 15 vector
-/// registers for wasm on x64, and LLVM hoists a block's row broadcasts ahead
-/// of its multiplies, so a block holds 2G accumulators, 2 B vectors and G
-/// broadcasts: 14 for G = 4, where 6 rows at once (19) spilled in the k loop.
-/// Multiply then add, each rounded (simd128 has no fused multiply-add): the
-/// same bits as the portable tile.
-///
-/// # Safety
-/// As for `tile_avx2`, with simd128 in place of AVX2 and FMA.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_simd128<const R: usize>(
-    kc: usize,
-    a: *const f32,
-    aoff: &[usize; MR],
-    astep: usize,
-    b: *const f32,
-    bstep: usize,
-    c: *mut f32,
-    ldc: usize,
-    init: Init,
-) {
-    // SAFETY: the caller's guarantees, passed on.
-    unsafe { tile_wasm::<R, false>(kc, a, aoff, astep, b, bstep, c, ldc, init) }
-}
-
-/// [`tile_simd128`] with `f32x4.relaxed_madd` for each multiply-add, where
-/// the engine fuses it ([`super::cpu::relaxed_madd_fused`]): one rounding
-/// per step in the same k order, so the bits of `tile_avx2`/`tile_avx512`.
-///
-/// # Safety
-/// As for [`tile_simd128`], and `relaxed_madd_fused()` is true.
-#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_relaxed_fma<const R: usize>(
-    kc: usize,
-    a: *const f32,
-    aoff: &[usize; MR],
-    astep: usize,
-    b: *const f32,
-    bstep: usize,
-    c: *mut f32,
-    ldc: usize,
-    init: Init,
-) {
-    // SAFETY: the caller's guarantees, passed on.
-    unsafe { tile_wasm::<R, true>(kc, a, aoff, astep, b, bstep, c, ldc, init) }
-}
-
 /// `acc + a·b` on four lanes: one relaxed multiply-add if `FUSED`, else a
 /// multiply and an add.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -497,14 +447,23 @@ fn madd_wasm<const FUSED: bool>(
     f32x4_add(acc, f32x4_mul(a, b))
 }
 
-/// The body of [`tile_simd128`] and [`tile_relaxed_fma`].
+/// The `R × NR` tile for wasm simd128, as `G × 8` blocks of at most 4 rows
+/// (two halves of 8 columns, rows 0-3 then 4-5). V8 keeps 15 vector
+/// registers for wasm on x64, and LLVM hoists a block's row broadcasts ahead
+/// of its multiplies, so a block holds 2G accumulators, 2 B vectors and G
+/// broadcasts: 14 for G = 4, where 6 rows at once (19) spilled in the k loop.
+/// Multiply then add, each rounded, unless `FUSED`: then one
+/// `f32x4.relaxed_madd` per step, which is used only where the engine fuses
+/// it ([`super::cpu::relaxed_madd_fused`]): one rounding per step in the
+/// same k order, so the bits of `tile_avx2`/`tile_avx512`. Unfused, the bits
+/// of the portable tile.
 ///
 /// # Safety
-/// As for [`tile_simd128`].
+/// As for `tile_avx2`, with simd128 in place of AVX2 and FMA; with `FUSED`,
+/// the build has relaxed SIMD.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn tile_wasm<const R: usize, const FUSED: bool>(
+unsafe fn tile_simd128<const R: usize, const FUSED: bool>(
     kc: usize,
     a: *const f32,
     aoff: &[usize; MR],
@@ -1002,7 +961,7 @@ impl Job<'_> {
         // `R × NR` tile kernel with `tile_avx2`'s arguments.
         #[allow(unused_macros)]
         macro_rules! fast_tile {
-            ($kernel:ident) => {{
+            ($kernel:ident $(, $fused:literal)?) => {{
                 let call = |c: *mut f32, ldc: usize| {
                     let (a, b) = (ap.as_ptr(), bp.as_ptr());
                     // SAFETY: the kernel's CPU features are present; ap/bp
@@ -1011,12 +970,12 @@ impl Job<'_> {
                     // NR floats at stride ldc.
                     unsafe {
                         match rows {
-                            1 => $kernel::<1>(kc, a, aoff, astep, b, bstep, c, ldc, init),
-                            2 => $kernel::<2>(kc, a, aoff, astep, b, bstep, c, ldc, init),
-                            3 => $kernel::<3>(kc, a, aoff, astep, b, bstep, c, ldc, init),
-                            4 => $kernel::<4>(kc, a, aoff, astep, b, bstep, c, ldc, init),
-                            5 => $kernel::<5>(kc, a, aoff, astep, b, bstep, c, ldc, init),
-                            _ => $kernel::<MR>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            1 => $kernel::<1 $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            2 => $kernel::<2 $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            3 => $kernel::<3 $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            4 => $kernel::<4 $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            5 => $kernel::<5 $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
+                            _ => $kernel::<MR $(, $fused)?>(kc, a, aoff, astep, b, bstep, c, ldc, init),
                         }
                     }
                 };
@@ -1051,10 +1010,10 @@ impl Job<'_> {
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
         if super::cpu::relaxed_madd_fused() {
-            fast_tile!(tile_relaxed_fma);
+            fast_tile!(tile_simd128, true);
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        fast_tile!(tile_simd128);
+        fast_tile!(tile_simd128, false);
         #[allow(unreachable_code)]
         let mut acc = [[0f32; NR]; MR];
         match init {
