@@ -18,7 +18,7 @@ use morsel::compress::measure::{argmax_rows, run_batched};
 use morsel::compress::prune::{PruneOptions, prune_magnitude};
 use morsel::compress::train::Student;
 use morsel::runtime::graph::{Attr, Attrs, Graph, Node};
-use morsel::runtime::ops::op_id;
+use morsel::runtime::ops::{op_id, op_name};
 use morsel::runtime::tensor::Dim;
 use morsel::{DType, Model, Tensor};
 
@@ -502,6 +502,102 @@ fn repair_brings_back_accuracy_lost_to_pruning() {
         acc_repaired - acc_pruned >= (acc_teacher - acc_pruned) / 3.0,
         "pruned {acc_pruned}, repaired {acc_repaired}, teacher {acc_teacher}"
     );
+}
+
+/// Hidden-state matching (`--match`): with the second conv's output (the
+/// first pruned layer; the first conv stays dense) exposed on both sides,
+/// repair pulls that layer towards the teacher's (same seed,
+/// same data, the only difference the extra loss term), and a name that is
+/// not a layer output is refused.
+#[test]
+fn matching_a_hidden_layer_pulls_it_towards_the_teachers() {
+    let teacher = digits();
+    let conv = teacher
+        .nodes
+        .iter()
+        .filter(|n| op_name(n.op) == "Conv")
+        .nth(1)
+        .unwrap()
+        .name
+        .clone();
+    let matches = [conv.clone()];
+    let train = head(&transfer(&teacher, "digits_train.npz"), 512);
+    let test = transfer(&teacher, "digits_test.npz");
+    let mut exposed_teacher = teacher.clone();
+    distill::expose(&mut exposed_teacher, &matches, "teacher").unwrap();
+    let hidden = |g: &Graph| -> Vec<f32> {
+        let m = Model::from_graph(g.clone()).unwrap();
+        let name = g.values[g.inputs[0]].name.clone();
+        m.run(&[(name.as_str(), test.inputs[0].view())]).unwrap()[1]
+            .to_f32_vec()
+            .unwrap()
+    };
+    let want = hidden(&exposed_teacher);
+    let mse = |g: &Graph| -> f64 {
+        let got = hidden(g);
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / want.len() as f64
+    };
+    let mut runs = vec![];
+    for matched in [false, true] {
+        let mut student = pruned_digits(0.9);
+        let targets = if matched {
+            distill::expose(&mut student, &matches, "student").unwrap();
+            teacher_outputs(
+                &Model::from_graph(exposed_teacher.clone()).unwrap(),
+                &train,
+                256,
+                1,
+            )
+            .unwrap()
+        } else {
+            teacher_outputs(&Model::from_graph(teacher.clone()).unwrap(), &train, 256, 1).unwrap()
+        };
+        let s = Student::new(student).unwrap();
+        let o = DistillOptions {
+            intermediates: matched as usize,
+            ..quick(2)
+        };
+        distill(&s, &train, &targets, &o).unwrap();
+        let mut g = s.export().unwrap();
+        if !matched {
+            distill::expose(&mut g, &matches, "student").unwrap();
+        }
+        runs.push(mse(&g));
+    }
+    let before = {
+        let mut g = pruned_digits(0.9);
+        distill::expose(&mut g, &matches, "student").unwrap();
+        mse(&g)
+    };
+    println!(
+        "'{conv}' output MSE to the teacher's: pruned {before:.4e}, repaired {:.4e}, repaired with --match {:.4e}",
+        runs[0], runs[1]
+    );
+    assert!(runs[1] < 0.8 * runs[0], "{runs:?}");
+
+    let mut g = digits();
+    let input = g.values[g.inputs[0]].name.clone();
+    for (name, why) in [
+        ("no_such_layer", "has no value or node of that name"),
+        (input.as_str(), "is a constant or an input"),
+    ] {
+        let err = distill::expose(&mut g, &[name.to_string()], "teacher")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("--match {name}: ")) && err.contains(why),
+            "{err}"
+        );
+    }
+    let out = g.values[g.outputs[0]].name.clone();
+    let err = distill::expose(&mut g, &[out], "teacher")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is an output already"), "{err}");
 }
 
 #[test]

@@ -133,3 +133,49 @@ fn prune_heads_on_a_model_without_attention_is_an_error_that_says_so() {
     );
     assert!(!out_file.exists(), "no file is written");
 }
+
+/// `--distill … --match LAYER`: the repaired file keeps the model's own
+/// outputs (the matched layer was an output only while training); a name
+/// that is not in the model stops before anything is written.
+#[test]
+fn distill_with_a_matched_layer() {
+    let dir = scratch("match");
+    let onnx = repo().join("examples/digits/digits_cnn.onnx");
+    let train = repo().join("examples/digits/digits_train.npz");
+    let out_file = dir.join("repaired.morsel");
+    let run = |layer: &str, out: &PathBuf| {
+        morsel()
+            .args([
+                "compress", "--prune", "0.9", "--epochs", "1", "--match", layer,
+            ])
+            .arg(&onnx)
+            .arg("--distill")
+            .arg(&train)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = run("node_Conv_9", &out_file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let inspect = morsel().arg("inspect").arg(&out_file).output().unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    let outputs = text
+        .split("outputs:")
+        .nth(1)
+        .and_then(|s| s.split("nodes:").next())
+        .unwrap_or_default();
+    assert_eq!(outputs.trim().lines().count(), 1, "{text}");
+    assert!(outputs.contains("logits"), "{text}");
+
+    let missing = dir.join("never.morsel");
+    let out = run("no_such_layer", &missing);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--match no_such_layer: the teacher has no value or node of that name"),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+}

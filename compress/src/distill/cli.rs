@@ -13,8 +13,8 @@ use morsel_runtime::{DType, Model};
 use serde_json::{Value as Json, json};
 
 use super::{
-    DistillOptions, DistillReport, Loss, Optim, TransferSet, check_student, distill, load_transfer,
-    teacher_outputs,
+    DistillOptions, DistillReport, Loss, Optim, TransferSet, check_student, distill, expose,
+    load_transfer, teacher_outputs,
 };
 use crate::measure::{argmax_rows, run_batched};
 use crate::train::Student;
@@ -83,6 +83,13 @@ pub struct TrainArgs {
     /// Continue from --checkpoint if it exists.
     #[arg(long)]
     pub resume: bool,
+    /// Hidden-state matching: values inside the graph (comma-separated
+    /// names of layer outputs as the ONNX file names them, or of the nodes
+    /// that make them) whose mean squared error to the teacher's
+    /// same-named values is added to the loss. Each must exist in both,
+    /// with the same shape per sample.
+    #[arg(long = "match", value_delimiter = ',')]
+    pub matches: Vec<String>,
 }
 
 impl TrainArgs {
@@ -114,6 +121,7 @@ impl TrainArgs {
             checkpoint: self.checkpoint.clone(),
             resume: self.resume,
             stop_after: None,
+            intermediates: self.matches.len(),
             progress,
         }
     }
@@ -166,10 +174,11 @@ pub fn repair(
     };
     let o = a.train.options(!quiet);
     let data = load_transfer(path, teacher.graph())?;
-    let targets = teacher_outputs(teacher, &data, 256, threads)?;
-    let student = Student::new(g.clone())?;
+    let (targets, student) = with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
     let report = distill(&student, &data, &targets, &o)?;
+    let outputs = g.outputs.len();
     *g = student.export()?;
+    g.outputs.truncate(outputs);
     let step = format!(
         "distill({},{} epochs)",
         o.loss.describe(),
@@ -183,6 +192,28 @@ pub fn repair(
     j["step"] = json!(step);
     j["transfer"] = json!(path.display().to_string());
     Ok(Some(j))
+}
+
+/// The teacher's targets on `data` and the student ready to train, both
+/// with the `--match` values exposed as extra outputs.
+fn with_matches(
+    teacher: &Model,
+    mut student: Graph,
+    matches: &[String],
+    data: &TransferSet,
+    threads: usize,
+) -> Result<(Vec<morsel_runtime::tensor::Tensor>, Student)> {
+    let targets = if matches.is_empty() {
+        teacher_outputs(teacher, data, 256, threads)?
+    } else {
+        let mut tg = teacher.graph().clone();
+        expose(&mut tg, matches, "teacher")?;
+        let t =
+            Model::from_graph(tg).map_err(|e| anyhow!("the teacher with --match outputs: {e}"))?;
+        teacher_outputs(&t, data, 256, threads)?
+    };
+    expose(&mut student, matches, "student")?;
+    Ok((targets, Student::new(student)?))
 }
 
 /// `morsel distill`.
@@ -270,12 +301,14 @@ pub fn run_student_mode(a: &DistillCmd) -> Result<()> {
         Some(d) => Some(load_transfer(d, teacher.graph())?),
         None => None,
     };
-    let targets = teacher_outputs(&teacher, &data, 256, a.threads)?;
-    let student = Student::new(sg.clone())?;
+    let (targets, student) =
+        with_matches(&teacher, sg.clone(), &a.train.matches, &data, a.threads)?;
+    let outputs = sg.outputs.len();
     let before_model = Model::from_graph(sg).map_err(|e| anyhow!("the student: {e}"))?;
     let o = a.train.options(!a.json);
     let report = distill(&student, &data, &targets, &o)?;
     let mut g = student.export()?;
+    g.outputs.truncate(outputs);
     let step = format!(
         "distill({},{} epochs)",
         o.loss.describe(),

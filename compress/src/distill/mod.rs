@@ -56,6 +56,9 @@ pub struct DistillOptions {
     /// Stop after this many epochs of this run, as an interruption would
     /// (tests of `resume`).
     pub stop_after: Option<usize>,
+    /// How many of the last outputs are matched intermediate values
+    /// ([`expose`]): they add their mean squared error to the loss.
+    pub intermediates: usize,
     /// One line per epoch on stderr.
     pub progress: bool,
 }
@@ -78,6 +81,7 @@ impl Default for DistillOptions {
             checkpoint: None,
             resume: false,
             stop_after: None,
+            intermediates: 0,
             progress: true,
         }
     }
@@ -420,8 +424,64 @@ fn argmax_rows(t: &CTensor) -> Result<Vec<u32>> {
     Ok(t.reshape(((), c))?.argmax(1)?.to_vec1::<u32>()?)
 }
 
+/// `loss` on the model's own outputs, plus the mean squared error of each
+/// matched intermediate value (the last `matched` outputs).
+fn total_loss(
+    loss: Loss,
+    matched: usize,
+    out: &[CTensor],
+    t: &[CTensor],
+    y: Option<&CTensor>,
+) -> Result<CTensor> {
+    let k = out.len().saturating_sub(matched);
+    let l = batch_loss(loss, &out[..k], &t[..k], y)?;
+    Ok(if matched > 0 {
+        (l + batch_loss(Loss::Mse, &out[k..], &t[k..], None)?)?
+    } else {
+        l
+    })
+}
+
+/// Hidden-state matching: add the values named in `names` (a layer's
+/// output, e.g.) to `g`'s outputs, after its own, so that a student and
+/// its teacher, both exposed alike, are pulled together there too (see
+/// [`DistillOptions::intermediates`]). `what` names the graph in errors.
+pub fn expose(g: &mut Graph, names: &[String], what: &str) -> Result<()> {
+    for name in names {
+        // a value by name, or the first output of a node by name
+        let id = g
+            .values
+            .iter()
+            .position(|v| &v.name == name)
+            .or_else(|| {
+                g.nodes
+                    .iter()
+                    .find(|n| &n.name == name)
+                    .and_then(|n| n.outputs.first().copied())
+            })
+            .ok_or_else(|| {
+                anyhow!("--match {name}: the {what} has no value or node of that name")
+            })?;
+        ensure!(
+            g.values[id].konst.is_none() && !g.inputs.contains(&id),
+            "--match {name}: in the {what} that is a constant or an input, not a layer's output"
+        );
+        ensure!(
+            !g.outputs.contains(&id),
+            "--match {name}: in the {what} that is an output already (its loss is counted)"
+        );
+        g.outputs.push(id);
+    }
+    Ok(())
+}
+
 /// Loss, agreement and accuracy of `student` on a split.
-fn evaluate(student: &Student, val: &Batch, loss: Loss, batch: usize) -> Result<ValStats> {
+fn evaluate(
+    student: &Student,
+    val: &Batch,
+    (loss, matched): (Loss, usize),
+    batch: usize,
+) -> Result<ValStats> {
     let (mut total, mut agree, mut correct) = (0f64, 0f64, 0usize);
     let mut a = 0;
     let all: Vec<usize> = (0..val.n).collect();
@@ -429,7 +489,8 @@ fn evaluate(student: &Student, val: &Batch, loss: Loss, batch: usize) -> Result<
         let b = (a + batch).min(val.n);
         let part = select(val, &all[a..b])?;
         let out = student.forward(&part.x)?;
-        let l = batch_loss(loss, &out, &part.t, part.y.as_ref())?.to_scalar::<f32>()? as f64;
+        let l =
+            total_loss(loss, matched, &out, &part.t, part.y.as_ref())?.to_scalar::<f32>()? as f64;
         total += l * part.n as f64;
         let (s, t) = (&out[0], &part.t[0]);
         match loss {
@@ -647,7 +708,7 @@ pub fn distill(
     };
 
     if let Some(v) = &val {
-        let s = evaluate(student, v, o.loss, eval_batch)?;
+        let s = evaluate(student, v, (o.loss, o.intermediates), eval_batch)?;
         report.initial = Some(s);
         if report.resumed_from.is_none() {
             best_val = s.loss;
@@ -681,7 +742,7 @@ pub fn distill(
             lr = learning_rate(o.lr, step, warmup, total_steps);
             let b = select(&all, chunk)?;
             let out = student.forward(&b.x)?;
-            let l = batch_loss(o.loss, &out, &b.t, b.y.as_ref())?;
+            let l = total_loss(o.loss, o.intermediates, &out, &b.t, b.y.as_ref())?;
             let lv = l.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 return Err(nan_stop("the training loss", lv, epoch + 1, saved_epoch));
@@ -698,7 +759,7 @@ pub fn distill(
         trained += seen;
         epoch += 1;
         let vs = match &val {
-            Some(v) => Some(evaluate(student, v, o.loss, eval_batch)?),
+            Some(v) => Some(evaluate(student, v, (o.loss, o.intermediates), eval_batch)?),
             None => None,
         };
         if let Some(s) = vs.filter(|s| !s.loss.is_finite()) {
