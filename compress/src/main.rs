@@ -653,20 +653,27 @@ fn compress(a: &CompressArgs) -> Result<()> {
             "skipped": r.skipped.iter().map(|s| json!({"node": s.node, "reason": s.reason})).collect::<Vec<_>>()}));
     }
 
-    // 3b. Distillation repair (distill/cli.rs): the compressed model learns the original's outputs.
-    if let Some(step) =
-        morsel_compress::distill::cli::repair(&mut g, &ref_model, &a.repair, a.threads, a.json)?
-    {
-        steps.push(step);
-    }
-
-    // 4. int8.
+    // 3b. Distillation repair (distill/cli.rs): the compressed model learns
+    // the original's outputs (with --qat, through the rounding of step 4).
     let mut qopts = QuantOptions {
         keep_float: a.keep_float.clone(),
         min_size: a.min_size,
         min_reduction: a.min_reduction,
         half_weights: Vec::new(),
     };
+    if a.repair.qat && !matches!(a.quantize, Some(Quantize::Int8)) {
+        bail!(
+            "--qat trains through the rounding of --quantize int8 (dynamic: inputs per row at run time); pass --quantize int8 (int8-static's calibrated ranges are not simulated)"
+        );
+    }
+    let qat = a.repair.qat.then_some(&qopts);
+    if let Some(step) = morsel_compress::distill::cli::repair(
+        &mut g, &ref_model, &a.repair, qat, a.threads, a.json,
+    )? {
+        steps.push(step);
+    }
+
+    // 4. int8.
     let mut guard = None;
     if let Some(max_error) = a.max_error {
         if a.quantize.is_none() {
@@ -943,6 +950,9 @@ fn search(a: &CompressArgs) -> Result<()> {
     o.latency_runs = a.latency_runs;
     o.latency_batch = a.latency_batch;
     o.progress = !a.json;
+    if a.repair.qat {
+        bail!("--qat is not used by the --max-drop search (it repairs in f32, then quantizes)");
+    }
     if let Some(p) = &a.repair.distill {
         o.repair = Some(Repair {
             transfer: morsel_compress::distill::load_transfer(p, &g)?,

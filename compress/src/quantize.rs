@@ -698,6 +698,66 @@ pub fn quantize_dynamic(g: &mut Graph, opts: &QuantOptions) -> Result<QuantRepor
     Ok(report)
 }
 
+/// How int8 rounds one node, for quantization-aware training
+/// ([`crate::train::Student::fake_quantize`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// QMatMul / QConv: the weight int8 per output channel
+    /// ([`fake_quantize_weight`]), the input quantized per row at run time.
+    Compute,
+    /// A layer computing in f32 on a weight stored int8 per output channel
+    /// (axis 0; [`fake_quantize_stored`]).
+    Stored,
+    /// QGather: the table int8 per row.
+    Table,
+}
+
+/// The nodes [`quantize_dynamic`] with `opts` rounds, and how: what
+/// quantization-aware training mirrors. Found by quantizing a copy of `g`,
+/// so the two cannot disagree.
+pub fn qat_plan(g: &Graph, opts: &QuantOptions) -> Result<Vec<(String, Rounding)>> {
+    let mut copy = g.clone();
+    let r = quantize_dynamic(&mut copy, opts)?;
+    let mut plan: Vec<(String, Rounding)> = r
+        .converted
+        .iter()
+        .map(|c| {
+            let how = if c.from == "Gather" {
+                Rounding::Table
+            } else {
+                Rounding::Compute
+            };
+            (c.node.clone(), how)
+        })
+        .collect();
+    plan.extend(
+        r.kept
+            .iter()
+            .filter(|k| k.int8_storage.is_some())
+            .map(|k| (k.node.clone(), Rounding::Stored)),
+    );
+    Ok(plan)
+}
+
+/// `w` (`rows×cols`) as its int8 weight dequantizes: symmetric with one
+/// scale per column (`per_col`) or per row, exactly as [`quantize_dynamic`]
+/// stores it.
+pub fn fake_quantize_weight(w: &[f32], rows: usize, cols: usize, per_col: bool) -> Vec<f32> {
+    let (q, s, _) = quantize_weight(w, rows, cols, per_col);
+    q.iter()
+        .enumerate()
+        .map(|(i, &v)| v as f32 * s[if per_col { i % cols } else { i / cols }])
+        .collect()
+}
+
+/// `w` (of shape `dims`) as a kept layer's int8-stored weight (per channel
+/// along `axis`) widens at load.
+pub fn fake_quantize_stored(w: &[f32], dims: &[usize], axis: usize) -> Result<Vec<f32>> {
+    let mut enc = Vec::new();
+    let e = int8::encode(w, dims, axis, &mut enc);
+    int8::decode(&enc, dims, axis, e).map_err(|e| anyhow!("{e}"))
+}
+
 /// Round the constant f32 inputs (weights, bias) of the kept-f32 nodes named
 /// in `names` to IEEE halves, where every value stays finite and the
 /// constant feeds that node alone; the writer stores them in 2 bytes.

@@ -179,3 +179,48 @@ fn distill_with_a_matched_layer() {
     );
     assert!(!missing.exists());
 }
+
+/// `--qat`: the repair trains through int8's rounding, and says so in the
+/// file's recipe; without `--quantize int8` it stops before training.
+#[test]
+fn int8_aware_repair() {
+    let dir = scratch("qat");
+    let onnx = repo().join("examples/digits/digits_cnn.onnx");
+    let train = repo().join("examples/digits/digits_train.npz");
+    let run = |quantize: &[&str], out: &PathBuf| {
+        morsel()
+            .args(["compress", "--prune", "0.9", "--epochs", "1", "--qat"])
+            .args(quantize)
+            .arg(&onnx)
+            .arg("--distill")
+            .arg(&train)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out_file = dir.join("qat.morsel");
+    let out = run(&["--quantize", "int8"], &out_file);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("1 epochs, int8-aware)"), "{stdout}");
+    let inspect = morsel().arg("inspect").arg(&out_file).output().unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("int8-aware"), "{text}");
+    assert!(text.contains("quantize-int8-dynamic"), "{text}");
+
+    for quantize in [&[][..], &["--quantize", "int8-static"][..]] {
+        let never = dir.join("never.morsel");
+        let out = run(quantize, &never);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("--qat trains through the rounding of --quantize int8"),
+            "{stderr}"
+        );
+        assert!(!never.exists());
+    }
+}

@@ -17,6 +17,7 @@ use super::{
     load_transfer, teacher_outputs,
 };
 use crate::measure::{argmax_rows, run_batched};
+use crate::quantize::{QuantOptions, qat_plan};
 use crate::train::Student;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -135,6 +136,12 @@ pub struct RepairArgs {
     /// `y`), before int8. Pruned zeros stay zero.
     #[arg(long)]
     pub distill: Option<PathBuf>,
+    /// Quantization-aware repair (with --quantize): train through the int8
+    /// rounding that follows (weights per output channel, layer inputs per
+    /// row, gradients straight through the rounding), so the int8 weights
+    /// written are the ones the last step trained.
+    #[arg(long, requires = "distill")]
+    pub qat: bool,
     #[command(flatten)]
     pub train: TrainArgs,
 }
@@ -160,12 +167,15 @@ fn summary_line(r: &DistillReport) -> String {
     )
 }
 
-/// Repair mode: the compressed graph `g` learns `teacher`'s outputs. Returns
-/// the step's JSON for the compression report, or `None` without --distill.
+/// Repair mode: the compressed graph `g` learns `teacher`'s outputs; with
+/// `qat` (the int8 options that follow, for --qat) through int8's rounding.
+/// Returns the step's JSON for the compression report, or `None` without
+/// --distill.
 pub fn repair(
     g: &mut Graph,
     teacher: &Model,
     a: &RepairArgs,
+    qat: Option<&QuantOptions>,
     threads: usize,
     quiet: bool,
 ) -> Result<Option<Json>> {
@@ -174,15 +184,23 @@ pub fn repair(
     };
     let o = a.train.options(!quiet);
     let data = load_transfer(path, teacher.graph())?;
-    let (targets, student) = with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
+    let (targets, mut student) =
+        with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
+    let mut rounded = None;
+    if let Some(q) = qat {
+        let plan = qat_plan(g, q)?;
+        student.fake_quantize(&plan)?;
+        rounded = Some(plan.len());
+    }
     let report = distill(&student, &data, &targets, &o)?;
     let outputs = g.outputs.len();
     *g = student.export()?;
     g.outputs.truncate(outputs);
     let step = format!(
-        "distill({},{} epochs)",
+        "distill({},{} epochs{})",
         o.loss.describe(),
-        report.history.len()
+        report.history.len(),
+        if qat.is_some() { ", int8-aware" } else { "" }
     );
     crate::quantize::add_recipe_step(g, &step);
     if !quiet {
@@ -190,6 +208,9 @@ pub fn repair(
     }
     let mut j = report.summary_json();
     j["step"] = json!(step);
+    if let Some(n) = rounded {
+        j["qat_rounded_nodes"] = json!(n);
+    }
     j["transfer"] = json!(path.display().to_string());
     Ok(Some(j))
 }

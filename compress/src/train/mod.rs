@@ -10,7 +10,8 @@
 //! not differentiated. A weight that holds zeros when training starts (a pruned
 //! one) keeps them: [`Student::apply_masks`] puts the zeros back after each
 //! optimizer step. [`Student::export`] writes the trained values back into
-//! the graph's constants.
+//! the graph's constants. [`Student::fake_quantize`] makes training
+//! quantization-aware: the forward pass rounds what int8 will round.
 //!
 //! This is an interpreter for training, not the runtime: it follows the ONNX
 //! definitions of the ops it knows and refuses the others, listing every
@@ -24,6 +25,8 @@ use morsel_runtime::DType;
 use morsel_runtime::graph::{Attrs, Graph, Node, ValueId};
 use morsel_runtime::ops::op_name;
 use morsel_runtime::tensor::Tensor;
+
+use crate::quantize::{Rounding, fake_quantize_stored, fake_quantize_weight};
 
 mod shape;
 mod window;
@@ -123,6 +126,9 @@ pub struct Student {
     params: Vec<Param>,
     /// Constants that are not trained, by value id.
     consts: Vec<Option<Val>>,
+    /// Per node: how int8 will round it, when training is
+    /// quantization-aware ([`Student::fake_quantize`]).
+    rounding: Vec<Option<Rounding>>,
 }
 
 fn to_candle(t: &Tensor) -> Result<CTensor> {
@@ -220,10 +226,12 @@ impl Student {
                 }));
             }
         }
+        let rounding = vec![None; graph.nodes.len()];
         Ok(Student {
             graph,
             params,
             consts,
+            rounding,
         })
     }
 
@@ -246,6 +254,48 @@ impl Student {
             if let Some(m) = &p.mask {
                 p.var.set(&p.var.as_tensor().mul(m)?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Train quantization-aware: from now on the forward pass rounds what
+    /// int8 will round (`plan`, from [`crate::quantize::qat_plan`]), the
+    /// way it will round it, and the backward pass goes straight through
+    /// the rounding (its gradient taken as 1; Bengio et al. 2013, Jacob et
+    /// al. 2018):
+    /// - QMatMul and QConv weights: symmetric int8 per output channel, the
+    ///   same scales and values the compressor writes; the weights being
+    ///   trained stay f32, so the int8 of the last step is what ships.
+    /// - Their inputs: asymmetric int8 per row over the row's range, as the
+    ///   runtime quantizes each row of a QMatMul's input. A QConv
+    ///   quantizes each im2col patch at run time; here each sample's whole
+    ///   input gets one range, a coarser grid than the runtime's (so
+    ///   training sees more rounding noise than inference, not less).
+    /// - Weights of layers computing in f32 on int8-stored weights: the
+    ///   stored rounding, input untouched.
+    /// - Embedding tables (constants): rounded per row once, here.
+    pub fn fake_quantize(&mut self, plan: &[(String, Rounding)]) -> Result<()> {
+        let by_name: HashMap<&str, usize> = self
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        for (name, how) in plan {
+            let &i = by_name
+                .get(name.as_str())
+                .ok_or_else(|| anyhow!("quantization-aware training: no node '{name}'"))?;
+            let n = &self.graph.nodes[i];
+            if *how == Rounding::Table
+                && let Some(t) = n.inputs.first().copied().flatten()
+                && let Some(Val::F(table)) = &self.consts[t]
+            {
+                let rounded = round_rows_of(table)?;
+                self.consts[t] = Some(Val::F(rounded));
+                continue;
+            }
+            self.rounding[i] = Some(*how);
         }
         Ok(())
     }
@@ -291,12 +341,17 @@ impl Student {
                 })
             });
         }
-        for n in &g.nodes {
-            let ins: Vec<Option<Val>> = n
+        for (n, how) in g.nodes.iter().zip(&self.rounding) {
+            let mut ins: Vec<Option<Val>> = n
                 .inputs
                 .iter()
                 .map(|i| i.and_then(|i| env[i].clone()))
                 .collect();
+            if let Some(how) = how {
+                fake_quantize_inputs(n, *how, &mut ins).with_context(|| {
+                    format!("node '{}' ({}): rounding as int8", n.name, op_name(n.op))
+                })?;
+            }
             let out = eval_node(n, &ins)
                 .with_context(|| format!("node '{}' ({})", n.name, op_name(n.op)))?;
             for (&o, v) in n.outputs.iter().zip(out) {
@@ -348,6 +403,93 @@ fn norm_axis(a: i64, rank: usize) -> Result<usize> {
         "axis {a} is out of range for rank {rank}"
     );
     Ok(if a < 0 { a + r } else { a } as usize)
+}
+
+// ---------------------------------------------------------------- int8 rounding
+
+/// `x` forward, `rounded` (its values as int8 gives them back) backward: the
+/// straight-through estimator.
+fn straight_through(x: &CTensor, rounded: Vec<f32>) -> Result<CTensor> {
+    let q = CTensor::from_vec(rounded, x.dims(), x.device())?;
+    Ok((x + (q - x.detach())?)?)
+}
+
+fn values(x: &CTensor) -> Result<Vec<f32>> {
+    Ok(x.detach().flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// A table rounded per row (its first axis), as QGather stores it.
+fn round_rows_of(t: &CTensor) -> Result<CTensor> {
+    let rows = t.dim(0)?;
+    let cols = t.elem_count() / rows.max(1);
+    straight_through(t, fake_quantize_weight(&values(t)?, rows, cols, false))
+}
+
+/// Each row of `len` values quantized as the runtime quantizes a row of a
+/// QMatMul's input ([`morsel_runtime::ops::qmatmul::quantize_row`]).
+fn round_activation(x: &CTensor, len: usize) -> Result<CTensor> {
+    let v = values(x)?;
+    let mut out = vec![0f32; v.len()];
+    let mut q = vec![0i8; len];
+    for (row, o) in v.chunks(len.max(1)).zip(out.chunks_mut(len.max(1))) {
+        let q = &mut q[..row.len()];
+        let (scale, z) = morsel_runtime::ops::qmatmul::quantize_row(row, q);
+        for (o, &q) in o.iter_mut().zip(q.iter()) {
+            *o = (q as i32 - z) as f32 * scale;
+        }
+    }
+    straight_through(x, out)
+}
+
+/// Round the weight (and, for [`Rounding::Compute`], the input) of node `n`
+/// in place, as int8 will.
+fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Result<()> {
+    let op = op_name(n.op);
+    if how == Rounding::Table {
+        let t = fin(ins, 0)?;
+        ins[0] = Some(Val::F(round_rows_of(&t)?));
+        return Ok(());
+    }
+    let w = fin(ins, 1)?;
+    let dims = w.dims().to_vec();
+    let wv = values(&w)?;
+    let rounded = match (how, op) {
+        (Rounding::Stored, _) => fake_quantize_stored(&wv, &dims, 0)?,
+        (_, "Conv") => {
+            let m = dims[0];
+            fake_quantize_weight(&wv, m, wv.len() / m.max(1), false)
+        }
+        (_, "MatMul" | "Gemm") => {
+            let [r, c] = dims[..] else {
+                bail!("the weight is {dims:?}, not 2-D");
+            };
+            let trans_b = op == "Gemm" && n.attrs.int("transB", 0)? != 0;
+            let alpha = if op == "Gemm" {
+                n.attrs.float("alpha", 1.0)?
+            } else {
+                1.0
+            };
+            // int8 stores alpha·W; rounded, alpha is divided back out.
+            let scaled: Vec<f32> = wv.iter().map(|x| x * alpha).collect();
+            let mut v = fake_quantize_weight(&scaled, r, c, !trans_b);
+            if alpha != 1.0 {
+                v.iter_mut().for_each(|x| *x /= alpha);
+            }
+            v
+        }
+        _ => bail!("int8 rounds only MatMul, Gemm and Conv weights"),
+    };
+    ins[1] = Some(Val::F(straight_through(&w, rounded)?));
+    if how == Rounding::Compute {
+        let x = fin(ins, 0)?;
+        let len = if op == "Conv" {
+            x.elem_count() / x.dim(0)?.max(1)
+        } else {
+            x.dim(x.rank() - 1)?
+        };
+        ins[0] = Some(Val::F(round_activation(&x, len)?));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- activations

@@ -114,7 +114,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// an all-zero row gives `(0, 0)` and zeros; a row with NaN or infinity
 /// (or a range beyond f32) gives a NaN scale, so its outputs are NaN, as
 /// they would be in f32.
-pub(super) fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
+pub fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
     let (lo, hi, nan) = int8::range(x);
     let scale = (hi - lo) / 255.0;
     if scale == 0.0 || !scale.is_finite() || nan {
