@@ -8,9 +8,10 @@
 //! *student* mode a smaller architecture. [`distill`] runs the loop:
 //! seeded shuffles and validation split, minibatches, warm-up + cosine
 //! learning rate, AdamW or SGD with momentum, validation loss and agreement
-//! after every epoch, early stopping on the validation loss (the best
-//! epoch's weights are kept), an atomic checkpoint after every epoch that
-//! `resume` continues from, and a clear stop on a non-finite loss.
+//! after every epoch (and a progress bar of the steps on a terminal),
+//! early stopping on the validation loss (the best epoch's weights are
+//! kept), an atomic checkpoint after every epoch that `resume` continues
+//! from, and a clear stop on a non-finite loss.
 
 pub mod checkpoint;
 pub mod cli;
@@ -21,6 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use candle_core::{Device, Tensor as CTensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use morsel_runtime::graph::Graph;
 use morsel_runtime::tensor::{Dim, Tensor, dims_str, shape_str};
 use morsel_runtime::{DType, Model, Options};
@@ -726,6 +728,20 @@ pub fn distill(
         }
     }
 
+    // Steps on a terminal (hidden in logs and pipes, where the per-epoch
+    // lines are the record).
+    let bar = if o.progress {
+        let b = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len}  {msg}  {elapsed} elapsed, about {eta} left",
+        ) {
+            b.set_style(style);
+        }
+        b.set_position(step);
+        b
+    } else {
+        ProgressBar::hidden()
+    };
     let mut trained = 0usize;
     let mut train_secs = 0f64;
     let mut epoch = epoch0;
@@ -753,6 +769,13 @@ pub fn distill(
             step += 1;
             sum += lv * b.n as f64;
             seen += b.n;
+            bar.set_message(format!(
+                "epoch {}/{}  loss {:.5}",
+                epoch + 1,
+                o.epochs,
+                sum / seen as f64
+            ));
+            bar.inc(1);
         }
         let secs = t0.elapsed().as_secs_f64();
         train_secs += secs;
@@ -783,20 +806,22 @@ pub fn distill(
             samples_per_sec: seen as f64 / secs.max(1e-9),
         };
         if o.progress {
-            eprintln!(
-                "epoch {epoch:>3}/{}  loss {:.5}{}  lr {lr:.2e}  {:.0} samples/s{}",
-                o.epochs,
-                stats.train_loss,
-                vs.map_or(String::new(), |s| format!(
-                    "  val loss {:.5}  agreement {:.2}%{}",
-                    s.loss,
-                    100.0 * s.agreement,
-                    s.accuracy
-                        .map_or(String::new(), |a| format!("  accuracy {:.2}%", 100.0 * a))
-                )),
-                stats.samples_per_sec,
-                if improved && vs.is_some() { "  *" } else { "" }
-            );
+            bar.suspend(|| {
+                eprintln!(
+                    "epoch {epoch:>3}/{}  loss {:.5}{}  lr {lr:.2e}  {:.0} samples/s{}",
+                    o.epochs,
+                    stats.train_loss,
+                    vs.map_or(String::new(), |s| format!(
+                        "  val loss {:.5}  agreement {:.2}%{}",
+                        s.loss,
+                        100.0 * s.agreement,
+                        s.accuracy
+                            .map_or(String::new(), |a| format!("  accuracy {:.2}%", 100.0 * a))
+                    )),
+                    stats.samples_per_sec,
+                    if improved && vs.is_some() { "  *" } else { "" }
+                )
+            });
         }
         report.history.push(stats);
         if let Some(path) = &o.checkpoint {
@@ -820,14 +845,17 @@ pub fn distill(
         if o.patience.is_some_and(|p| val.is_some() && bad >= p) {
             report.stopped_early = true;
             if o.progress {
-                eprintln!(
-                    "early stop: no better validation loss for {bad} epochs; keeping epoch {}",
-                    report.best_epoch
-                );
+                bar.suspend(|| {
+                    eprintln!(
+                        "early stop: no better validation loss for {bad} epochs; keeping epoch {}",
+                        report.best_epoch
+                    )
+                });
             }
             break;
         }
     }
+    bar.finish_and_clear();
     if val.is_some() {
         restore(student, &best)?;
     }
