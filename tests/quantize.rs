@@ -369,30 +369,7 @@ fn round_trip_through_morsel_bytes() {
     let mut rng = Rng(5);
     let (vocab, width, n) = (100, 64, 48);
     // Embedding lookup then a linear layer with bias and GELU.
-    let mut g = Graph::default();
-    let ids = g.add_value("ids", DType::I64, vec![Dim::Known(2), Dim::Known(5)]);
-    g.inputs.push(ids);
-    let table = g.add_const("table", t(&[vocab, width], &rng.vec(vocab * width)));
-    let w = g.add_const("w", t(&[width, n], &rng.vec(width * n)));
-    let b = g.add_const("b", t(&[n], &rng.vec(n)));
-    let e = g.add_value("e", DType::F32, vec![]);
-    let y = g.add_value("y", DType::F32, vec![]);
-    g.nodes.push(Node {
-        name: "embed".into(),
-        op: op_id("Gather").unwrap(),
-        attrs: Attrs::new(),
-        inputs: vec![Some(table), Some(ids)],
-        outputs: vec![e],
-    });
-    g.nodes.push(Node {
-        name: "dense".into(),
-        op: op_id("MatMul").unwrap(),
-        attrs: act("gelu"),
-        inputs: vec![Some(e), Some(w), Some(b)],
-        outputs: vec![y],
-    });
-    g.outputs.push(y);
-    g.infer_shapes().unwrap();
+    let mut g = embedding_and_dense(&mut rng, vocab, width, n);
     let idv: Vec<i64> = vec![0, 99, -1, 5, 7, 42, 42, 3, 64, 1];
     let x = Tensor::from_slice(&[2, 5], &idv).unwrap();
     let f32_model = Model::from_graph(g.clone()).unwrap();

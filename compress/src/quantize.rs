@@ -710,6 +710,9 @@ pub enum Rounding {
     Stored,
     /// QGather: the table int8 per row.
     Table,
+    /// A layer kept in f32 whose weight and bias the file stores as IEEE
+    /// halves (the layer after the first; `--max-error`'s put-backs).
+    Half,
 }
 
 /// The nodes [`quantize_dynamic`] with `opts` rounds, and how: what
@@ -730,12 +733,16 @@ pub fn qat_plan(g: &Graph, opts: &QuantOptions) -> Result<Vec<(String, Rounding)
             (c.node.clone(), how)
         })
         .collect();
-    plan.extend(
-        r.kept
-            .iter()
-            .filter(|k| k.int8_storage.is_some())
-            .map(|k| (k.node.clone(), Rounding::Stored)),
-    );
+    plan.extend(r.kept.iter().filter_map(|k| {
+        let how = if k.int8_storage.is_some() {
+            Rounding::Stored
+        } else if k.half_storage {
+            Rounding::Half
+        } else {
+            return None;
+        };
+        Some((k.node.clone(), how))
+    }));
     Ok(plan)
 }
 
@@ -779,8 +786,7 @@ fn store_halves(g: &mut Graph, report: &mut QuantReport, names: &[String]) {
                 continue;
             };
             let Ok(x) = t.as_slice::<f32>() else { continue };
-            let h: Vec<f32> = x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
-            if h.iter().all(|v| v.is_finite())
+            if let Some(h) = as_halves(x)
                 && let Ok(r) = Tensor::from_slice(&t.dims, &h)
             {
                 g.values[v].konst = Some(r);
@@ -846,12 +852,7 @@ fn round_biases_to_f16(g: &mut Graph, report: &mut QuantReport) {
             Ok(x) if single[b] && x.len() == steps.len() => x
                 .iter()
                 .zip(&steps)
-                .map(|(&v, &step)| {
-                    let r = half::f16::from_f32(v).to_f32();
-                    let moved = (r - v).abs();
-                    let ok = moved <= v.abs() * HALF_ROUNDING || moved <= 0.5 * step;
-                    (r.is_finite() && ok).then_some(r)
-                })
+                .map(|(&v, &step)| bias_half(v, step))
                 .collect::<Option<Vec<f32>>>(),
             _ => None,
         };
@@ -864,6 +865,34 @@ fn round_biases_to_f16(g: &mut Graph, report: &mut QuantReport) {
             None => report.biases_f32 += 1,
         }
     }
+}
+
+/// Bias value `v` of a layer whose weight step is `step`, as the nearest
+/// half if [`round_biases_to_f16`] may store it so.
+fn bias_half(v: f32, step: f32) -> Option<f32> {
+    let r = half::f16::from_f32(v).to_f32();
+    let moved = (r - v).abs();
+    let ok = moved <= v.abs() * HALF_ROUNDING || moved <= 0.5 * step;
+    (r.is_finite() && ok).then_some(r)
+}
+
+/// `x` as halves, as [`store_halves`] stores a kept layer's constants;
+/// `None` (it stays f32) if a value would not be finite.
+pub fn as_halves(x: &[f32]) -> Option<Vec<f32>> {
+    let h: Vec<f32> = x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+    h.iter().all(|v| v.is_finite()).then_some(h)
+}
+
+/// An int8 layer's bias as the file will hold it (for quantization-aware
+/// training): rounded to halves when every value may be, else unchanged.
+/// (Without the weight steps, a value below the normal halves counts only
+/// when the half is within 2⁻¹¹ of it; [`round_biases_to_f16`] accepts half
+/// a weight step there too.)
+pub fn bias_as_stored(b: &[f32]) -> Vec<f32> {
+    b.iter()
+        .map(|&v| bias_half(v, 0.0))
+        .collect::<Option<Vec<f32>>>()
+        .unwrap_or_else(|| b.to_vec())
 }
 
 /// How far one output of the int8 model is from the f32 model's.

@@ -134,28 +134,29 @@ fn prune_heads_on_a_model_without_attention_is_an_error_that_says_so() {
     assert!(!out_file.exists(), "no file is written");
 }
 
+/// `morsel compress digits_cnn.onnx --prune 0.9 --distill digits_train.npz
+/// --epochs 1 EXTRA… -o out`.
+fn repair_digits(extra: &[&str], out: &PathBuf) -> std::process::Output {
+    morsel()
+        .args(["compress", "--prune", "0.9", "--epochs", "1"])
+        .arg(repo().join("examples/digits/digits_cnn.onnx"))
+        .arg("--distill")
+        .arg(repo().join("examples/digits/digits_train.npz"))
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// `--distill … --match LAYER`: the repaired file keeps the model's own
 /// outputs (the matched layer was an output only while training); a name
 /// that is not in the model stops before anything is written.
 #[test]
 fn distill_with_a_matched_layer() {
     let dir = scratch("match");
-    let onnx = repo().join("examples/digits/digits_cnn.onnx");
-    let train = repo().join("examples/digits/digits_train.npz");
     let out_file = dir.join("repaired.morsel");
-    let run = |layer: &str, out: &PathBuf| {
-        morsel()
-            .args([
-                "compress", "--prune", "0.9", "--epochs", "1", "--match", layer,
-            ])
-            .arg(&onnx)
-            .arg("--distill")
-            .arg(&train)
-            .arg("-o")
-            .arg(out)
-            .output()
-            .unwrap()
-    };
+    let run = |layer: &str, out: &PathBuf| repair_digits(&["--match", layer], out);
     let out = run("node_Conv_9", &out_file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -185,20 +186,8 @@ fn distill_with_a_matched_layer() {
 #[test]
 fn int8_aware_repair() {
     let dir = scratch("qat");
-    let onnx = repo().join("examples/digits/digits_cnn.onnx");
-    let train = repo().join("examples/digits/digits_train.npz");
-    let run = |quantize: &[&str], out: &PathBuf| {
-        morsel()
-            .args(["compress", "--prune", "0.9", "--epochs", "1", "--qat"])
-            .args(quantize)
-            .arg(&onnx)
-            .arg("--distill")
-            .arg(&train)
-            .arg("-o")
-            .arg(out)
-            .output()
-            .unwrap()
-    };
+    let run =
+        |quantize: &[&str], out: &PathBuf| repair_digits(&[&["--qat"], quantize].concat(), out);
     let out_file = dir.join("qat.morsel");
     let out = run(&["--quantize", "int8"], &out_file);
     let (stdout, stderr) = (

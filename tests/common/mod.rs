@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use morsel::Tensor;
 use morsel::compress::npy;
 use morsel::runtime::format::writer::{FloatStorage, to_bytes};
+use morsel::runtime::graph::{Attr, Attrs, Graph, Node};
+use morsel::runtime::ops::op_id;
+use morsel::runtime::tensor::Dim;
+use morsel::{DType, Tensor};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,4 +97,37 @@ impl Rng {
 /// An f32 tensor of these dims and values.
 pub fn t(dims: &[usize], v: &[f32]) -> Tensor {
     Tensor::from_slice(dims, v).unwrap()
+}
+
+/// An embedding lookup then a dense layer: `ids` (i64 `[2, 5]`) →
+/// `Gather(table [vocab, width])` → `MatMul(W [width, n])` with a bias and a
+/// fused GELU → `y` (`[2, 5, n]`); random weights from `rng`.
+pub fn embedding_and_dense(rng: &mut Rng, vocab: usize, width: usize, n: usize) -> Graph {
+    let mut g = Graph::default();
+    let ids = g.add_value("ids", DType::I64, vec![Dim::Known(2), Dim::Known(5)]);
+    g.inputs.push(ids);
+    let table = g.add_const("table", t(&[vocab, width], &rng.vec(vocab * width)));
+    let w = g.add_const("w", t(&[width, n], &rng.vec(width * n)));
+    let b = g.add_const("b", t(&[n], &rng.vec(n)));
+    let e = g.add_value("e", DType::F32, vec![]);
+    let y = g.add_value("y", DType::F32, vec![]);
+    g.nodes.push(Node {
+        name: "embed".into(),
+        op: op_id("Gather").unwrap(),
+        attrs: Attrs::new(),
+        inputs: vec![Some(table), Some(ids)],
+        outputs: vec![e],
+    });
+    let mut gelu = Attrs::new();
+    gelu.set("activation", Attr::Str("gelu".into()));
+    g.nodes.push(Node {
+        name: "dense".into(),
+        op: op_id("MatMul").unwrap(),
+        attrs: gelu,
+        inputs: vec![Some(e), Some(w), Some(b)],
+        outputs: vec![y],
+    });
+    g.outputs.push(y);
+    g.infer_shapes().unwrap();
+    g
 }

@@ -26,7 +26,9 @@ use morsel_runtime::graph::{Attrs, Graph, Node, ValueId};
 use morsel_runtime::ops::op_name;
 use morsel_runtime::tensor::Tensor;
 
-use crate::quantize::{Rounding, fake_quantize_stored, fake_quantize_weight};
+use crate::quantize::{
+    Rounding, as_halves, bias_as_stored, fake_quantize_stored, fake_quantize_weight,
+};
 
 mod shape;
 mod window;
@@ -273,6 +275,8 @@ impl Student {
     ///   training sees more rounding noise than inference, not less).
     /// - Weights of layers computing in f32 on int8-stored weights: the
     ///   stored rounding, input untouched.
+    /// - Biases of both: as halves, as the file stores them; the weight
+    ///   and bias of layers the file keeps as halves, likewise.
     /// - Embedding tables (constants): rounded per row once, here.
     pub fn fake_quantize(&mut self, plan: &[(String, Rounding)]) -> Result<()> {
         let by_name: HashMap<&str, usize> = self
@@ -450,6 +454,16 @@ fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Res
         ins[0] = Some(Val::F(round_rows_of(&t)?));
         return Ok(());
     }
+    if how == Rounding::Half {
+        for k in [1, 2] {
+            if let Some(Some(Val::F(x))) = ins.get(k) {
+                let x = x.clone();
+                let v = values(&x)?;
+                ins[k] = Some(Val::F(straight_through(&x, as_halves(&v).unwrap_or(v))?));
+            }
+        }
+        return Ok(());
+    }
     let w = fin(ins, 1)?;
     let dims = w.dims().to_vec();
     let wv = values(&w)?;
@@ -480,6 +494,12 @@ fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Res
         _ => bail!("int8 rounds only MatMul, Gemm and Conv weights"),
     };
     ins[1] = Some(Val::F(straight_through(&w, rounded)?));
+    // The bias, stored as halves (a Gemm's only when beta = 1: int8 stores beta·C).
+    let beta_one = op != "Gemm" || n.attrs.float("beta", 1.0)? == 1.0;
+    if beta_one && let Some(Some(Val::F(b))) = ins.get(2) {
+        let b = b.clone();
+        ins[2] = Some(Val::F(straight_through(&b, bias_as_stored(&values(&b)?))?));
+    }
     if how == Rounding::Compute {
         let x = fin(ins, 0)?;
         let len = if op == "Conv" {
