@@ -182,7 +182,9 @@ pub fn repair(
     let Some(path) = &a.distill else {
         return Ok(None);
     };
-    let o = a.train.options(!quiet);
+    // Progress goes to stderr, also with --json (stdout stays the JSON):
+    // a run can take half an hour.
+    let o = a.train.options(true);
     let data = load_transfer(path, teacher.graph())?;
     let (targets, mut student) =
         with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
@@ -326,7 +328,7 @@ pub fn run_student_mode(a: &DistillCmd) -> Result<()> {
         with_matches(&teacher, sg.clone(), &a.train.matches, &data, a.threads)?;
     let outputs = sg.outputs.len();
     let before_model = Model::from_graph(sg).map_err(|e| anyhow!("the student: {e}"))?;
-    let o = a.train.options(!a.json);
+    let o = a.train.options(true);
     let report = distill(&student, &data, &targets, &o)?;
     let mut g = student.export()?;
     g.outputs.truncate(outputs);
