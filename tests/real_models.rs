@@ -221,6 +221,8 @@ fn minilm_trains_on_the_ir() {
         loss: Loss::Cosine,
         val_fraction: 0.25,
         patience: None,
+        // padding tokens' hidden states do not count (`--loss-mask attention_mask`)
+        loss_mask: Some(1),
         progress: false,
         ..DistillOptions::default()
     };

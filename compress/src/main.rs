@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use morsel_compress::calibrate;
+use morsel_compress::distill::DistillOptions;
 use morsel_compress::lowrank::{self, LowRankOptions, Rank};
 use morsel_compress::measure::{self, Feed, Summary, argmax_rows, run_batched};
 use morsel_compress::npy;
@@ -956,7 +957,10 @@ fn search(a: &CompressArgs) -> Result<()> {
     if let Some(p) = &a.repair.distill {
         o.repair = Some(Repair {
             transfer: morsel_compress::distill::load_transfer(p, &g)?,
-            options: a.repair.train.options(false),
+            options: DistillOptions {
+                loss_mask: a.repair.train.loss_mask_input(&g)?,
+                ..a.repair.train.options(false)
+            },
             source: p.display().to_string(),
             max_repairs: 4,
         });

@@ -213,3 +213,27 @@ fn int8_aware_repair() {
         assert!(!never.exists());
     }
 }
+
+/// `--loss-mask`: a name that is no input of the model, and an input that
+/// fits no output, stop before training with the reason.
+#[test]
+fn a_loss_mask_must_be_an_input_that_fits_an_output() {
+    let dir = scratch("mask");
+    let never = dir.join("never.morsel");
+    for (name, want) in [
+        (
+            "attention_mask",
+            "--loss-mask attention_mask: the model has no input of that name (its inputs: x)",
+        ),
+        (
+            "x",
+            "--loss-mask x: no output is shaped [1, 8, 8, C] per sample, so it would mask nothing",
+        ),
+    ] {
+        let out = repair_digits(&["--loss-mask", name], &never);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(!never.exists());
+    }
+}

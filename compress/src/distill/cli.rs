@@ -91,9 +91,33 @@ pub struct TrainArgs {
     /// with the same shape per sample.
     #[arg(long = "match", value_delimiter = ',')]
     pub matches: Vec<String>,
+    /// A model input whose zeros mark positions that do not count, such as
+    /// a transformer's `attention_mask` (padding tokens): outputs shaped
+    /// `[its shape..., C]` average their loss over the other positions.
+    #[arg(long)]
+    pub loss_mask: Option<String>,
 }
 
 impl TrainArgs {
+    /// `--loss-mask`'s input, by its position among `g`'s inputs.
+    pub fn loss_mask_input(&self, g: &Graph) -> Result<Option<usize>> {
+        let Some(name) = &self.loss_mask else {
+            return Ok(None);
+        };
+        let names: Vec<&str> = g
+            .inputs
+            .iter()
+            .map(|&i| g.values[i].name.as_str())
+            .collect();
+        match names.iter().position(|n| n == name) {
+            Some(i) => Ok(Some(i)),
+            None => bail!(
+                "--loss-mask {name}: the model has no input of that name (its inputs: {})",
+                names.join(", ")
+            ),
+        }
+    }
+
     pub fn options(&self, progress: bool) -> DistillOptions {
         DistillOptions {
             epochs: self.epochs,
@@ -123,6 +147,8 @@ impl TrainArgs {
             resume: self.resume,
             stop_after: None,
             intermediates: self.matches.len(),
+            // by position: loss_mask_input() finds it in the model
+            loss_mask: None,
             progress,
         }
     }
@@ -184,7 +210,8 @@ pub fn repair(
     };
     // Progress goes to stderr, also with --json (stdout stays the JSON):
     // a run can take half an hour.
-    let o = a.train.options(true);
+    let mut o = a.train.options(true);
+    o.loss_mask = a.train.loss_mask_input(teacher.graph())?;
     let data = load_transfer(path, teacher.graph())?;
     let (targets, mut student) =
         with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
@@ -328,7 +355,8 @@ pub fn run_student_mode(a: &DistillCmd) -> Result<()> {
         with_matches(&teacher, sg.clone(), &a.train.matches, &data, a.threads)?;
     let outputs = sg.outputs.len();
     let before_model = Model::from_graph(sg).map_err(|e| anyhow!("the student: {e}"))?;
-    let o = a.train.options(true);
+    let mut o = a.train.options(true);
+    o.loss_mask = a.train.loss_mask_input(teacher.graph())?;
     let report = distill(&student, &data, &targets, &o)?;
     let mut g = student.export()?;
     g.outputs.truncate(outputs);

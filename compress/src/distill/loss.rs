@@ -40,13 +40,35 @@ fn rows(t: &CTensor) -> Result<CTensor> {
     Ok(t.reshape(((), c))?)
 }
 
+/// The mean of `v`, one value per row of `s` (`[..., C]`). With a `mask`
+/// (1 where a position counts, 0 where not: padding tokens) and `s` of
+/// shape `[mask's dims..., C]`, over the rows the mask keeps.
+fn row_mean(v: &CTensor, s: &CTensor, mask: Option<&CTensor>) -> Result<CTensor> {
+    if let Some(m) = mask
+        && s.rank() == m.rank() + 1
+        && s.dims()[..m.rank()] == *m.dims()
+    {
+        let m = m.flatten_all()?;
+        let kept = m.sum_all()?.maximum(1f32)?;
+        return Ok(((v * &m)?.sum_all()? / kept)?);
+    }
+    Ok(v.mean_all()?)
+}
+
+/// Whether `mask` selects rows of `s` (see [`row_mean`]).
+fn masks(s: &CTensor, mask: Option<&CTensor>) -> bool {
+    mask.is_some_and(|m| s.rank() == m.rank() + 1 && s.dims()[..m.rank()] == *m.dims())
+}
+
 /// The loss of one batch: summed over the outputs; the label term (if any)
-/// uses the first output.
+/// uses the first output. `mask` (0/1, e.g. `[batch, tokens]`) leaves the
+/// positions it zeroes out of every output shaped `[mask's dims..., C]`.
 pub fn batch_loss(
     loss: Loss,
     student: &[CTensor],
     teacher: &[CTensor],
     labels: Option<&CTensor>,
+    mask: Option<&CTensor>,
 ) -> Result<CTensor> {
     let mut total: Option<CTensor> = None;
     let mut add = |t: CTensor| -> Result<()> {
@@ -64,16 +86,19 @@ pub fn batch_loss(
                 if alpha < 1.0 {
                     let ls = candle_nn::ops::log_softmax(&(s2.clone() / tt)?, D::Minus1)?;
                     let lt = candle_nn::ops::log_softmax(&(t2 / tt)?, D::Minus1)?;
-                    let kl = (lt.exp()? * (lt - ls)?)?
-                        .sum(D::Minus1)?
-                        .mean_all()?
-                        .affine((1.0 - alpha as f64) * tt * tt, 0.0)?;
+                    let per_row = (lt.exp()? * (lt - ls)?)?.sum(D::Minus1)?;
+                    let kl =
+                        row_mean(&per_row, s, mask)?.affine((1.0 - alpha as f64) * tt * tt, 0.0)?;
                     add(kl)?;
                 }
                 if let (0, Some(y), true) = (k, labels, alpha > 0.0) {
                     let ce = candle_nn::loss::cross_entropy(&s2, y)?;
                     add(ce.affine(alpha as f64, 0.0)?)?;
                 }
+            }
+            Loss::Mse if masks(s, mask) => {
+                let per_row = rows(&(s - t)?.sqr()?)?.mean(D::Minus1)?;
+                add(row_mean(&per_row, s, mask)?)?
             }
             Loss::Mse => add((s - t)?.sqr()?.mean_all()?)?,
             Loss::Cosine => {
@@ -82,7 +107,7 @@ pub fn batch_loss(
                 let ns = s2.sqr()?.sum(D::Minus1)?.sqrt()?;
                 let nt = t2.sqr()?.sum(D::Minus1)?.sqrt()?;
                 let cos = (dot / ((ns * nt)? + 1e-12)?)?;
-                add(cos.mean_all()?.affine(-1.0, 1.0)?)?;
+                add(row_mean(&cos, s, mask)?.affine(-1.0, 1.0)?)?;
             }
         }
     }
@@ -204,6 +229,7 @@ mod tests {
                 std::slice::from_ref(s),
                 std::slice::from_ref(t),
                 None,
+                None,
             )
             .unwrap()
             .to_scalar::<f32>()
@@ -237,7 +263,53 @@ mod tests {
         let dev = Device::Cpu;
         let s = CTensor::new(&[[1.0f32, 2.0], [3.0, -1.0]], &dev).unwrap();
         let t = (&s * 3.0).unwrap();
-        let l = batch_loss(Loss::Cosine, &[s], &[t], None).unwrap();
+        let l = batch_loss(Loss::Cosine, &[s], &[t], None, None).unwrap();
         assert!(l.to_scalar::<f32>().unwrap().abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_mask_leaves_padding_positions_out() {
+        let dev = Device::Cpu;
+        // [2 sequences, 3 tokens, 2]; the masked positions disagree.
+        let s = [
+            [[1f32, 2.0], [3.0, -1.0], [5.0, 5.0]],
+            [[0.5, 1.0], [1.0, 0.0], [2.0, 2.0]],
+        ];
+        let mut t = s.map(|q| q.map(|r| r.map(|v| 2.0 * v)));
+        let mask = [[1f32, 1.0, 0.0], [1.0, 0.0, 0.0]];
+        for (b, row) in mask.iter().enumerate() {
+            for (k, &m) in row.iter().enumerate() {
+                if m == 0.0 {
+                    t[b][k] = [-1.0, 7.0];
+                }
+            }
+        }
+        let (s, t) = (
+            CTensor::new(&s, &dev).unwrap(),
+            CTensor::new(&t, &dev).unwrap(),
+        );
+        let m = CTensor::new(&mask, &dev).unwrap();
+        let l = |loss: Loss, m: Option<&CTensor>| {
+            batch_loss(
+                loss,
+                std::slice::from_ref(&s),
+                std::slice::from_ref(&t),
+                None,
+                m,
+            )
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+        };
+        // The kept rows are parallel: no cosine loss, unless all count.
+        assert!(l(Loss::Cosine, Some(&m)).abs() < 1e-6);
+        assert!(l(Loss::Cosine, None) > 0.1);
+        // MSE over the three kept rows, t = 2s there: mean of s².
+        let kept = [[1f64, 2.0], [3.0, -1.0], [0.5, 1.0]];
+        let want = kept.iter().flatten().map(|v| v * v).sum::<f64>() / 6.0;
+        assert!((l(Loss::Mse, Some(&m)) - want).abs() < 1e-5);
+        // A mask that fits no output's shape changes nothing.
+        let other = CTensor::new(&[1f32, 0.0], &dev).unwrap();
+        assert_eq!(l(Loss::Mse, Some(&other)), l(Loss::Mse, None));
     }
 }

@@ -61,6 +61,10 @@ pub struct DistillOptions {
     /// How many of the last outputs are matched intermediate values
     /// ([`expose`]): they add their mean squared error to the loss.
     pub intermediates: usize,
+    /// The input (by position) whose zeros mark positions that do not
+    /// count (a transformer's attention mask: padding tokens): outputs
+    /// shaped `[its dims..., C]` are averaged over the other positions.
+    pub loss_mask: Option<usize>,
     /// One line per epoch on stderr.
     pub progress: bool,
 }
@@ -84,6 +88,7 @@ impl Default for DistillOptions {
             resume: false,
             stop_after: None,
             intermediates: 0,
+            loss_mask: None,
             progress: true,
         }
     }
@@ -426,22 +431,43 @@ fn argmax_rows(t: &CTensor) -> Result<Vec<u32>> {
     Ok(t.reshape(((), c))?.argmax(1)?.to_vec1::<u32>()?)
 }
 
-/// `loss` on the model's own outputs, plus the mean squared error of each
-/// matched intermediate value (the last `matched` outputs).
-fn total_loss(
+/// What a batch's loss is: the loss, how many of the last outputs are
+/// matched intermediate values, and the mask input (by position).
+#[derive(Clone, Copy)]
+struct LossSpec {
     loss: Loss,
     matched: usize,
-    out: &[CTensor],
-    t: &[CTensor],
-    y: Option<&CTensor>,
-) -> Result<CTensor> {
-    let k = out.len().saturating_sub(matched);
-    let l = batch_loss(loss, &out[..k], &t[..k], y)?;
-    Ok(if matched > 0 {
-        (l + batch_loss(Loss::Mse, &out[k..], &t[k..], None)?)?
-    } else {
-        l
-    })
+    mask: Option<usize>,
+}
+
+impl LossSpec {
+    fn of(o: &DistillOptions) -> LossSpec {
+        LossSpec {
+            loss: o.loss,
+            matched: o.intermediates,
+            mask: o.loss_mask,
+        }
+    }
+
+    /// The batch's mask input as 0/1.
+    fn mask(&self, b: &Batch) -> Result<Option<CTensor>> {
+        self.mask
+            .map(|i| Ok(b.x[i].ne(0f32)?.to_dtype(candle_core::DType::F32)?))
+            .transpose()
+    }
+
+    /// `loss` on the model's own outputs, plus the mean squared error of
+    /// each matched intermediate value (the last `matched` outputs).
+    fn total(&self, out: &[CTensor], b: &Batch) -> Result<CTensor> {
+        let m = self.mask(b)?;
+        let k = out.len().saturating_sub(self.matched);
+        let l = batch_loss(self.loss, &out[..k], &b.t[..k], b.y.as_ref(), m.as_ref())?;
+        Ok(if self.matched > 0 {
+            (l + batch_loss(Loss::Mse, &out[k..], &b.t[k..], None, m.as_ref())?)?
+        } else {
+            l
+        })
+    }
 }
 
 /// Hidden-state matching: add the values named in `names` (a layer's
@@ -478,12 +504,8 @@ pub fn expose(g: &mut Graph, names: &[String], what: &str) -> Result<()> {
 }
 
 /// Loss, agreement and accuracy of `student` on a split.
-fn evaluate(
-    student: &Student,
-    val: &Batch,
-    (loss, matched): (Loss, usize),
-    batch: usize,
-) -> Result<ValStats> {
+fn evaluate(student: &Student, val: &Batch, spec: LossSpec, batch: usize) -> Result<ValStats> {
+    let loss = spec.loss;
     let (mut total, mut agree, mut correct) = (0f64, 0f64, 0usize);
     let mut a = 0;
     let all: Vec<usize> = (0..val.n).collect();
@@ -491,8 +513,7 @@ fn evaluate(
         let b = (a + batch).min(val.n);
         let part = select(val, &all[a..b])?;
         let out = student.forward(&part.x)?;
-        let l =
-            total_loss(loss, matched, &out, &part.t, part.y.as_ref())?.to_scalar::<f32>()? as f64;
+        let l = spec.total(&out, &part)?.to_scalar::<f32>()? as f64;
         total += l * part.n as f64;
         let (s, t) = (&out[0], &part.t[0]);
         match loss {
@@ -505,7 +526,8 @@ fn evaluate(
                 }
             }
             Loss::Mse | Loss::Cosine => {
-                let one = batch_loss(Loss::Cosine, &out[..1], &part.t[..1], None)?;
+                let m = spec.mask(&part)?;
+                let one = batch_loss(Loss::Cosine, &out[..1], &part.t[..1], None, m.as_ref())?;
                 agree += (1.0 - one.to_scalar::<f32>()? as f64) * part.n as f64;
             }
         }
@@ -634,6 +656,26 @@ pub fn distill(
         probe.len(),
         targets.len()
     );
+    if let Some(i) = o.loss_mask {
+        let g = student.graph();
+        let m = all
+            .x
+            .get(i)
+            .ok_or_else(|| anyhow!("loss mask: the model has no input {i}"))?;
+        let per_sample = &m.dims()[1..];
+        ensure!(
+            probe
+                .iter()
+                .any(|s| s.rank() == m.rank() + 1 && &s.dims()[1..m.rank()] == per_sample),
+            "--loss-mask {}: no output is shaped [{}, C] per sample, so it would mask nothing",
+            g.values[g.inputs[i]].name,
+            per_sample
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
     let mut order: Vec<usize> = (0..n).collect();
     shuffle(&mut order, o.seed, 0);
@@ -710,7 +752,7 @@ pub fn distill(
     };
 
     if let Some(v) = &val {
-        let s = evaluate(student, v, (o.loss, o.intermediates), eval_batch)?;
+        let s = evaluate(student, v, LossSpec::of(o), eval_batch)?;
         report.initial = Some(s);
         if report.resumed_from.is_none() {
             best_val = s.loss;
@@ -758,7 +800,7 @@ pub fn distill(
             lr = learning_rate(o.lr, step, warmup, total_steps);
             let b = select(&all, chunk)?;
             let out = student.forward(&b.x)?;
-            let l = total_loss(o.loss, o.intermediates, &out, &b.t, b.y.as_ref())?;
+            let l = LossSpec::of(o).total(&out, &b)?;
             let lv = l.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 return Err(nan_stop("the training loss", lv, epoch + 1, saved_epoch));
@@ -782,7 +824,7 @@ pub fn distill(
         trained += seen;
         epoch += 1;
         let vs = match &val {
-            Some(v) => Some(evaluate(student, v, (o.loss, o.intermediates), eval_batch)?),
+            Some(v) => Some(evaluate(student, v, LossSpec::of(o), eval_batch)?),
             None => None,
         };
         if let Some(s) = vs.filter(|s| !s.loss.is_finite()) {
