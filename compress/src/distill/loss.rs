@@ -44,10 +44,7 @@ fn rows(t: &CTensor) -> Result<CTensor> {
 /// (1 where a position counts, 0 where not: padding tokens) and `s` of
 /// shape `[mask's dims..., C]`, over the rows the mask keeps.
 fn row_mean(v: &CTensor, s: &CTensor, mask: Option<&CTensor>) -> Result<CTensor> {
-    if let Some(m) = mask
-        && s.rank() == m.rank() + 1
-        && s.dims()[..m.rank()] == *m.dims()
-    {
+    if let Some(m) = mask.filter(|_| masks(s, mask)) {
         let m = m.flatten_all()?;
         let kept = m.sum_all()?.maximum(1f32)?;
         return Ok(((v * &m)?.sum_all()? / kept)?);
