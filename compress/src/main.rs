@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use morsel_compress::calibrate;
-use morsel_compress::distill::DistillOptions;
 use morsel_compress::lowrank::{self, LowRankOptions, Rank};
 use morsel_compress::measure::{self, Feed, Summary, argmax_rows, run_batched};
 use morsel_compress::npy;
@@ -957,10 +956,7 @@ fn search(a: &CompressArgs) -> Result<()> {
     if let Some(p) = &a.repair.distill {
         o.repair = Some(Repair {
             transfer: morsel_compress::distill::load_transfer(p, &g)?,
-            options: DistillOptions {
-                loss_mask: a.repair.train.loss_mask_input(&g)?,
-                ..a.repair.train.options(false)
-            },
+            options: a.repair.train.options(&g, false)?,
             source: p.display().to_string(),
             max_repairs: 4,
         });

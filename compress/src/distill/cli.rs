@@ -100,7 +100,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// `--loss-mask`'s input, by its position among `g`'s inputs.
-    pub fn loss_mask_input(&self, g: &Graph) -> Result<Option<usize>> {
+    fn loss_mask_input(&self, g: &Graph) -> Result<Option<usize>> {
         let Some(name) = &self.loss_mask else {
             return Ok(None);
         };
@@ -118,8 +118,9 @@ impl TrainArgs {
         }
     }
 
-    pub fn options(&self, progress: bool) -> DistillOptions {
-        DistillOptions {
+    /// The options for training `model` (or a student with its inputs).
+    pub fn options(&self, model: &Graph, progress: bool) -> Result<DistillOptions> {
+        Ok(DistillOptions {
             epochs: self.epochs,
             batch: self.train_batch,
             lr: self.lr,
@@ -147,10 +148,9 @@ impl TrainArgs {
             resume: self.resume,
             stop_after: None,
             intermediates: self.matches.len(),
-            // by position: loss_mask_input() finds it in the model
-            loss_mask: None,
+            loss_mask: self.loss_mask_input(model)?,
             progress,
-        }
+        })
     }
 }
 
@@ -210,8 +210,7 @@ pub fn repair(
     };
     // Progress goes to stderr, also with --json (stdout stays the JSON):
     // a run can take half an hour.
-    let mut o = a.train.options(true);
-    o.loss_mask = a.train.loss_mask_input(teacher.graph())?;
+    let o = a.train.options(teacher.graph(), true)?;
     let data = load_transfer(path, teacher.graph())?;
     let (targets, mut student) =
         with_matches(teacher, g.clone(), &a.train.matches, &data, threads)?;
@@ -355,8 +354,7 @@ pub fn run_student_mode(a: &DistillCmd) -> Result<()> {
         with_matches(&teacher, sg.clone(), &a.train.matches, &data, a.threads)?;
     let outputs = sg.outputs.len();
     let before_model = Model::from_graph(sg).map_err(|e| anyhow!("the student: {e}"))?;
-    let mut o = a.train.options(true);
-    o.loss_mask = a.train.loss_mask_input(teacher.graph())?;
+    let o = a.train.options(teacher.graph(), true)?;
     let report = distill(&student, &data, &targets, &o)?;
     let mut g = student.export()?;
     g.outputs.truncate(outputs);

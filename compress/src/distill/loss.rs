@@ -53,7 +53,7 @@ fn row_mean(v: &CTensor, s: &CTensor, mask: Option<&CTensor>) -> Result<CTensor>
 }
 
 /// Whether `mask` selects rows of `s` (see [`row_mean`]).
-fn masks(s: &CTensor, mask: Option<&CTensor>) -> bool {
+pub(super) fn masks(s: &CTensor, mask: Option<&CTensor>) -> bool {
     mask.is_some_and(|m| s.rank() == m.rank() + 1 && s.dims()[..m.rank()] == *m.dims())
 }
 

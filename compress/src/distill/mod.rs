@@ -32,7 +32,7 @@ pub use loss::{Loss, Optim};
 
 use crate::train::{Student, candle_to_tensor, tensor_to_candle};
 use checkpoint::Checkpoint;
-use loss::{Optimizer, batch_loss, learning_rate};
+use loss::{Optimizer, batch_loss, learning_rate, masks};
 
 #[derive(Debug, Clone)]
 pub struct DistillOptions {
@@ -457,13 +457,13 @@ impl LossSpec {
     }
 
     /// `loss` on the model's own outputs, plus the mean squared error of
-    /// each matched intermediate value (the last `matched` outputs).
-    fn total(&self, out: &[CTensor], b: &Batch) -> Result<CTensor> {
-        let m = self.mask(b)?;
+    /// each matched intermediate value (the last `matched` outputs); `m` is
+    /// the batch's [`LossSpec::mask`].
+    fn total(&self, out: &[CTensor], b: &Batch, m: Option<&CTensor>) -> Result<CTensor> {
         let k = out.len().saturating_sub(self.matched);
-        let l = batch_loss(self.loss, &out[..k], &b.t[..k], b.y.as_ref(), m.as_ref())?;
+        let l = batch_loss(self.loss, &out[..k], &b.t[..k], b.y.as_ref(), m)?;
         Ok(if self.matched > 0 {
-            (l + batch_loss(Loss::Mse, &out[k..], &b.t[k..], None, m.as_ref())?)?
+            (l + batch_loss(Loss::Mse, &out[k..], &b.t[k..], None, m)?)?
         } else {
             l
         })
@@ -513,7 +513,8 @@ fn evaluate(student: &Student, val: &Batch, spec: LossSpec, batch: usize) -> Res
         let b = (a + batch).min(val.n);
         let part = select(val, &all[a..b])?;
         let out = student.forward(&part.x)?;
-        let l = spec.total(&out, &part)?.to_scalar::<f32>()? as f64;
+        let m = spec.mask(&part)?;
+        let l = spec.total(&out, &part, m.as_ref())?.to_scalar::<f32>()? as f64;
         total += l * part.n as f64;
         let (s, t) = (&out[0], &part.t[0]);
         match loss {
@@ -526,7 +527,6 @@ fn evaluate(student: &Student, val: &Batch, spec: LossSpec, batch: usize) -> Res
                 }
             }
             Loss::Mse | Loss::Cosine => {
-                let m = spec.mask(&part)?;
                 let one = batch_loss(Loss::Cosine, &out[..1], &part.t[..1], None, m.as_ref())?;
                 agree += (1.0 - one.to_scalar::<f32>()? as f64) * part.n as f64;
             }
@@ -639,7 +639,8 @@ pub fn distill(
         n,
     };
     // The student must produce what the teacher produced, sample for sample.
-    let probe = student.forward(&select(&all, &[0])?.x)?;
+    let first = select(&all, &[0])?;
+    let probe = student.forward(&first.x)?;
     for (k, (s, t)) in probe.iter().zip(targets).enumerate() {
         let name = |g: &Graph| g.values[g.outputs[k]].name.clone();
         ensure!(
@@ -658,18 +659,15 @@ pub fn distill(
     );
     if let Some(i) = o.loss_mask {
         let g = student.graph();
-        let m = all
+        let m = first
             .x
             .get(i)
             .ok_or_else(|| anyhow!("loss mask: the model has no input {i}"))?;
-        let per_sample = &m.dims()[1..];
         ensure!(
-            probe
-                .iter()
-                .any(|s| s.rank() == m.rank() + 1 && &s.dims()[1..m.rank()] == per_sample),
+            probe.iter().any(|s| masks(s, Some(m))),
             "--loss-mask {}: no output is shaped [{}, C] per sample, so it would mask nothing",
             g.values[g.inputs[i]].name,
-            per_sample
+            m.dims()[1..]
                 .iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
@@ -800,7 +798,8 @@ pub fn distill(
             lr = learning_rate(o.lr, step, warmup, total_steps);
             let b = select(&all, chunk)?;
             let out = student.forward(&b.x)?;
-            let l = LossSpec::of(o).total(&out, &b)?;
+            let spec = LossSpec::of(o);
+            let l = spec.total(&out, &b, spec.mask(&b)?.as_ref())?;
             let lv = l.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 return Err(nan_stop("the training loss", lv, epoch + 1, saved_epoch));

@@ -445,6 +445,21 @@ fn round_activation(x: &CTensor, len: usize) -> Result<CTensor> {
     straight_through(x, out)
 }
 
+/// Float input `k` (if present) replaced by `round` of its values,
+/// straight through.
+fn round_input(
+    ins: &mut [Option<Val>],
+    k: usize,
+    round: impl FnOnce(Vec<f32>) -> Vec<f32>,
+) -> Result<()> {
+    if let Some(Some(Val::F(x))) = ins.get(k) {
+        let x = x.clone();
+        let rounded = round(values(&x)?);
+        ins[k] = Some(Val::F(straight_through(&x, rounded)?));
+    }
+    Ok(())
+}
+
 /// Round the weight (and, for [`Rounding::Compute`], the input) of node `n`
 /// in place, as int8 will.
 fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Result<()> {
@@ -456,11 +471,7 @@ fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Res
     }
     if how == Rounding::Half {
         for k in [1, 2] {
-            if let Some(Some(Val::F(x))) = ins.get(k) {
-                let x = x.clone();
-                let v = values(&x)?;
-                ins[k] = Some(Val::F(straight_through(&x, as_halves(&v).unwrap_or(v))?));
-            }
+            round_input(ins, k, |v| as_halves(&v).unwrap_or(v))?;
         }
         return Ok(());
     }
@@ -496,9 +507,8 @@ fn fake_quantize_inputs(n: &Node, how: Rounding, ins: &mut [Option<Val>]) -> Res
     ins[1] = Some(Val::F(straight_through(&w, rounded)?));
     // The bias, stored as halves (a Gemm's only when beta = 1: int8 stores beta·C).
     let beta_one = op != "Gemm" || n.attrs.float("beta", 1.0)? == 1.0;
-    if beta_one && let Some(Some(Val::F(b))) = ins.get(2) {
-        let b = b.clone();
-        ins[2] = Some(Val::F(straight_through(&b, bias_as_stored(&values(&b)?))?));
+    if beta_one {
+        round_input(ins, 2, |v| bias_as_stored(&v))?;
     }
     if how == Rounding::Compute {
         let x = fin(ins, 0)?;
